@@ -1,0 +1,75 @@
+"""Run benchmark groups, print a table, write JSON records.
+
+    python -m benchmarks                 # every group
+    python -m benchmarks io segment      # named groups
+    python -m benchmarks io --json out.json
+
+Each group is a module ``benchmarks/bench_<group>.py`` with ``run(args) -> list[Record]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+import traceback
+from pathlib import Path
+
+GROUPS = ["io", "segment", "gui", "classify", "seg_adapters", "distributed"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    p.add_argument("groups", nargs="*", help=f"groups to run (default: all of {', '.join(GROUPS)})")
+    p.add_argument("--json", type=Path, default=None, help="write the records to this JSON file")
+    p.add_argument("--quick", action="store_true", help="fewer repeats / smaller sizes (smoke run)")
+    args = p.parse_args(argv)
+    groups = args.groups or GROUPS
+    unknown = [g for g in groups if g not in GROUPS]
+    if unknown:
+        p.error(f"unknown group(s) {unknown}; choose from {GROUPS}")
+
+    records, failed = [], []
+    for g in groups:
+        try:
+            mod = importlib.import_module(f"benchmarks.bench_{g}")
+        except ModuleNotFoundError as e:
+            if e.name == f"benchmarks.bench_{g}":
+                print(f"[{g}] not implemented yet, skipped", file=sys.stderr)
+                continue
+            raise
+        print(f"[{g}] running ...", file=sys.stderr, flush=True)
+        try:
+            records.extend(mod.run(args))
+        except Exception:
+            traceback.print_exc()
+            failed.append(g)
+
+    _print_table(records)
+    if args.json:
+        args.json.write_text(json.dumps([r.as_dict() for r in records], indent=2))
+        print(f"wrote {len(records)} records to {args.json}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _fmt(x) -> str:
+    if x is None:
+        return "-"
+    if isinstance(x, float):
+        return f"{x:.4g}"
+    return str(x)
+
+
+def _print_table(records) -> None:
+    cols = ["benchmark", "metric", "value", "unit", "baseline", "ratio", "device", "notes"]
+    rows = [[_fmt(getattr(r, c)) for c in cols] for r in records]
+    widths = [max(len(c), *(len(r[i]) for r in rows)) if rows else len(c) for i, c in enumerate(cols)]
+    print("  ".join(c.ljust(w) for c, w in zip(cols, widths)))
+    print("  ".join("-" * w for w in widths))
+    for r in rows:
+        print("  ".join(v.ljust(w) for v, w in zip(r, widths)))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""napari dock widgets: the only place Qt and napari are imported."""

@@ -1,0 +1,1 @@
+"""Few-shot classification on frozen foundation models (Qt-free; torch imported lazily)."""

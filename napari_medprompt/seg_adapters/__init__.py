@@ -1,0 +1,1 @@
+"""Adapters for segmentation models (VLSM-Adapter on CLIPSeg, SAM2 adapters)."""

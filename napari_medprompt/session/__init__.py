@@ -1,0 +1,1 @@
+"""An annotation session: objects, prompts, per-slice status, provenance, undo, autosave, recovery."""

@@ -1,0 +1,1 @@
+"""The one training loop (a generator of events), datasets, few-shot sampling, checkpoints."""
