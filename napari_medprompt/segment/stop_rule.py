@@ -1,0 +1,75 @@
+"""When does a propagated object end? The stop rule shared by every propagation mode.
+
+Zero-shot segmenters keep inventing a mask after the structure has ended, so propagation watches
+each new slice and calls it *bad* when
+
+- the backend's object score is below ``settings.min_object_score`` (when the backend gives one),
+- the mask vanished (fewer than ``settings.min_area_px`` pixels), or
+- the area jumped: it changed by more than a factor ``settings.max_area_ratio`` against the last
+  good slice (a leak into a neighbour, or a collapse).
+
+After ``settings.patience`` consecutive bad slices the object counts as lost and that direction
+stops. A good slice resets the count and becomes the new area reference.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from napari_medprompt.segment.base import PropagationSettings
+
+
+class StopRule:
+    """Stateful judge for one propagation run (one object, one direction, from one seed).
+
+    ``reset(seed_mask)`` starts a run; ``update(mask, object_score)`` judges the next slice and returns
+    True when the object is lost there (``patience`` bad slices in a row). After each update,
+    ``last_ok`` says whether that slice was good, ``reason`` why it was not ("" when it was), and
+    ``streak`` how many bad slices are in the current run of bad ones.
+    """
+
+    def __init__(self, settings: PropagationSettings | None = None) -> None:
+        self.settings = settings if settings is not None else PropagationSettings()
+        if self.settings.patience < 1:
+            raise ValueError(f"patience must be at least 1, got {self.settings.patience}")
+        if self.settings.max_area_ratio <= 1.0:
+            raise ValueError(
+                f"max_area_ratio must be greater than 1, got {self.settings.max_area_ratio}"
+            )
+        self.reference_area: float = 0.0
+        self.streak = 0
+        self.last_ok = True
+        self.reason = ""
+
+    def reset(self, seed_mask: np.ndarray | None) -> None:
+        """Start a run from ``seed_mask`` (its area is the first reference)."""
+        self.reference_area = float(np.count_nonzero(seed_mask)) if seed_mask is not None else 0.0
+        self.streak = 0
+        self.last_ok = True
+        self.reason = ""
+
+    def judge(self, mask: np.ndarray, object_score: float | None = None) -> str:
+        """Why this slice is bad ("" when it is good), without changing the state."""
+        s = self.settings
+        if object_score is not None and float(object_score) < s.min_object_score:
+            return f"object score {float(object_score):.2f} < {s.min_object_score:.2f}"
+        area = float(np.count_nonzero(mask))
+        if area < s.min_area_px:
+            return f"mask vanished ({int(area)} px < {s.min_area_px} px)"
+        ref = self.reference_area
+        if ref >= s.min_area_px:
+            ratio = max(area / ref, ref / area)
+            if ratio > s.max_area_ratio:
+                return f"area jumped by x{ratio:.1f} (> x{s.max_area_ratio:g})"
+        return ""
+
+    def update(self, mask: np.ndarray, object_score: float | None = None) -> bool:
+        """Judge the next slice; True when the object is lost here (stop this direction)."""
+        self.reason = self.judge(mask, object_score)
+        self.last_ok = not self.reason
+        if self.last_ok:
+            self.streak = 0
+            self.reference_area = float(np.count_nonzero(mask))
+            return False
+        self.streak += 1
+        return self.streak >= self.settings.patience

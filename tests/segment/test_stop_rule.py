@@ -1,0 +1,75 @@
+"""The stop rule: object score, vanishing masks and area jumps, with patience."""
+
+import numpy as np
+import pytest
+
+from napari_medprompt.segment.base import PropagationSettings
+from napari_medprompt.segment.stop_rule import StopRule
+
+
+def square(n: int, size: int = 64) -> np.ndarray:
+    m = np.zeros((size, size), bool)
+    m[:n, :n] = True
+    return m
+
+
+def test_good_slices_never_stop():
+    rule = StopRule(PropagationSettings(patience=1))
+    rule.reset(square(10))
+    for n in (10, 11, 12, 11, 10, 9):
+        assert rule.update(square(n), object_score=0.9) is False
+        assert rule.last_ok and rule.reason == ""
+
+
+def test_low_object_score_stops_after_patience():
+    rule = StopRule(PropagationSettings(patience=3, min_object_score=0.5))
+    rule.reset(square(10))
+    assert rule.update(square(10), 0.4) is False
+    assert not rule.last_ok and "object score" in rule.reason
+    assert rule.update(square(10), 0.1) is False
+    assert rule.update(square(10), 0.2) is True
+    assert rule.streak == 3
+
+
+def test_good_slice_resets_the_streak():
+    rule = StopRule(PropagationSettings(patience=2))
+    rule.reset(square(10))
+    assert rule.update(square(10), 0.1) is False
+    assert rule.update(square(10), 0.9) is False  # recovered
+    assert rule.streak == 0
+    assert rule.update(square(10), 0.1) is False
+    assert rule.update(square(10), 0.1) is True
+
+
+def test_vanishing_mask_counts_without_object_score():
+    rule = StopRule(PropagationSettings(patience=1, min_area_px=10))
+    rule.reset(square(10))
+    assert rule.update(np.zeros((64, 64), bool)) is True
+    assert "vanished" in rule.reason
+    rule.reset(square(10))
+    assert rule.update(square(3)) is True  # 9 px < 10 px
+
+
+def test_area_jump_is_relative_to_last_good_slice():
+    rule = StopRule(PropagationSettings(patience=1, max_area_ratio=2.5))
+    rule.reset(square(10))  # 100 px
+    assert rule.update(square(15)) is False  # 225 px: x2.25
+    assert rule.update(square(23)) is False  # 529 vs 225: x2.35, reference moved
+    rule.reset(square(10))
+    assert rule.update(square(16)) is True  # 256 px: x2.56 > 2.5
+    assert "jumped" in rule.reason
+    rule.reset(square(20))  # 400 px
+    assert rule.update(square(12)) is True  # shrink x2.78
+
+
+def test_score_none_is_not_judged():
+    rule = StopRule(PropagationSettings(patience=1))
+    rule.reset(square(10))
+    assert rule.update(square(10), None) is False
+
+
+def test_bad_settings_are_refused():
+    with pytest.raises(ValueError, match="patience"):
+        StopRule(PropagationSettings(patience=0))
+    with pytest.raises(ValueError, match="max_area_ratio"):
+        StopRule(PropagationSettings(max_area_ratio=1.0))
