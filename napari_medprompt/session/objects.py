@@ -1,0 +1,159 @@
+"""Segmented objects of a session: id, name, colour, lock, prompts, per-slice status, provenance.
+
+Everything here is plain data that serialises to JSON (``to_dict`` / ``from_dict``) so the session
+file, the undo history and the review table all read the same record.
+"""
+
+from __future__ import annotations
+
+import copy
+import getpass
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+#: The review states of one slice of one object, in the order a slice usually goes through them.
+SLICE_STATUSES = ("prompted", "propagated", "edited", "accepted", "rejected")
+REVIEW_STATUSES = ("accepted", "rejected")
+
+# Distinct, colour-blind-friendlier colours (Okabe-Ito first, then tab10-like); floats in 0..1.
+_PALETTE = [
+    (0.902, 0.624, 0.0),
+    (0.337, 0.706, 0.914),
+    (0.0, 0.620, 0.451),
+    (0.941, 0.894, 0.259),
+    (0.0, 0.447, 0.698),
+    (0.835, 0.369, 0.0),
+    (0.800, 0.475, 0.655),
+    (0.580, 0.404, 0.741),
+    (0.549, 0.337, 0.294),
+    (0.090, 0.745, 0.812),
+    (0.737, 0.741, 0.133),
+    (0.839, 0.153, 0.157),
+]
+
+
+def default_color(object_id: int) -> tuple[float, float, float]:
+    """A stable colour for a label id (the same id always gets the same colour)."""
+    return _PALETTE[(int(object_id) - 1) % len(_PALETTE)]
+
+
+def utc_now() -> str:
+    """ISO 8601 UTC timestamp with seconds precision, e.g. ``2026-11-25T10:40:00Z``."""
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def os_user() -> str:
+    """The operating-system user name (recorded in provenance), or ``"unknown"``."""
+    try:
+        return getpass.getuser()
+    except Exception:  # no USER/LOGNAME and no passwd entry (some containers)
+        return "unknown"
+
+
+def check_status(status: str, allowed: tuple[str, ...] = SLICE_STATUSES) -> str:
+    if status not in allowed:
+        raise ValueError(f"unknown slice status {status!r}; expected one of {', '.join(allowed)}")
+    return status
+
+
+@dataclass
+class SegObject:
+    """One structure being annotated, stored in the label map under ``id``.
+
+    ``prompts`` maps a slice index to ``{"points": [[row, col], ...], "labels": [1 | 0, ...],
+    "box": [r0, c0, r1, c1] | None}``; ``slice_status`` maps a slice index to one of
+    :data:`SLICE_STATUSES`; ``provenance`` says how the mask was made (backend, model, version,
+    device, random_weights, user, created, modified, and a short ``log`` of the commits).
+    """
+
+    id: int
+    name: str = ""
+    color: tuple[float, float, float] = (1.0, 0.0, 0.0)
+    locked: bool = False
+    prompts: dict[int, dict[str, Any]] = field(default_factory=dict)
+    slice_status: dict[int, str] = field(default_factory=dict)
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def display_name(self) -> str:
+        return self.name or f"object {self.id}"
+
+    def slices_with(self, status: str) -> list[int]:
+        return sorted(z for z, s in self.slice_status.items() if s == status)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready copy (slice keys become strings)."""
+        return {
+            "id": int(self.id),
+            "name": self.name,
+            "color": [float(c) for c in self.color],
+            "locked": bool(self.locked),
+            "prompts": {str(z): copy.deepcopy(p) for z, p in sorted(self.prompts.items())},
+            "slice_status": {str(z): s for z, s in sorted(self.slice_status.items())},
+            "provenance": copy.deepcopy(self.provenance),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SegObject:
+        color = tuple(float(c) for c in d.get("color", (1.0, 0.0, 0.0)))[:3]
+        return cls(
+            id=int(d["id"]),
+            name=str(d.get("name", "")),
+            color=color,  # type: ignore[arg-type]
+            locked=bool(d.get("locked", False)),
+            prompts={int(z): copy.deepcopy(p) for z, p in d.get("prompts", {}).items()},
+            slice_status={
+                int(z): check_status(s) for z, s in d.get("slice_status", {}).items()
+            },
+            provenance=copy.deepcopy(d.get("provenance", {})),
+        )
+
+
+def new_provenance() -> dict[str, Any]:
+    now = utc_now()
+    return {
+        "backend": None,
+        "model": None,
+        "version": None,
+        "device": None,
+        "random_weights": None,
+        "user": os_user(),
+        "created": now,
+        "modified": now,
+        "log": [],
+    }
+
+
+#: How many commit records an object's provenance log keeps (oldest dropped first).
+MAX_LOG = 200
+
+_PROVENANCE_KEYS = ("backend", "model", "version", "device", "random_weights")
+
+
+def merge_provenance(obj: SegObject, action: str, slices: list[int], info: dict | None) -> None:
+    """Record a commit in ``obj.provenance``: model fields from ``info`` update the object's
+    current ones; every commit appends ``{"action", "slices", "n", "utc", "user", ...}`` to the log."""
+    prov = obj.provenance
+    if not prov:
+        prov.update(new_provenance())
+    info = dict(info or {})
+    for key in _PROVENANCE_KEYS:
+        if key in info:
+            prov[key] = info[key]
+    for key, value in info.items():  # extra fields (e.g. "checkpoint", "settings") are kept too
+        if key not in _PROVENANCE_KEYS and key not in ("log", "created"):
+            prov[key] = value
+    now = utc_now()
+    user = os_user()
+    prov["modified"] = now
+    prov["user"] = prov.get("user") or user
+    entry: dict[str, Any] = {"action": action, "utc": now, "user": user, "n": len(slices)}
+    if slices:
+        entry["slices"] = [int(min(slices)), int(max(slices))]
+    for key in _PROVENANCE_KEYS:
+        if key in info:
+            entry[key] = info[key]
+    log = prov.setdefault("log", [])
+    log.append(entry)
+    del log[:-MAX_LOG]

@@ -1,0 +1,459 @@
+"""AnnotationSession: the committed label map of one image and everything about how it was made.
+
+Qt-free; the dock widgets are views over it. Every change (commit, hand edit, review, undo, object
+edit) is one undo step built from per-slice diffs, notifies the ``on_change`` callbacks and, with
+``autosave``, is written to the session folder before the call returns (only the changed slices;
+see :mod:`napari_medprompt.session.store`). Locked objects are never overwritten, and a commit never
+writes over another object unless ``overwrite=True``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from napari_medprompt.session.history import History, Step, apply_step, diff_slices
+from napari_medprompt.session.objects import (
+    SLICE_STATUSES,
+    SegObject,
+    check_status,
+    default_color,
+    merge_provenance,
+    new_provenance,
+    utc_now,
+)
+from napari_medprompt.session.store import SessionError, SessionSaveError, SessionStore
+from napari_medprompt.session.stats import SliceCounts
+
+log = logging.getLogger(__name__)
+
+MAX_LABEL = np.iinfo(np.uint16).max
+
+
+class ObjectLockedError(ValueError):
+    """The object is locked (finished); unlock it before changing it."""
+
+
+class SessionEvent(NamedTuple):
+    """What changed: ``kind`` is one of "objects", "labels", "edit", "status", "prompts", "undo",
+    "redo", "saved", "save_failed"; ``object_id`` may be None; ``slices`` the slices touched."""
+
+    kind: str
+    object_id: int | None
+    slices: frozenset[int]
+
+
+class AnnotationSession:
+    """Objects, prompts, per-slice review status and provenance over one uint16 label map (z, y, x)."""
+
+    def __init__(
+        self,
+        shape: tuple[int, int, int],
+        spacing: tuple[float, float, float],
+        *,
+        image_key: str,
+        image_name: str = "image",
+        folder: str | Path | None = None,
+        autosave: bool = True,
+        reference: Any = None,
+        labels: np.ndarray | None = None,
+    ) -> None:
+        shape = tuple(int(s) for s in shape)
+        if len(shape) != 3 or min(shape) < 1:
+            raise ValueError(f"an annotation session needs a 3D image shape (z, y, x), got {shape}")
+        spacing = tuple(float(s) for s in spacing)
+        if len(spacing) != 3 or min(spacing) <= 0:
+            raise ValueError(f"spacing must be three positive millimetre values, got {spacing}")
+        self.shape = shape
+        self.spacing = spacing
+        self.image_key = str(image_key)
+        self.image_name = image_name
+        self.reference = reference
+        self.autosave = autosave
+        if labels is None:
+            self.labels = np.zeros(shape, dtype=np.uint16)
+        else:
+            if tuple(labels.shape) != shape:
+                raise ValueError(f"label map shape {labels.shape} does not match the image {shape}")
+            self.labels = np.ascontiguousarray(labels, dtype=np.uint16)
+        self.objects: dict[int, SegObject] = {}
+        self.history = History()
+        self.created = utc_now()
+        self.last_save_error: SessionSaveError | None = None
+        self.last_save_seconds: float | None = None
+        self.last_commit_info: dict[str, Any] = {}
+        self._counts = SliceCounts(self.labels)
+        self._callbacks: list[Callable[[SessionEvent], None]] = []
+        self._lock = threading.RLock()
+        self._dirty: set[int] = set(range(shape[0]))  # slices not yet on disk
+        self._store: SessionStore | None = None
+        self.folder: Path | None = None
+        if folder is not None:
+            self.set_folder(folder, save=False)
+
+    # ---------------------------------------------------------------------------------- objects
+    def _get(self, object_id: int) -> SegObject:
+        try:
+            return self.objects[int(object_id)]
+        except KeyError:
+            raise KeyError(f"no object with label id {object_id} in this session") from None
+
+    def _unlocked(self, object_id: int, action: str) -> SegObject:
+        obj = self._get(object_id)
+        if obj.locked:
+            raise ObjectLockedError(f"'{obj.display_name}' (label {obj.id}) is locked; unlock it to {action}")
+        return obj
+
+    def new_object(self, name: str = "", color=None, object_id: int | None = None) -> SegObject:
+        with self._lock:
+            oid = int(object_id) if object_id is not None else max(self.objects, default=0) + 1
+            if not 1 <= oid <= MAX_LABEL:
+                raise ValueError(f"label id {oid} outside 1..{MAX_LABEL}")
+            if oid in self.objects:
+                raise ValueError(f"label id {oid} is already used by '{self.objects[oid].display_name}'")
+            before = {oid: None}
+            obj = SegObject(oid, name, tuple(color) if color is not None else default_color(oid))
+            obj.provenance = new_provenance()
+            self.objects[oid] = obj
+            self._finish("new object", {}, before, SessionEvent("objects", oid, frozenset()))
+            return obj
+
+    def rename(self, object_id: int, name: str) -> None:
+        self._edit_meta(object_id, "rename", lambda o: setattr(o, "name", str(name)))
+
+    def set_color(self, object_id: int, color) -> None:
+        self._edit_meta(object_id, "colour", lambda o: setattr(o, "color", tuple(float(c) for c in color)[:3]))
+
+    def set_locked(self, object_id: int, locked: bool) -> None:
+        self._edit_meta(object_id, "lock" if locked else "unlock", lambda o: setattr(o, "locked", bool(locked)))
+
+    def _edit_meta(self, object_id: int, label: str, change: Callable[[SegObject], None]) -> None:
+        with self._lock:
+            obj = self._get(object_id)
+            before = {obj.id: obj.to_dict()}
+            change(obj)
+            self._finish(label, {}, before, SessionEvent("objects", obj.id, frozenset()))
+
+    def delete_object(self, object_id: int) -> None:
+        """Remove the object and clear its voxels (one undo step; undo brings both back)."""
+        with self._lock:
+            obj = self._unlocked(object_id, "delete it")
+            slices = self._counts.slices_of(obj.id)
+            planes = {z: self.labels[z].copy() for z in slices}
+            for z in slices:
+                self.labels[z][self.labels[z] == obj.id] = 0
+            before = {obj.id: obj.to_dict()}
+            del self.objects[obj.id]
+            self._finish("delete object", planes, before, SessionEvent("objects", obj.id, frozenset(slices)))
+
+    def record_prompt(self, object_id: int, slice_index: int, points=(), labels=(), box=None) -> None:
+        """Keep the prompts used on a slice (saved with the session; not an undo step)."""
+        with self._lock:
+            obj = self._get(object_id)
+            z = self._check_slice(slice_index)
+            pts = [[float(v) for v in p][:2] for p in points]
+            lab = [int(v) for v in labels]
+            if len(pts) != len(lab):
+                raise ValueError(f"{len(pts)} points but {len(lab)} point labels")
+            if not pts and box is None:
+                obj.prompts.pop(z, None)
+            else:
+                obj.prompts[z] = {"points": pts, "labels": lab,
+                                  "box": [float(v) for v in box] if box is not None else None}
+            self._notify_and_save(SessionEvent("prompts", obj.id, frozenset({z})))
+
+    # ---------------------------------------------------------------------------------- commits
+    def commit_slices(
+        self,
+        object_id: int,
+        masks: Mapping[int, np.ndarray],
+        status: str,
+        provenance: dict | None = None,
+        overwrite: bool = False,
+    ) -> set[int]:
+        """Replace the object's voxels on each given slice by the mask; returns the slices changed.
+
+        Voxels of locked objects are never written; voxels of other objects only with
+        ``overwrite=True``. A "propagated" commit skips slices already accepted for this object.
+        ``last_commit_info`` says how many voxels were kept for other objects and which slices
+        were skipped. One undo step; autosaved (a :class:`SessionSaveError` is raised *after*
+        the change is applied in memory).
+        """
+        check_status(status)
+        if status == "rejected":
+            raise ValueError("use set_status(..., 'rejected') to reject slices")
+        with self._lock:
+            obj = self._unlocked(object_id, "change its mask")
+            oid = obj.id
+            locked = np.array([i for i, o in self.objects.items() if o.locked], dtype=np.uint16)
+            before_obj = {oid: obj.to_dict()}
+            planes: dict[int, np.ndarray] = {}
+            blocked = 0
+            skipped: list[int] = []
+            for key, mask in masks.items():
+                z = self._check_slice(key)
+                m = np.asarray(mask, dtype=bool)
+                if m.shape != self.shape[1:]:
+                    raise ValueError(f"mask for slice {z} has shape {m.shape}, the image slices are {self.shape[1:]}")
+                if status == "propagated" and obj.slice_status.get(z) == "accepted" and not overwrite:
+                    skipped.append(z)
+                    continue
+                plane = self.labels[z]
+                planes[z] = plane.copy()
+                own = plane == oid
+                free = ~np.isin(plane, locked) if overwrite else (plane == 0) | own
+                plane[own] = 0
+                plane[m & free] = oid
+                blocked += int(np.count_nonzero(m & ~free))
+                if (plane == oid).any():
+                    obj.slice_status[z] = status
+                else:
+                    obj.slice_status.pop(z, None)
+            merge_provenance(obj, status, sorted(planes), provenance)
+            self.last_commit_info = {"blocked_voxels": blocked, "skipped_accepted": sorted(skipped)}
+            changed = self._finish(f"{status} {obj.display_name}", planes, before_obj,
+                                   SessionEvent("labels", oid, frozenset(planes)))
+            return changed
+
+    def apply_edit(
+        self,
+        object_id: int | None,
+        slices_before: Mapping[int, np.ndarray],
+        labels_after: np.ndarray | Mapping[int, np.ndarray] | None = None,
+    ) -> set[int]:
+        """Record a hand edit (napari paint/erase) of the given slices as one undo step.
+
+        ``slices_before`` holds each touched slice as it was before the edit. The edited planes come
+        from ``labels_after`` (a full volume or ``{slice: plane}``), or, when None, are already in
+        ``self.labels`` (the Labels layer shares the array). Changes to voxels of locked objects
+        are reverted (``last_commit_info["protected_voxels"]``). Objects whose voxels changed get
+        "edited" on those slices; a painted label id with no object becomes a new object.
+        """
+        with self._lock:
+            locked = np.array([i for i, o in self.objects.items() if o.locked], dtype=np.uint16)
+            planes: dict[int, np.ndarray] = {}
+            protected = 0
+            touched: dict[int, set[int]] = {}
+            for key, before in slices_before.items():
+                z = self._check_slice(key)
+                before = np.asarray(before, dtype=np.uint16)
+                if before.shape != self.shape[1:]:
+                    raise ValueError(f"slice {z} before the edit has shape {before.shape}, expected {self.shape[1:]}")
+                plane = self.labels[z]
+                if labels_after is not None:
+                    plane[...] = labels_after[z]
+                planes[z] = before.copy()
+                changed = before != plane
+                if locked.size:
+                    revert = changed & (np.isin(before, locked) | np.isin(plane, locked))
+                    protected += int(np.count_nonzero(revert))
+                    plane[revert] = before[revert]
+                    changed &= ~revert
+                for oid in np.union1d(before[changed], plane[changed]):
+                    if oid:
+                        touched.setdefault(int(oid), set()).add(z)
+            before_obj = {oid: (self.objects[oid].to_dict() if oid in self.objects else None) for oid in touched}
+            for oid, zs in touched.items():
+                obj = self.objects.get(oid)
+                if obj is None:
+                    obj = self.objects[oid] = SegObject(oid, "", default_color(oid), provenance=new_provenance())
+                for z in zs:
+                    obj.slice_status[z] = "edited"
+                merge_provenance(obj, "edited", sorted(zs), {"backend": "manual"} if not obj.provenance.get("backend") else None)
+            self.last_commit_info = {"protected_voxels": protected}
+            oid_evt = int(object_id) if object_id is not None else None
+            return self._finish("hand edit", planes, before_obj, SessionEvent("edit", oid_evt, frozenset(planes)))
+
+    def set_status(self, object_id: int, slices: Iterable[int], status: str) -> set[int]:
+        """Accept or reject slices of one object (one undo step). Rejecting clears that object's
+        voxels on those slices and nothing else. Only slices where the object has voxels or a
+        status are marked; returns them."""
+        check_status(status, ("accepted", "rejected"))
+        with self._lock:
+            obj = self._unlocked(object_id, "reject slices") if status == "rejected" else self._get(object_id)
+            present = set(self._counts.slices_of(obj.id)) | set(obj.slice_status)
+            targets = sorted({int(z) for z in slices if 0 <= int(z) < self.shape[0]} & present)
+            before_obj = {obj.id: obj.to_dict()}
+            planes: dict[int, np.ndarray] = {}
+            for z in targets:
+                obj.slice_status[z] = status
+                if status == "rejected":
+                    plane = self.labels[z]
+                    planes[z] = plane.copy()
+                    plane[plane == obj.id] = 0
+            merge_provenance(obj, status, targets, None)
+            self._finish(f"{status} {obj.display_name}", planes, before_obj,
+                         SessionEvent("status", obj.id, frozenset(targets)))
+            return set(targets)
+
+    def status_of(self, object_id: int, slice_index: int) -> str | None:
+        return self._get(object_id).slice_status.get(int(slice_index))
+
+    # ------------------------------------------------------------------------------- undo/redo
+    @property
+    def can_undo(self) -> bool:
+        return self.history.can_undo
+
+    @property
+    def can_redo(self) -> bool:
+        return self.history.can_redo
+
+    def undo(self) -> bool:
+        return self._step(self.history.pop_undo(), forward=False)
+
+    def redo(self) -> bool:
+        return self._step(self.history.pop_redo(), forward=True)
+
+    def _step(self, step: Step | None, forward: bool) -> bool:
+        if step is None:
+            return False
+        with self._lock:
+            slices = apply_step(self.labels, step, forward)
+            snapshot = step.objects_after if forward else step.objects_before
+            for oid, data in (snapshot or {}).items():
+                if data is None:
+                    self.objects.pop(oid, None)
+                else:
+                    self.objects[oid] = SegObject.from_dict(data)
+            self._touch(slices)
+            ids = list((snapshot or {}).keys())
+            event = SessionEvent("redo" if forward else "undo", ids[0] if len(ids) == 1 else None, frozenset(slices))
+            self._notify_and_save(event)
+        return True
+
+    # ------------------------------------------------------------------------------------ stats
+    def object_stats(self, object_id: int) -> dict[str, Any]:
+        """``slices_covered`` (count), ``slice_range`` (first, last) or None, ``n_voxels``,
+        ``volume_ml`` (from the spacing)."""
+        self._get(object_id)
+        with self._lock:
+            per_slice = self._counts.per_slice(int(object_id))
+        n = int(sum(per_slice.values()))
+        zs = sorted(per_slice)
+        return {
+            "slices_covered": len(zs),
+            "slice_range": (zs[0], zs[-1]) if zs else None,
+            "n_voxels": n,
+            "volume_ml": n * float(np.prod(self.spacing)) / 1000.0,
+        }
+
+    def label_info(self) -> dict[int, dict[str, Any]]:
+        return {o.id: {"name": o.display_name, "color": list(o.color)} for o in self.objects.values()}
+
+    # ---------------------------------------------------------------------------------- events
+    def on_change(self, callback: Callable[[SessionEvent], None]) -> Callable[[], None]:
+        """Call ``callback(event)`` after every change; returns a function that unsubscribes."""
+        self._callbacks.append(callback)
+
+        def unsubscribe() -> None:
+            if callback in self._callbacks:
+                self._callbacks.remove(callback)
+
+        return unsubscribe
+
+    def _emit(self, event: SessionEvent) -> None:
+        for cb in list(self._callbacks):
+            try:
+                cb(event)
+            except Exception:  # a broken view must not break the session
+                log.exception("session change callback %r failed", cb)
+
+    def _check_slice(self, z) -> int:
+        z = int(z)
+        if not 0 <= z < self.shape[0]:
+            raise ValueError(f"slice {z} is outside the image (0..{self.shape[0] - 1})")
+        return z
+
+    def _touch(self, slices: Iterable[int]) -> None:
+        slices = set(slices)
+        self._dirty |= slices
+        self._counts.invalidate(slices)
+
+    def _finish(self, label: str, planes: dict[int, np.ndarray], objects_before: dict, event: SessionEvent) -> set[int]:
+        """Push the undo step for a change already applied, then notify and autosave."""
+        diffs = diff_slices(planes, self.labels, planes)
+        after = {oid: (self.objects[oid].to_dict() if oid in self.objects else None) for oid in objects_before}
+        if diffs or after != objects_before:
+            self.history.push(Step(label, diffs, objects_before, after))
+        self._touch(diffs)
+        self._notify_and_save(event)
+        return set(diffs)
+
+    def _notify_and_save(self, event: SessionEvent) -> None:
+        self._emit(event)
+        if self.autosave and self.folder is not None:
+            self.save()
+
+    # ------------------------------------------------------------------------------ persistence
+    def set_folder(self, folder: str | Path, save: bool = True) -> None:
+        """Use ``folder`` for saving from now on (everything is written there on the next save)."""
+        with self._lock:
+            self.folder = Path(folder)
+            self._store = SessionStore(self.folder)
+            self._dirty = set(range(self.shape[0]))
+            if save:
+                self.save()
+
+    def state(self) -> dict[str, Any]:
+        """The JSON part of the session (everything except the label voxels)."""
+        from napari_medprompt import __version__
+
+        image: dict[str, Any] = {"key": self.image_key, "name": self.image_name,
+                                 "shape": list(self.shape), "spacing": list(self.spacing)}
+        affine = getattr(self.reference, "affine", None)
+        if affine is not None:
+            image["affine"] = np.asarray(affine, dtype=float).tolist()
+        return {
+            "software": f"napari-medprompt {__version__}",
+            "created": self.created,
+            "saved": utc_now(),
+            "image": image,
+            "objects": [o.to_dict() for _, o in sorted(self.objects.items())],
+        }
+
+    def save(self) -> None:
+        """Write the changed slices and the session file atomically to :attr:`folder`.
+
+        Raises :class:`SessionSaveError` (folder named, in-memory work intact) on failure.
+        """
+        with self._lock:
+            if self.folder is None or self._store is None:
+                raise SessionError("this session has no folder to save to; call set_folder(folder) first")
+            dirty = set(self._dirty)
+            t0 = time.perf_counter()
+            try:
+                self._store.write(self.state(), self.labels, dirty)
+            except SessionSaveError as err:
+                self.last_save_error = err
+                self._emit(SessionEvent("save_failed", None, frozenset(dirty)))
+                raise
+            self._dirty -= dirty
+            self.last_save_error = None
+            self.last_save_seconds = time.perf_counter() - t0
+        self._emit(SessionEvent("saved", None, frozenset(dirty)))
+
+    @property
+    def unsaved_slices(self) -> set[int]:
+        return set(self._dirty)
+
+    @classmethod
+    def load(cls, folder: str | Path, *, image_key: str | None = None, shape=None,
+             reference: Any = None, autosave: bool = True) -> AnnotationSession:
+        from napari_medprompt.session.restore import load_session
+
+        return load_session(cls, folder, image_key=image_key, shape=shape, reference=reference, autosave=autosave)
+
+    def export_nifti(self, path: str | Path, reference: Any = None) -> Path:
+        """Save the label map as NIfTI with its JSON sidecar (names, colours) via io.labels_io."""
+        from napari_medprompt.session.restore import export_nifti
+
+        return export_nifti(self, path, reference)
+
+
+__all__ = ["AnnotationSession", "ObjectLockedError", "SessionEvent", "SLICE_STATUSES"]
