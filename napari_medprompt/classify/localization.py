@@ -1,0 +1,202 @@
+"""Localization maps: where a trained classifier looked, as an (H, W) map in [0, 1] aligned with its input.
+
+:func:`localization_map` works for every adapter method: it runs the method's own ``forward`` with
+gradients (the backbone stays frozen; gradients flow to the activations only) and explains the logit
+of ``target`` (default: the predicted class):
+
+- **CNN backbones (ResNet): Grad-CAM** (Selvaraju et al.) on the backbone's last stage
+  (``feature_map``): channel weights = spatial mean of d logit / d feature map, map =
+  ReLU(sum_c w_c A_c), bilinearly upsampled to the input.
+- **ViT backbones: gradient-weighted attention rollout** (Chefer et al., CVPR 2021, "Generic
+  attention-model explainability"): for each block the attention probabilities A (heads, T, T) that
+  the block actually used and their gradients G give A' = mean_heads(ReLU(G * A)); the relevance
+  R = I is updated R <- R + A' R block by block, and the class token's row of R over the patch tokens
+  (the last grid**2 tokens; prompt tokens are skipped) is the patch-grid map. Attention probabilities
+  are captured while the method's forward runs: ``nn.MultiheadAttention`` modules (open_clip CLIP
+  towers) are run through an explicit, numerically equivalent attention that records them; timm /
+  open_clip ``Attention`` modules have their fused kernel switched off for the call and their
+  ``attn_drop`` output (the probabilities) recorded. Everything is restored afterwards.
+- **Mask-using methods** (``uses_masks``): the model's map is combined with the mask:
+  ``map * (mask + 0.3 * (1 - mask))``, renormalised: the region the mask gives the model is
+  highlighted where the model attended, and attention outside the mask stays visible, damped.
+
+Maps are min-max normalised to [0, 1] (all zeros if the model's map is flat). :func:`resize_map`
+brings a map back to the original image size for display.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+MASK_OUTSIDE_WEIGHT = 0.3
+
+
+def _as_batch(image) -> torch.Tensor:
+    x = torch.as_tensor(image)
+    if x.ndim == 2:
+        x = x[None, None]
+    elif x.ndim == 3:
+        x = x[None]
+    if x.ndim != 4 or x.shape[0] != 1:
+        raise ValueError(f"localization_map explains one image at a time; got shape {tuple(x.shape)}")
+    return x.float()
+
+
+def _normalise(m: torch.Tensor) -> torch.Tensor:
+    m = m.detach().float()
+    lo, hi = m.min(), m.max()
+    return (m - lo) / (hi - lo) if float(hi - lo) > 1e-12 else torch.zeros_like(m)
+
+
+def _grad_cam(model, x, masks, target):
+    bb = model.backbone
+    captured: list[torch.Tensor] = []
+    original = bb.feature_map
+
+    def recording_feature_map(images):
+        fmap = original(images)
+        captured.append(fmap)
+        return fmap
+
+    bb.feature_map = recording_feature_map
+    try:
+        logits = model(x, masks)
+    finally:
+        del bb.feature_map
+    if not captured:
+        raise RuntimeError(f"backbone {bb.name!r}: encode_image does not go through feature_map; Grad-CAM cannot hook it")
+    target = int(logits[0].argmax()) if target is None else int(target)
+    fmap = captured[-1]
+    (grad,) = torch.autograd.grad(logits[0, target], fmap)
+    weights = grad.mean(dim=(2, 3), keepdim=True)
+    return F.relu((weights * fmap).sum(1))[0], logits
+
+
+def _explicit_mha(mod: nn.MultiheadAttention, store: list):
+    """A forward for ``mod`` computing the same attention explicitly and recording the probabilities."""
+
+    def forward(query, key, value, key_padding_mask=None, need_weights=True, attn_mask=None,
+                average_attn_weights=True, is_causal=False):
+        bf = mod.batch_first
+        q_in, k_in, v_in = (t if bf else t.transpose(0, 1) for t in (query, key, value))
+        e, h = mod.embed_dim, mod.num_heads
+        w, b = mod.in_proj_weight, mod.in_proj_bias
+        bq, bk, bv = (None, None, None) if b is None else b.chunk(3)
+        q, k, v = F.linear(q_in, w[:e], bq), F.linear(k_in, w[e : 2 * e], bk), F.linear(v_in, w[2 * e :], bv)
+        n, lq, ls = q.shape[0], q.shape[1], k.shape[1]
+        q, k, v = (t.reshape(n, -1, h, e // h).transpose(1, 2) for t in (q, k, v))
+        logits = (q @ k.transpose(-1, -2)) / math.sqrt(e // h)
+        if attn_mask is not None:
+            m = attn_mask
+            if m.dtype == torch.bool:
+                m = torch.zeros_like(m, dtype=logits.dtype).masked_fill(m, float("-inf"))
+            logits = logits + (m.reshape(n, h, lq, ls) if m.ndim == 3 else m)
+        if key_padding_mask is not None:
+            logits = logits.masked_fill(key_padding_mask.bool()[:, None, None, :], float("-inf"))
+        probs = logits.softmax(-1)
+        store.append(probs)
+        out = mod.out_proj((probs @ v).transpose(1, 2).reshape(n, lq, e))
+        if not bf:
+            out = out.transpose(0, 1)
+        return out, (probs.mean(1) if average_attn_weights else probs) if need_weights else None
+
+    return forward
+
+
+class _AttentionRecorder:
+    """Records the attention probabilities of each block while a forward runs (see module docstring)."""
+
+    def __init__(self, blocks) -> None:
+        self.store: list[torch.Tensor] = []
+        self._undo: list = []
+        for blk in blocks:
+            for mod in blk.modules():
+                if isinstance(mod, nn.MultiheadAttention):
+                    if mod.bias_k is not None or mod.add_zero_attn or not mod._qkv_same_embed_dim:
+                        raise NotImplementedError("attention with bias_k / add_zero_attn / separate q,k,v projections")
+                    mod.forward = _explicit_mha(mod, self.store)
+                    self._undo.append(lambda mod=mod: mod.__dict__.pop("forward", None))
+                    break
+                drop = getattr(mod, "attn_drop", None)
+                if isinstance(drop, nn.Module):
+                    for flag in ("use_fsdpa", "fused_attn"):
+                        if getattr(mod, flag, False):
+                            setattr(mod, flag, False)
+                            self._undo.append(lambda mod=mod, flag=flag: setattr(mod, flag, True))
+                    handle = drop.register_forward_hook(lambda _m, _i, out: self.store.append(out))
+                    self._undo.append(handle.remove)
+                    break
+
+    def close(self) -> None:
+        for undo in reversed(self._undo):
+            undo()
+        self._undo.clear()
+
+
+def _attention_rollout(model, x, masks, target):
+    bb = model.backbone
+    rec = _AttentionRecorder(bb.blocks())
+    try:
+        logits = model(x, masks)
+    finally:
+        rec.close()
+    if not rec.store:
+        raise RuntimeError(f"backbone {bb.name!r}: no attention probabilities were recorded")
+    target = int(logits[0].argmax()) if target is None else int(target)
+    grads = torch.autograd.grad(logits[0, target], rec.store, allow_unused=True)
+    t = rec.store[0].shape[-1]
+    rel = torch.eye(t, device=x.device)
+    for a, g in zip(rec.store, grads):
+        if g is None or a.shape[-1] != t:
+            continue
+        cam = (g[0] * a[0]).clamp(min=0).mean(0).detach().float()
+        rel = rel + cam @ rel
+    g2 = bb.grid_size
+    return rel[0, -g2 * g2 :].reshape(g2, g2), logits
+
+
+def localization_map(model, image, mask=None, target: int | None = None) -> np.ndarray:
+    """Map (S, S) in [0, 1] of where ``model`` looked to score ``target`` (default: its prediction).
+
+    ``image`` is one image as the model takes it: (3, S, S) or (1, 3, S, S), normalised with the
+    backbone's mean/std; ``mask`` (S, S), (1, S, S) or (1, 1, S, S) in [0, 1], required by mask-using
+    methods. The result is aligned with the model input; see :func:`resize_map` for the original size.
+    """
+    bb = model.backbone
+    x = _as_batch(image).to(next(iter(model.parameters())).device)
+    m = None if mask is None else _as_batch(mask).to(x.device)
+    if getattr(model, "uses_masks", False):
+        model.require_masks(m)
+    if m is not None and m.shape[-2:] != x.shape[-2:]:
+        raise ValueError(f"mask {tuple(m.shape[-2:])} does not match image {tuple(x.shape[-2:])}")
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.enable_grad():
+            x = x.detach().requires_grad_(True)  # gradients reach the frozen backbone's activations
+            if bb.kind == "cnn":
+                grid_map, _ = _grad_cam(model, x, m, target)
+            elif bb.kind == "vit":
+                grid_map, _ = _attention_rollout(model, x, m, target)
+            else:
+                raise NotImplementedError(f"no localization map for backbone kind {bb.kind!r} ({bb.name})")
+    finally:
+        model.train(was_training)
+    up = F.interpolate(grid_map.detach()[None, None].float(), size=x.shape[-2:], mode="bilinear", align_corners=False)[0, 0]
+    out = _normalise(up)
+    if getattr(model, "uses_masks", False) and m is not None:
+        mk = m[0, 0].detach().float().clamp(0, 1).to(out.device)
+        out = _normalise(out * (mk + MASK_OUTSIDE_WEIGHT * (1 - mk))) if float(out.max()) > 0 else mk
+    return out.cpu().numpy().astype(np.float32)
+
+
+def resize_map(cam: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Bilinearly resize a localization map to ``shape`` (the original image's (H, W)), kept in [0, 1]."""
+    t = torch.as_tensor(np.asarray(cam, dtype=np.float32))[None, None]
+    out = F.interpolate(t, size=tuple(int(s) for s in shape), mode="bilinear", align_corners=False)[0, 0]
+    return out.clamp(0, 1).numpy()
