@@ -1,0 +1,253 @@
+"""The classic backend: region growing with scikit-image / SciPy. No weights, works offline.
+
+Prompts (array order, see :mod:`napari_medprompt.segment.base`):
+
+- positive points: seeds; the intensity band is learned from their neighbourhood
+  (:mod:`napari_medprompt.segment.region_grow`);
+- a box: a hard limit (nothing outside it); with no positive point the seed is found inside the box
+  (Otsu threshold of the box content, the class that touches the box border least, its deepest point);
+- negative points: background markers; the region is cut between them and the seeds;
+- a previous mask (a model's or the user's correction): its interior seeds the growth, its
+  intensities set the band, and the result stays within a few millimetres of it (refinement).
+
+3D: :meth:`ClassicSegmenter.propagate` runs the shared slice-to-slice driver
+(:func:`~napari_medprompt.segment.propagation.propagate_by_projection`) with the shared stop rule.
+On each new slice the previous mask's interior seeds the growth and bounds it; the object score is
+the share of those pixels whose intensity still matches the object's seed slices, so the object
+counts as absent once the tissue under the previous mask has changed.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Iterator, Mapping, Sequence
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from napari_medprompt.segment.base import PromptError, PropagationSettings, Prompt, SliceResult
+from napari_medprompt.segment.propagation import propagate_by_projection
+from napari_medprompt.segment.region_grow import (
+    Band,
+    GrowParams,
+    PixelParams,
+    boundary_support,
+    choose_band,
+    disk,
+    grow,
+    robust_stats,
+    seed_neighbourhood,
+    smooth,
+)
+from napari_medprompt.segment.validate import check_image, check_prompt, check_slice_index, require_volume
+
+_SMOOTH_CACHE_SLICES = 8
+
+
+class ClassicSegmenter:
+    """Region growing / flood fill segmenter (see the module docstring). Never uses weights."""
+
+    name = "classic"
+    random_weights = False
+
+    def __init__(self, params: GrowParams | None = None, refine_mm: float = 9.0) -> None:
+        self.params = params or GrowParams()
+        self.refine_mm = float(refine_mm)  # how far a result may move from a previous mask
+        self._image: np.ndarray | None = None
+        self._smoothed: OrderedDict[int, np.ndarray] = OrderedDict()
+
+    # ------------------------------------------------------------------ binding
+    def bind(
+        self,
+        image: np.ndarray,
+        *,
+        modality: str = "CT",
+        window: tuple[float, float] | None = None,
+        spacing: Sequence[float] | None = None,
+        key: str | None = None,
+    ) -> None:
+        """Use ``image`` ((z, y, x) or (y, x)) from now on; it is read, never modified.
+
+        The classic backend works on the image's own values (HU for CT); ``window`` only scales the
+        minimum intensity spread for non-CT images (2% of its width).
+        """
+        arr = check_image(image)
+        self._image = arr
+        self.modality = str(modality or "").upper()
+        self.is_ct = self.modality == "CT"
+        self.key = key
+        if spacing is None:
+            sp = (1.0, 1.0)
+        else:
+            sp_all = tuple(float(v) for v in spacing)
+            if len(sp_all) < 2 or any(not np.isfinite(v) or v <= 0 for v in sp_all):
+                raise PromptError(f"spacing {spacing!r} must be positive numbers, one per axis")
+            sp = sp_all[-2:]
+        self.spacing_yx = sp
+        self.px = PixelParams.from_mm(self.params, sp)
+        if self.is_ct:
+            self.spread_floor = self.params.spread_floor
+        else:
+            if window is None:
+                from napari_medprompt.imaging.normalize import default_model_window
+
+                window = default_model_window(arr, self.modality or "OTHER")
+            self.spread_floor = 0.02 * abs(float(window[1]) - float(window[0])) or 1e-6
+        self._smoothed.clear()
+
+    @property
+    def is_2d(self) -> bool:
+        return self._require_image().ndim == 2
+
+    @property
+    def n_slices(self) -> int:
+        img = self._require_image()
+        return 1 if img.ndim == 2 else img.shape[0]
+
+    @property
+    def slice_shape(self) -> tuple[int, int]:
+        img = self._require_image()
+        return tuple(img.shape[-2:])  # type: ignore[return-value]
+
+    def _require_image(self) -> np.ndarray:
+        if self._image is None:
+            raise PromptError("no image is bound: bind an image before segmenting")
+        return self._image
+
+    def _slice(self, z: int) -> np.ndarray:
+        """The smoothed slice ``z`` (float32), cached for a few slices."""
+        if z in self._smoothed:
+            self._smoothed.move_to_end(z)
+            return self._smoothed[z]
+        img = self._require_image()
+        s = smooth(img if img.ndim == 2 else img[z], self.px.smooth_sigma)
+        self._smoothed[z] = s
+        while len(self._smoothed) > _SMOOTH_CACHE_SLICES:
+            self._smoothed.popitem(last=False)
+        return s
+
+    # ------------------------------------------------------------------ prediction
+    def predict(self, slice_index: int, prompt: Prompt, object_id: int = 1) -> SliceResult:
+        """Segment one object on one slice from points / box / previous mask."""
+        z = check_slice_index(slice_index, self.n_slices, self.is_2d)
+        prompt = check_prompt(prompt, self.slice_shape)
+        s = self._slice(z)
+        mask, score = self._segment(s, prompt)
+        return SliceResult(slice_index=z, mask=mask, score=score, object_id=object_id, source="predicted")
+
+    def _points_mask(self, prompt: Prompt, label: int) -> np.ndarray:
+        h, w = self.slice_shape
+        m = np.zeros((h, w), dtype=bool)
+        pts = prompt.points[prompt.labels == label]
+        if len(pts):
+            rc = np.clip(np.rint(pts).astype(int), 0, [h - 1, w - 1])
+            m[rc[:, 0], rc[:, 1]] = True
+        return m
+
+    def _box_mask(self, box) -> np.ndarray:
+        h, w = self.slice_shape
+        m = np.zeros((h, w), dtype=bool)
+        r0, c0, r1, c1 = (int(round(v)) for v in box)
+        m[r0 : r1 + 1, c0 : c1 + 1] = True
+        return m
+
+    def _seed_in_box(self, s: np.ndarray, box) -> np.ndarray:
+        """A seed pixel for a box without positive points (see the module docstring)."""
+        from skimage.filters import threshold_otsu
+
+        r0, c0, r1, c1 = (int(round(v)) for v in box)
+        sub = s[r0 : r1 + 1, c0 : c1 + 1]
+        seeds = np.zeros(s.shape, dtype=bool)
+        best = None
+        if sub.size >= 4 and float(sub.max()) > float(sub.min()):
+            t = threshold_otsu(sub)
+            border = np.ones(sub.shape, dtype=bool)
+            border[1:-1, 1:-1] = False
+            for cls in (sub > t, sub <= t):
+                if not cls.any():
+                    continue
+                touch = np.count_nonzero(cls & border) / max(np.count_nonzero(border), 1)
+                if best is None or touch < best[0]:
+                    best = (touch, cls)
+        if best is None:
+            seeds[(r0 + r1) // 2, (c0 + c1) // 2] = True
+            return seeds
+        dist = ndi.distance_transform_edt(np.pad(best[1], 1))[1:-1, 1:-1]
+        r, c = np.unravel_index(int(np.argmax(dist)), sub.shape)
+        seeds[r0 + r, c0 + c] = True
+        return seeds
+
+    def _segment(self, s: np.ndarray, prompt: Prompt) -> tuple[np.ndarray, float]:
+        px = self.px
+        pos = self._points_mask(prompt, 1)
+        neg = self._points_mask(prompt, 0)
+        allowed = self._box_mask(prompt.box) if prompt.box is not None else None
+        prev = prompt.mask if prompt.mask is not None and prompt.mask.any() else None
+        if prev is not None:
+            refine = max(int(round(self.refine_mm / float(np.sqrt(np.prod(self.spacing_yx))))), 1)
+            near = ndi.binary_dilation(prev, disk(refine))
+            allowed = near if allowed is None else (allowed & near)
+            core = ndi.binary_erosion(prev, disk(1))
+            core = core if core.any() else prev
+            stats_from = core
+            seeds = pos | (core & ~seed_neighbourhood(neg, px.seed_radius))
+            seeds = seeds if seeds.any() else pos | core
+        else:
+            if not pos.any():
+                pos = self._seed_in_box(s, prompt.box)
+            seeds = pos
+            stats_from = seed_neighbourhood(pos, px.seed_radius)
+            if allowed is not None:
+                stats_from &= allowed
+        stats = robust_stats(s[stats_from])
+        band = choose_band(
+            s, seeds, stats, is_ct=self.is_ct, params=self.params, spread_floor=self.spread_floor,
+            allowed=allowed,
+        )
+        mask = grow(s, seeds, band, px, allowed=allowed, negatives=neg if neg.any() else None)
+        if prev is not None:
+            # seeds taken from a mask hold its outline; keep the result within the refined region only
+            mask &= allowed
+        return mask, boundary_support(s, mask, band)
+
+    # ------------------------------------------------------------------ 3D
+    def propagate(
+        self,
+        seeds: Mapping[int, Mapping[int, np.ndarray]],
+        settings: PropagationSettings | None = None,
+    ) -> Iterator[SliceResult]:
+        """Propagate objects slice by slice from their seed masks (both directions, stop rule)."""
+        require_volume(self._require_image().ndim)
+        settings = settings if settings is not None else PropagationSettings()
+        refs: dict[int, Band] = {}
+
+        def reference(oid: int) -> Band:
+            if oid not in refs:
+                vals = [self._slice(z)[np.asarray(m, bool)] for z, m in seeds[oid].items() if np.any(m)]
+                med, sd = robust_stats(np.concatenate(vals))
+                sd = max(sd, self.spread_floor)
+                if self.is_ct and med < -400:
+                    refs[oid] = Band(-np.inf, (med + 0.0) / 2.0, "air")
+                elif self.is_ct and med > 300:
+                    refs[oid] = Band((med + 40.0) / 2.0, np.inf, "dense")
+                else:
+                    refs[oid] = Band(med - 3.0 * sd, med + 3.0 * sd, "soft")
+            return refs[oid]
+
+        def predict_next(z: int, prev_mask: np.ndarray, oid: int):
+            s = self._slice(z)
+            core = ndi.binary_erosion(prev_mask, disk(1))
+            core = core if core.any() else prev_mask
+            presence = float(np.mean(reference(oid).contains(s[core])))
+            mask, score = self._segment(s, Prompt(mask=prev_mask))
+            return mask, score, presence
+
+        return propagate_by_projection(predict_next, seeds, self.n_slices, settings)
+
+    def prefetch(self, slices: Sequence[int], cancel: threading.Event | None = None) -> Iterator[int]:
+        """Nothing to precompute (no embeddings): yields each valid index, honouring ``cancel``."""
+        for z in slices:
+            if cancel is not None and cancel.is_set():
+                return
+            yield check_slice_index(z, self.n_slices, self.is_2d)

@@ -1,0 +1,235 @@
+"""Region growing on one slice: the algorithm behind the classic (no-weights) backend.
+
+Everything works on the slice's own intensities (Hounsfield units for CT), lightly smoothed:
+
+1. **Intensity band** from the seeds: median and robust spread (MAD) of the smoothed pixels around
+   the positive clicks (or inside a previous mask). On CT the tissue class sets the band's shape:
+   air / lung seeds (median below -400 HU) take everything darker than halfway to water, dense seeds
+   (bone, contrast, above 300 HU) everything brighter than halfway to soft tissue; soft-tissue seeds
+   (and every other modality) take ``median +- k * spread``, with ``k`` swept upwards and stopped
+   just before the grown area jumps (the moment the region leaks into a neighbour).
+2. **Flood fill**: the connected part of the band (inside the allowed area: box, neighbourhood of a
+   previous mask) that touches the seeds.
+3. **Leak cut** (soft tissue only, where neighbours share the intensity): a morphological opening
+   splits the region at narrow bridges; the pieces that do not hold a seed, and the negative clicks,
+   become competing markers of a watershed on the intensity gradient, and only the seeds' share is
+   kept, trimmed to just beyond the opened core.
+4. **Clean-up**: small holes filled, only components holding a positive seed kept.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage as ndi
+
+AIR_MAX_HU = -400.0  # seeds darker than this are air / lung
+DENSE_MIN_HU = 300.0  # seeds brighter than this are bone / contrast
+WATER_HU = 0.0
+SOFT_TISSUE_HU = 40.0
+
+
+@dataclass(frozen=True)
+class GrowParams:
+    """Tuning in millimetres (converted to pixels with the slice's spacing)."""
+
+    smooth_mm: float = 2.0  # Gaussian sigma of the light smoothing
+    seed_radius_mm: float = 6.0  # neighbourhood around a click for the intensity statistics
+    open_mm: float = 6.0  # opening radius of the leak cut
+    hole_mm2: float = 180.0  # holes smaller than this are filled
+    spread_floor: float = 10.0  # minimum spread (HU for CT; other modalities: scaled by window)
+    k_sweep: tuple[float, ...] = (1.5, 2.0, 2.5, 3.0, 3.5, 4.0)
+    leak_jump: float = 1.6  # area growth between two k steps that counts as a leak
+
+
+@dataclass(frozen=True)
+class PixelParams:
+    smooth_sigma: float
+    seed_radius: int
+    open_radius: int
+    hole_px: int
+
+    @classmethod
+    def from_mm(cls, p: GrowParams, spacing_yx: tuple[float, float]) -> PixelParams:
+        px = float(np.sqrt(spacing_yx[0] * spacing_yx[1]))
+        return cls(
+            smooth_sigma=float(np.clip(p.smooth_mm / px, 0.5, 2.0)),
+            seed_radius=int(np.clip(round(p.seed_radius_mm / px), 1, 8)),
+            open_radius=int(np.clip(round(p.open_mm / px), 1, 5)),
+            hole_px=max(int(round(p.hole_mm2 / (spacing_yx[0] * spacing_yx[1]))), 4),
+        )
+
+
+def disk(radius: int) -> np.ndarray:
+    y, x = np.mgrid[-radius : radius + 1, -radius : radius + 1]
+    return x * x + y * y <= radius * radius
+
+
+def smooth(slice_2d: np.ndarray, sigma: float) -> np.ndarray:
+    """Float32 Gaussian-smoothed copy (the input is never modified)."""
+    return ndi.gaussian_filter(np.asarray(slice_2d, dtype=np.float32), sigma=sigma, mode="nearest")
+
+
+def robust_stats(values: np.ndarray) -> tuple[float, float]:
+    """Median and MAD-based standard deviation."""
+    med = float(np.median(values))
+    return med, 1.4826 * float(np.median(np.abs(values - med)))
+
+
+def seed_neighbourhood(seeds: np.ndarray, radius: int) -> np.ndarray:
+    """Pixels within ``radius`` of a seed pixel (only around the seeds' bounding box: cheap)."""
+    return ndi.binary_dilation(seeds, disk(radius)) if radius > 0 else seeds
+
+
+@dataclass
+class Band:
+    lo: float
+    hi: float
+    tissue: str  # "air" | "dense" | "soft" | "other"
+
+    def contains(self, values: np.ndarray) -> np.ndarray:
+        return (values >= self.lo) & (values <= self.hi)
+
+
+def _flood(s: np.ndarray, seeds: np.ndarray, band: Band, allowed: np.ndarray | None) -> np.ndarray:
+    inb = band.contains(s) | seeds
+    if allowed is not None:
+        inb &= allowed | seeds
+    lab, _ = ndi.label(inb)
+    ids = np.unique(lab[seeds])
+    ids = ids[ids > 0]
+    return np.isin(lab, ids)
+
+
+def choose_band(
+    s: np.ndarray,
+    seeds: np.ndarray,
+    stats: tuple[float, float],
+    *,
+    is_ct: bool,
+    params: GrowParams,
+    spread_floor: float,
+    allowed: np.ndarray | None,
+) -> Band:
+    """The intensity band for these seeds (see the module docstring)."""
+    med, sd = stats
+    sd = max(sd, spread_floor)
+    if is_ct and med < AIR_MAX_HU:
+        return Band(-np.inf, (med + WATER_HU) / 2.0, "air")
+    if is_ct and med > DENSE_MIN_HU:
+        return Band((med + SOFT_TISSUE_HU) / 2.0, np.inf, "dense")
+    ks = params.k_sweep
+    prev_area = None
+    chosen = ks[-1]
+    for i, k in enumerate(ks):
+        area = int(np.count_nonzero(_flood(s, seeds, Band(med - k * sd, med + k * sd, ""), allowed)))
+        if prev_area is not None and area > params.leak_jump * prev_area:
+            chosen = ks[i - 1]
+            break
+        prev_area = area
+    return Band(med - chosen * sd, med + chosen * sd, "soft" if is_ct else "other")
+
+
+def _keep_seeded(mask: np.ndarray, seeds: np.ndarray) -> np.ndarray:
+    lab, _ = ndi.label(mask)
+    ids = np.unique(lab[seeds & mask])
+    ids = ids[ids > 0]
+    return np.isin(lab, ids)
+
+
+def _fill_small_holes(mask: np.ndarray, max_hole_px: int) -> np.ndarray:
+    holes = ndi.binary_fill_holes(mask) & ~mask
+    if not holes.any():
+        return mask
+    lab, n = ndi.label(holes)
+    sizes = np.bincount(lab.ravel(), minlength=n + 1)
+    small = sizes <= max_hole_px
+    small[0] = False
+    return mask | small[lab]
+
+
+def _crop(mask: np.ndarray, pad: int) -> tuple[slice, slice]:
+    rows = np.flatnonzero(mask.any(axis=1))
+    cols = np.flatnonzero(mask.any(axis=0))
+    h, w = mask.shape
+    return (
+        slice(max(rows[0] - pad, 0), min(rows[-1] + pad + 1, h)),
+        slice(max(cols[0] - pad, 0), min(cols[-1] + pad + 1, w)),
+    )
+
+
+def leak_cut(
+    s: np.ndarray, region: np.ndarray, seeds: np.ndarray, negatives: np.ndarray | None, open_radius: int
+) -> np.ndarray:
+    """Cut ``region`` at narrow bridges and at negative clicks; keep the seeds' side."""
+    from skimage.segmentation import watershed
+
+    if not region.any():
+        return region
+    win = _crop(region, open_radius + 2)
+    reg, sd, sub = region[win], seeds[win], s[win]
+    neg = negatives[win] & reg if negatives is not None else None
+    markers = np.zeros(reg.shape, dtype=np.int32)
+    core_ids: set[int] = set()
+    if open_radius > 0:
+        opened = ndi.binary_opening(reg, disk(open_radius))
+        lab, _n = ndi.label(opened)
+        core_ids = set(np.unique(lab[sd]).tolist()) - {0}
+        markers[:] = lab
+    if not core_ids:
+        core_id = int(markers.max()) + 1
+        markers[sd & reg] = core_id
+        core_ids = {core_id}
+    if neg is not None and neg.any():
+        markers[neg] = int(markers.max()) + 1
+    if len(np.unique(markers)) - (1 if (markers == 0).any() else 0) > len(core_ids):
+        gy = ndi.sobel(sub, axis=0)
+        gx = ndi.sobel(sub, axis=1)
+        ws = watershed(np.hypot(gy, gx), markers, mask=reg)
+        reg = np.isin(ws, list(core_ids))
+    if open_radius > 0:
+        core = np.isin(markers, list(core_ids))
+        reg &= ndi.binary_dilation(core, disk(open_radius))
+    out = np.zeros_like(region)
+    out[win] = reg
+    return out
+
+
+def grow(
+    s: np.ndarray,
+    seeds: np.ndarray,
+    band: Band,
+    px: PixelParams,
+    *,
+    allowed: np.ndarray | None = None,
+    negatives: np.ndarray | None = None,
+) -> np.ndarray:
+    """Flood fill in ``band`` from ``seeds``, leak cut (soft tissue), clean-up."""
+    region = _flood(s, seeds, band, allowed)
+    region = _fill_small_holes(region, px.hole_px)
+    if allowed is not None:
+        region &= allowed | seeds
+    cut_radius = px.open_radius if band.tissue in ("soft", "other") else 0
+    if cut_radius or (negatives is not None and negatives.any()):
+        region = leak_cut(s, region, seeds, negatives, cut_radius)
+        region = _fill_small_holes(region, px.hole_px)
+        if allowed is not None:
+            region &= allowed | seeds
+    if negatives is not None:
+        region &= ~negatives
+    return _keep_seeded(region, seeds)
+
+
+def boundary_support(s: np.ndarray, mask: np.ndarray, band: Band) -> float:
+    """Share of the pixels just outside ``mask`` that lie outside the band (a real intensity edge).
+
+    1.0 when the mask is bounded by intensity edges all round; lower where it was cut (leak cut,
+    box, negative click) inside tissue of the same intensity. 0 for an empty mask.
+    """
+    if not mask.any():
+        return 0.0
+    ring = ndi.binary_dilation(mask) & ~mask
+    if not ring.any():
+        return 1.0
+    return float(np.mean(~band.contains(s[ring])))
