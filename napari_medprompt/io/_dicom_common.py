@@ -1,0 +1,165 @@
+"""Shared DICOM helpers: file sniffing, non-image detection, pixel decoding with clear errors, and
+the whitelist of descriptive (non-identifying) fields copied into ``Volume.meta``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from napari_medprompt.io.errors import ImageReadError
+
+# SOP classes that hold no image to show (segmentations, structure sets, reports, presentation
+# states, key objects, raw data, waveforms ...). Anything without Pixel Data is skipped as well.
+NON_IMAGE_SOP_CLASSES = {
+    "1.2.840.10008.5.1.4.1.1.66.4": "Segmentation (SEG)",
+    "1.2.840.10008.5.1.4.1.1.481.3": "RT Structure Set",
+    "1.2.840.10008.5.1.4.1.1.481.5": "RT Plan",
+    "1.2.840.10008.5.1.4.1.1.481.2": "RT Dose",
+    "1.2.840.10008.5.1.4.1.1.11.1": "Presentation State",
+    "1.2.840.10008.5.1.4.1.1.88.11": "Basic Text SR",
+    "1.2.840.10008.5.1.4.1.1.88.22": "Enhanced SR",
+    "1.2.840.10008.5.1.4.1.1.88.33": "Comprehensive SR",
+    "1.2.840.10008.5.1.4.1.1.88.34": "Comprehensive 3D SR",
+    "1.2.840.10008.5.1.4.1.1.88.59": "Key Object Selection",
+    "1.2.840.10008.5.1.4.1.1.66": "Raw Data",
+    "1.2.840.10008.5.1.4.1.1.104.1": "Encapsulated PDF",
+}
+
+# Descriptive attributes that identify neither patient nor institution (PS3.15 Basic Profile keeps
+# or does not list them). Everything else stays out of Volume.meta.
+SAFE_FIELDS = {
+    "Modality": "modality",
+    "SeriesDescription": "series_description",
+    "SeriesNumber": "series_number",
+    "BodyPartExamined": "body_part",
+    "Manufacturer": "manufacturer",
+    "ManufacturerModelName": "model",
+    "KVP": "kvp",
+    "SliceThickness": "slice_thickness",
+    "ConvolutionKernel": "convolution_kernel",
+    "ImageType": "image_type",
+    "PhotometricInterpretation": "photometric",
+    "MagneticFieldStrength": "field_strength",
+    "SequenceName": "sequence_name",
+    "RepetitionTime": "repetition_time",
+    "EchoTime": "echo_time",
+    "ContrastBolusAgent": "contrast_agent",
+    "ViewPosition": "view_position",
+    "WindowCenter": "window_center",
+    "WindowWidth": "window_width",
+    "BitsStored": "bits_stored",
+}
+
+TRANSFER_SYNTAX_HINT = (
+    "install the decoders with `pip install pylibjpeg pylibjpeg-openjpeg pylibjpeg-libjpeg` "
+    "(or python-gdcm) for compressed DICOM"
+)
+
+
+def is_dicom_file(path: str | Path) -> bool:
+    """True for a DICOM Part 10 file (``DICM`` after the 128-byte preamble)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(132)
+    except OSError:
+        return False
+    return len(head) == 132 and head[128:132] == b"DICM"
+
+
+def non_image_reason(ds) -> str | None:
+    """Why ``ds`` holds no image to show, or None when it is an image."""
+    sop = str(ds.get("SOPClassUID", ""))
+    if sop in NON_IMAGE_SOP_CLASSES:
+        return NON_IMAGE_SOP_CLASSES[sop]
+    if str(ds.get("Modality", "")).upper() in ("SEG", "RTSTRUCT", "SR", "PR", "KO", "RTPLAN", "DOC"):
+        return f"{ds.Modality} object"
+    if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
+        return "no pixel data"
+    return None
+
+
+def is_localizer(ds) -> bool:
+    return any("LOCALIZER" in str(v).upper() for v in (ds.get("ImageType") or []))
+
+
+def safe_meta(ds) -> dict[str, Any]:
+    """The whitelisted descriptive fields of ``ds`` as JSON-friendly values."""
+    out: dict[str, Any] = {}
+    for keyword, key in SAFE_FIELDS.items():
+        if keyword not in ds:
+            continue
+        value = ds.get(keyword)
+        if value is None or value == "":
+            continue
+        out[key] = _jsonable(value)
+    ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    if ts is not None:
+        out["transfer_syntax"] = f"{ts.name} ({ts})"
+    return out
+
+
+def _jsonable(value):
+    from pydicom.multival import MultiValue
+    from pydicom.valuerep import DSfloat, IS
+
+    if isinstance(value, (MultiValue, list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (DSfloat, float)):
+        return float(value)
+    if isinstance(value, (IS, int)):
+        return int(value)
+    return str(value)
+
+
+def decode_pixels(ds, path) -> np.ndarray:
+    """``ds.pixel_array`` with the failures turned into :class:`ImageReadError` naming the file."""
+    try:
+        return ds.pixel_array
+    except (NotImplementedError, RuntimeError) as e:
+        ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+        ts_desc = f"{ts.name} ({ts})" if ts is not None else "unknown"
+        if "decode" in str(e).lower() or "handler" in str(e).lower() or "plugin" in str(e).lower():
+            raise ImageReadError(
+                path,
+                f"pixel data use transfer syntax {ts_desc}, which no installed decoder supports; "
+                f"{TRANSFER_SYNTAX_HINT}",
+            ) from e
+        raise ImageReadError(path, f"pixel data cannot be decoded ({e})") from e
+    except Exception as e:  # truncated pixel data, bad encapsulation, inconsistent header ...
+        raise ImageReadError(path, f"pixel data cannot be decoded: {e}") from e
+
+
+def read_dataset(path, stop_before_pixels: bool = False, defer_size: str | None = None):
+    """``pydicom.dcmread`` with errors turned into :class:`ImageReadError`."""
+    import pydicom
+
+    try:
+        return pydicom.dcmread(
+            str(path), stop_before_pixels=stop_before_pixels, defer_size=defer_size
+        )
+    except FileNotFoundError:
+        raise
+    except Exception as e:  # InvalidDicomError, EOFError, struct errors on a corrupt header ...
+        raise ImageReadError(path, f"not a readable DICOM file ({type(e).__name__}: {e})") from e
+
+
+def rescale_params(ds) -> tuple[float, float]:
+    slope = float(ds.get("RescaleSlope", 1.0) or 1.0)
+    inter = float(ds.get("RescaleIntercept", 0.0) or 0.0)
+    return slope, inter
+
+
+def pixel_spacing(ds) -> tuple[float, float] | None:
+    """(row spacing, column spacing) in mm from PixelSpacing, else ImagerPixelSpacing."""
+    for kw in ("PixelSpacing", "ImagerPixelSpacing"):
+        v = ds.get(kw)
+        if v is not None and len(v) == 2:
+            try:
+                r, c = float(v[0]), float(v[1])
+            except (TypeError, ValueError):
+                continue
+            if r > 0 and c > 0:
+                return r, c
+    return None

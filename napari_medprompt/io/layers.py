@@ -1,0 +1,102 @@
+"""Volumes <-> napari layer data (plain tuples and dicts: no napari import here).
+
+The layer keeps the real voxel values (HU for CT); only ``contrast_limits`` carry the window.
+``scale`` is the voxel spacing so napari measures in millimetres. The image geometry travels in
+``metadata["medprompt"]`` (JSON-serialisable) so that labels drawn on the layer can be saved with
+the same affine, and exported as DICOM SEG for a DICOM series.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from napari_medprompt.imaging.window import contrast_limits, default_preset
+from napari_medprompt.io.volume import Volume
+
+META_KEY = "medprompt"
+
+
+def volume_metadata(vol: Volume) -> dict[str, Any]:
+    """JSON-serialisable geometry and non-identifying description of ``vol``."""
+    md: dict[str, Any] = {
+        "affine": np.asarray(vol.affine, dtype=float).tolist(),
+        "spacing": [float(s) for s in vol.spacing],
+        "shape": [int(n) for n in vol.spatial_shape],
+        "modality": vol.modality,
+        "name": vol.name,
+        "source": vol.source,
+        "is_rgb": bool(vol.is_rgb),
+        "meta": _jsonable({k: v for k, v in vol.meta.items() if k != "dicom_files"}),
+        "warnings": list(vol.warnings),
+    }
+    if "dicom_files" in vol.meta:
+        md["dicom_files"] = [str(f) for f in vol.meta["dicom_files"]]
+    return md
+
+
+def volume_to_layer_data(vol: Volume) -> tuple[np.ndarray, dict, str]:
+    """A napari "image" layer tuple for ``vol``."""
+    kwargs: dict[str, Any] = {
+        "name": vol.name,
+        "scale": tuple(float(s) for s in vol.spacing),
+        "rgb": bool(vol.is_rgb),
+        "metadata": {META_KEY: volume_metadata(vol)},
+    }
+    if not vol.is_rgb:
+        kwargs["contrast_limits"] = list(contrast_limits(vol.data, vol.modality))
+        photometric = str(vol.meta.get("photometric", "")).upper()
+        # MONOCHROME1: higher values are darker; show it the way it was meant to be read.
+        kwargs["colormap"] = "gray_r" if photometric == "MONOCHROME1" else "gray"
+        kwargs["metadata"][META_KEY]["window_preset"] = default_preset(vol.modality)
+    return vol.data, kwargs, "image"
+
+
+def volume_from_layer(data, metadata: dict | None, scale=None) -> Volume:
+    """Rebuild a :class:`Volume` from layer data and its metadata (inverse of the above).
+
+    ``metadata`` is the layer's metadata dict (holding ``"medprompt"``) or the medprompt dict
+    itself. Without it the geometry comes from ``scale`` (identity orientation, origin 0).
+    """
+    md = dict(metadata or {})
+    md = md.get(META_KEY, md) if isinstance(md.get(META_KEY, None), dict) else md
+    arr = np.asarray(data)
+    if "affine" in md:
+        is_rgb = bool(md.get("is_rgb", False)) and arr.ndim >= 3 and arr.shape[-1] in (3, 4)
+        spatial = arr.ndim - (1 if is_rgb else 0)
+        spacing = tuple(md.get("spacing") or (1.0,) * spatial)
+        meta = dict(md.get("meta") or {})
+        if md.get("dicom_files"):
+            meta["dicom_files"] = list(md["dicom_files"])
+        return Volume(
+            data=arr,
+            spacing=spacing[-spatial:] if len(spacing) >= spatial else (1.0,) * spatial,
+            affine=np.asarray(md["affine"], dtype=float),
+            modality=md.get("modality", "OT"),
+            name=md.get("name", "image"),
+            source=md.get("source"),
+            is_rgb=is_rgb,
+            meta=meta,
+            warnings=list(md.get("warnings") or []),
+        )
+    spatial = arr.ndim
+    sc = tuple(float(s) for s in (scale if scale is not None else (1.0,) * spatial))[-spatial:]
+    affine = np.eye(4)
+    for i, s in enumerate(reversed(sc)):  # affine maps (x, y, z): reversed data order
+        affine[i, i] = s
+    return Volume(data=arr, spacing=sc, affine=affine, name=str(md.get("name", "image")))
+
+
+def _jsonable(obj):
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if obj is None or isinstance(obj, (str, int, float, bool)):
+        return obj
+    return str(obj)

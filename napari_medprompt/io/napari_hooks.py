@@ -1,0 +1,76 @@
+"""napari reader and writer hooks (npe2 contributions in ``napari.yaml``). No napari import here:
+the hooks return and take plain layer tuples/dicts.
+
+- ``get_reader(path)`` returns None for a path no reader of this package recognises (so other
+  plugins can try), else a function that returns image layer tuples. A recognised file that cannot
+  be read raises :class:`~napari_medprompt.io.errors.ImageReadError` naming the file and the
+  problem; napari shows it as an error notification and keeps running. Problems found while reading
+  (uneven slices, NaN voxels replaced, skipped localizers) are emitted as Python warnings, which
+  napari shows as notifications.
+- ``write_labels(path, data, attributes)`` saves a Labels layer as NIfTI + JSON sidecar with the
+  geometry of the image it was drawn on (``attributes["metadata"]["medprompt"]``, which the plugin
+  copies from the image layer), else with the layer's scale.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from napari_medprompt.io.layers import META_KEY, volume_from_layer, volume_to_layer_data
+from napari_medprompt.io.read import read_image, sniff
+
+LayerData = tuple[Any, dict, str]
+
+
+def get_reader(path: str | list[str]) -> Callable[[str | list[str]], list[LayerData]] | None:
+    paths = [path] if isinstance(path, (str, Path)) else list(path)
+    if not paths or any(sniff(p) is None for p in paths):
+        return None
+    return read_layers
+
+
+def read_layers(path: str | list[str]) -> list[LayerData]:
+    """Read every path into image layer tuples (one per volume / DICOM series)."""
+    paths = [path] if isinstance(path, (str, Path)) else list(path)
+    out: list[LayerData] = []
+    for p in paths:
+        for vol in read_image(p):
+            for w in vol.warnings:
+                warnings.warn(w if str(p) in w else f"{p}: {w}", UserWarning, stacklevel=2)
+            out.append(volume_to_layer_data(vol))
+    return out
+
+
+def write_labels(path: str, data: Any, attributes: dict) -> list[str]:
+    """napari single-layer writer for Labels: NIfTI label map + JSON sidecar (atomic)."""
+    from napari_medprompt.io.labels_io import save_label_map, sidecar_path
+
+    import numpy as np
+
+    labels = np.asarray(data)
+    metadata = dict(attributes.get("metadata") or {})
+    md = metadata.get(META_KEY)
+    if isinstance(md, dict) and "affine" in md:
+        reference = volume_from_layer(labels, {META_KEY: md})
+    else:
+        reference = volume_from_layer(labels, None, scale=attributes.get("scale"))
+    reference.name = attributes.get("name", reference.name)
+    p = Path(path)
+    if not (p.name.lower().endswith(".nii.gz") or p.name.lower().endswith(".nii")):
+        p = p.with_name(p.name + ".nii.gz")
+    label_info = _label_info(metadata, attributes)
+    save_label_map(p, labels, reference, label_info)
+    return [str(p), str(sidecar_path(p))]
+
+
+def _label_info(metadata: dict, attributes: dict) -> dict[int, dict] | None:
+    """Label names/colours from layer metadata ``label_names``/``label_info`` when present."""
+    info: dict[int, dict] = {}
+    for k, v in (metadata.get("label_info") or {}).items():
+        info[int(k)] = dict(v)
+    for k, name in (metadata.get("label_names") or {}).items():
+        info.setdefault(int(k), {})["name"] = str(name)
+    return info or None

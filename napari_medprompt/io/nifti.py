@@ -1,0 +1,129 @@
+"""NIfTI-1/2 reading (``.nii``, ``.nii.gz``) with nibabel.
+
+The affine is kept verbatim and the array is transposed to (z, y, x) as a view (nibabel returns
+Fortran-ordered arrays, so the transposed view is C-contiguous and no copy is made).
+"""
+
+from __future__ import annotations
+
+import gzip
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from napari_medprompt.io._checks import drop_extra_axes, replace_non_finite
+from napari_medprompt.io.errors import ImageReadError
+from napari_medprompt.io.volume import Volume
+
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+
+
+def is_nifti_path(path: str | Path) -> bool:
+    name = str(path).lower()
+    return name.endswith(".nii") or name.endswith(".nii.gz")
+
+
+def read_nifti(path: str | Path, modality: str | None = None) -> Volume:
+    """Read a NIfTI file into a :class:`Volume` (data in z, y, x; affine as stored)."""
+    import nibabel as nib
+
+    path = Path(path)
+    try:
+        img = nib.load(str(path))
+    except FileNotFoundError:
+        raise
+    except Exception as e:  # nibabel raises ImageFileError, HeaderDataError, ValueError...
+        raise ImageReadError(path, f"not a readable NIfTI file ({_describe(e)})") from e
+    if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
+        raise ImageReadError(path, f"nibabel read it as {type(img).__name__}, not NIfTI")
+    try:
+        raw = _read_array(img)
+    except (EOFError, OSError, zlib.error, gzip.BadGzipFile, ValueError) as e:
+        raise ImageReadError(
+            path, f"the voxel data cannot be read; the file is truncated or corrupt ({_describe(e)})"
+        ) from e
+    hdr = img.header
+    warnings: list[str] = []
+    raw = drop_extra_axes(raw, path)
+    if raw.ndim < 2:
+        raise ImageReadError(path, f"{raw.ndim}D data of shape {raw.shape} is not an image")
+    data = raw.T  # (x, y, z) -> (z, y, x); a view
+    data = replace_non_finite(data, path, warnings)
+    zooms = tuple(float(z) for z in hdr.get_zooms()[: raw.ndim])
+    spacing = tuple(reversed(zooms))
+    if any(not np.isfinite(s) or s <= 0 for s in spacing):
+        warnings.append(f"{path}: voxel size {zooms} is invalid; using 1 mm")
+        spacing = tuple(1.0 for _ in spacing)
+    affine = np.asarray(img.affine, dtype=float)
+    if not np.all(np.isfinite(affine)):
+        raise ImageReadError(path, "corrupt header: the affine contains NaN or infinite values")
+    if raw.ndim == 2:  # a single slice: keep it 2D, the affine still maps (x, y, 0)
+        pass
+    meta = {
+        "format": "NIfTI-2" if isinstance(img, nib.Nifti2Image) else "NIfTI-1",
+        "orientation": "".join(nib.aff2axcodes(affine)),
+        "qform_code": int(hdr["qform_code"]),
+        "sform_code": int(hdr["sform_code"]),
+        "stored_dtype": str(hdr.get_data_dtype()),
+    }
+    descrip = hdr["descrip"].tobytes().split(b"\0", 1)[0].decode("latin-1").strip()
+    if descrip:
+        meta["description"] = descrip
+    return Volume(
+        data=data,
+        spacing=spacing,
+        affine=affine,
+        modality=modality or _guess_modality(data),
+        name=_stem(path),
+        source=str(path),
+        meta=meta,
+        warnings=warnings,
+    )
+
+
+def _read_array(img) -> np.ndarray:
+    """The voxels with the header's scaling applied, without a float64 upcast when avoidable."""
+    dataobj = img.dataobj
+    slope, inter = img.header.get_slope_inter()
+    raw = np.asanyarray(dataobj.get_unscaled()) if hasattr(dataobj, "get_unscaled") else None
+    if raw is None:
+        return np.asanyarray(dataobj)
+    if isinstance(raw, np.memmap):  # uncompressed .nii: copy-on-write map, never writes the file
+        raw = np.asarray(raw)
+    slope = 1.0 if slope is None or not np.isfinite(slope) else float(slope)
+    inter = 0.0 if inter is None or not np.isfinite(inter) else float(inter)
+    if slope == 1.0 and inter == 0.0:
+        return raw
+    if raw.dtype.kind in "iu" and slope == 1.0 and float(inter).is_integer():
+        lo, hi = int(raw.min()) + int(inter), int(raw.max()) + int(inter)
+        for dt in (np.int16, np.int32, np.int64):
+            if np.iinfo(dt).min <= lo and hi <= np.iinfo(dt).max:
+                out = raw.astype(dt, copy=raw.dtype != dt)
+                out += dt(int(inter))
+                return out
+    return np.asanyarray(dataobj)
+
+
+def _guess_modality(data: np.ndarray) -> str:
+    """CT when the values look like Hounsfield units (air near -1000), else unknown ("OT")."""
+    if data.dtype.kind not in "iuf" or data.size == 0:
+        return "OT"
+    step = max(1, data.shape[0] // 8)
+    sample = data[::step]
+    lo = float(np.min(sample))
+    hi = float(np.max(sample))
+    return "CT" if -3100.0 <= lo <= -900.0 and hi > 200.0 else "OT"
+
+
+def _stem(path: Path) -> str:
+    name = path.name
+    for suf in (".nii.gz", ".nii"):
+        if name.lower().endswith(suf):
+            return name[: -len(suf)]
+    return path.stem
+
+
+def _describe(e: BaseException) -> str:
+    msg = str(e).strip() or type(e).__name__
+    return msg if len(msg) < 300 else msg[:300] + "..."

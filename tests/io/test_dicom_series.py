@@ -1,0 +1,101 @@
+"""DICOM series written by the tests: ordering, geometry, rescale, gaps, localizers, non-images."""
+
+from __future__ import annotations
+
+import random
+import shutil
+
+import numpy as np
+import pydicom
+import pytest
+
+from napari_medprompt.io.dicom_write import write_dicom_series
+from napari_medprompt.io.read import read_image
+from tests.io._factory import ct_volume
+
+
+def test_written_series_reads_back_exactly(tmp_path):
+    vol = ct_volume()
+    write_dicom_series(vol, tmp_path)
+    (back,) = read_image(tmp_path)
+    np.testing.assert_array_equal(back.data, vol.data)
+    assert back.data.dtype == np.int16  # HU after rescale intercept, still integer
+    np.testing.assert_allclose(back.affine, vol.affine, atol=1e-4)
+    assert back.spacing == pytest.approx(vol.spacing)
+    assert back.warnings == []
+    assert "PHANTOM" not in str(back.meta.get("series_description")) and "patient_name" not in back.meta
+
+
+def test_renamed_and_shuffled_series_opens_in_the_same_order(tmp_path):
+    vol = ct_volume(shape=(12, 16, 16))
+    src = tmp_path / "src"
+    paths = write_dicom_series(vol, src)
+    dst = tmp_path / "shuffled"
+    dst.mkdir()
+    names = [f"x{n:03d}" for n in random.Random(3).sample(range(100), len(paths))]
+    order = list(range(len(paths)))
+    random.Random(5).shuffle(order)
+    for i, name in zip(order, names):
+        shutil.copy(paths[i], dst / name)  # no suffix, random names
+        ds = pydicom.dcmread(dst / name)
+        ds.InstanceNumber = 1  # instance numbers are useless too
+        ds.save_as(dst / name)
+    (a,) = read_image(src)
+    (b,) = read_image(dst)
+    np.testing.assert_array_equal(a.data, b.data)
+    np.testing.assert_allclose(a.affine, b.affine)
+
+
+def test_gap_and_uneven_spacing_are_reported(tmp_path):
+    vol = ct_volume(shape=(10, 8, 8))
+    paths = write_dicom_series(vol, tmp_path)
+    paths[4].unlink()
+    paths[5].unlink()
+    (back,) = read_image(tmp_path)
+    assert back.data.shape[0] == 8
+    assert any("gap" in w and "2 slice(s) missing" in w for w in back.warnings), back.warnings
+
+
+def test_localizer_and_non_image_objects_are_skipped(tmp_path):
+    vol = ct_volume(shape=(6, 16, 16))
+    paths = write_dicom_series(vol, tmp_path)
+    loc = pydicom.dcmread(paths[0])
+    loc.ImageType = ["ORIGINAL", "PRIMARY", "LOCALIZER"]
+    loc.SOPInstanceUID = pydicom.uid.generate_uid()
+    loc.ImagePositionPatient = [0, 0, 0]
+    loc.save_as(tmp_path / "localizer.dcm")
+    sag = pydicom.dcmread(paths[1])  # a reformat in another orientation, same series
+    sag.ImageOrientationPatient = [0, 1, 0, 0, 0, -1]
+    sag.SOPInstanceUID = pydicom.uid.generate_uid()
+    sag.save_as(tmp_path / "sagittal.dcm")
+    sr = pydicom.dcmread(paths[2])
+    del sr.PixelData
+    sr.Modality = "SR"
+    sr.SOPClassUID = "1.2.840.10008.5.1.4.1.1.88.22"
+    sr.save_as(tmp_path / "report.dcm")
+    (back,) = read_image(tmp_path)
+    np.testing.assert_array_equal(back.data, vol.data)
+    text = " ".join(back.warnings)
+    assert "localizer" in text and "Enhanced SR" in text and "different orientation" in text
+
+
+def test_two_series_in_one_folder_give_two_volumes(tmp_path):
+    a, b = ct_volume(shape=(5, 16, 16), seed=1), ct_volume(shape=(7, 20, 18), seed=2)
+    write_dicom_series(a, tmp_path / "s1", series_description="first")
+    write_dicom_series(b, tmp_path / "s2", series_description="second")
+    vols = read_image(tmp_path)
+    assert sorted(v.data.shape for v in vols) == [(5, 16, 16), (7, 20, 18)]
+    by_name = {v.name.split(" #")[0]: v for v in vols}
+    np.testing.assert_array_equal(by_name["first"].data, a.data)
+    np.testing.assert_array_equal(by_name["second"].data, b.data)
+
+
+def test_oblique_series_geometry(tmp_path):
+    vol = ct_volume(shape=(6, 12, 10))
+    c, s = np.cos(0.3), np.sin(0.3)
+    rot = np.array([[c, -s, 0], [s, c, 0], [0, 0, 1.0]])
+    vol.affine[:3, :3] = rot @ vol.affine[:3, :3]
+    write_dicom_series(vol, tmp_path)
+    (back,) = read_image(tmp_path)
+    np.testing.assert_allclose(back.affine, vol.affine, atol=1e-4)
+    np.testing.assert_array_equal(back.data, vol.data)
