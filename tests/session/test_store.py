@@ -1,0 +1,140 @@
+"""Session folder: autosave after every change, restore round trip, refusal of wrong images,
+damaged files, unwritable folders (in-memory work intact), default folder lookup."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from napari_medprompt.session import (
+    AnnotationSession,
+    SessionCorruptError,
+    SessionMismatchError,
+    SessionSaveError,
+    find_session,
+    image_key,
+    session_folder_for,
+)
+from napari_medprompt.session.store import SLICE_DIR
+from tests.session._synthetic import KEY, SHAPE, SPACING, kidney, liver
+
+
+def _build(folder):
+    s = AnnotationSession(SHAPE, SPACING, image_key=KEY, image_name="ct", folder=folder)
+    a = s.new_object("liver")
+    s.record_prompt(a.id, 9, points=[[45, 40]], labels=[1], box=None)
+    s.commit_slices(a.id, {z: liver(z) for z in range(5, 15)}, "propagated",
+                    {"backend": "classic", "model": "region-growing", "device": "cpu"})
+    s.set_status(a.id, range(5, 8), "accepted")
+    s.set_locked(a.id, True)
+    b = s.new_object("kidney", color=(0.1, 0.2, 0.9))
+    s.commit_slices(b.id, {z: kidney(z) for z in range(9, 12)}, "prompted")
+    return s
+
+
+def test_autosave_and_restore_round_trip(tmp_path):
+    folder = tmp_path / "ct.medprompt"
+    s = _build(folder)
+    assert not s.unsaved_slices  # autosaved: nothing pending
+    r = AnnotationSession.load(folder, image_key=KEY, shape=SHAPE)
+    np.testing.assert_array_equal(r.labels, s.labels)
+    assert r.spacing == SPACING and r.image_name == "ct"
+    assert {i: o.to_dict() for i, o in r.objects.items()} == {i: o.to_dict() for i, o in s.objects.items()}
+    assert r.objects[1].prompts[9] == {"points": [[45.0, 40.0]], "labels": [1], "box": None}
+    assert r.objects[1].locked and r.objects[1].slice_status[5] == "accepted"
+    assert r.objects[1].provenance["model"] == "region-growing"
+    # the restored session keeps autosaving into the same folder
+    r.set_status(2, [9], "rejected")
+    again = AnnotationSession.load(folder)
+    assert not (again.labels[9] == 2).any() and again.objects[2].slice_status[9] == "rejected"
+    # only slices with voxels have files, each referenced once
+    files = os.listdir(folder / SLICE_DIR)
+    assert len(files) == len({z for z in range(SHAPE[0]) if again.labels[z].any()})
+
+
+def test_autosave_writes_only_changed_slices(tmp_path):
+    s = _build(tmp_path / "s")
+    before = {n: (tmp_path / "s" / SLICE_DIR / n).stat().st_mtime_ns for n in os.listdir(tmp_path / "s" / SLICE_DIR)}
+    s.commit_slices(2, {10: kidney(3)}, "edited")
+    after = set(os.listdir(tmp_path / "s" / SLICE_DIR))
+    assert len(after - set(before)) == 1 and next(iter(after - set(before))).startswith("z0010-")
+
+
+def test_restore_refuses_other_image(tmp_path):
+    folder = tmp_path / "ct.medprompt"
+    _build(folder)
+    manifest = (folder / "session.json").read_bytes()
+    with pytest.raises(SessionMismatchError, match=r"shape \(40, 96, 112\).*not restored"):
+        AnnotationSession.load(folder, image_key=KEY, shape=(41, 96, 112))
+    with pytest.raises(SessionMismatchError, match="another image"):
+        AnnotationSession.load(folder, image_key="some/other.nii.gz|40x96x112|2.5x0.8x0.8", shape=SHAPE)
+    assert (folder / "session.json").read_bytes() == manifest  # nothing touched
+
+
+def test_damaged_slice_file_is_reported(tmp_path):
+    folder = tmp_path / "ct.medprompt"
+    _build(folder)
+    entry = json.loads((folder / "session.json").read_text())["labels"]["slices"]["10"]
+    path = folder / SLICE_DIR / entry["file"]
+    path.write_bytes(path.read_bytes()[:-7])  # truncated
+    with pytest.raises(SessionCorruptError, match=entry["file"]):
+        AnnotationSession.load(folder)
+
+
+def test_unwritable_folder_raises_clear_error_and_keeps_work(tmp_path):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("x")  # a file where the session folder's parent should be: unwritable for anyone
+    s = AnnotationSession(SHAPE, SPACING, image_key=KEY)
+    a = s.new_object("liver")
+    s.commit_slices(a.id, {z: liver(z) for z in range(5, 9)}, "propagated")
+    s.set_folder(blocker / "ct.medprompt", save=False)
+    events = []
+    s.on_change(events.append)
+    with pytest.raises(SessionSaveError, match=r"not-a-folder/ct\.medprompt.*Nothing was lost"):
+        s.commit_slices(a.id, {9: liver(9)}, "propagated")
+    assert events[-1].kind == "save_failed" and s.last_save_error is not None
+    np.testing.assert_array_equal(s.labels[9] == a.id, liver(9))  # the change is in memory
+    assert s.objects[a.id].slice_status[9] == "propagated"
+    # the user picks another folder: everything, including the failed change, is written
+    s.set_folder(tmp_path / "elsewhere")
+    np.testing.assert_array_equal(AnnotationSession.load(tmp_path / "elsewhere").labels, s.labels)
+
+
+@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root ignores permissions")
+def test_read_only_folder_raises_clear_error(tmp_path):
+    folder = tmp_path / "ro"
+    s = _build(folder)
+    os.chmod(folder, 0o555)
+    try:
+        with pytest.raises(SessionSaveError, match="ro"):
+            s.commit_slices(2, {3: kidney(3)}, "prompted")
+        assert (s.labels[3] == 2).any()
+    finally:
+        os.chmod(folder, 0o755)
+    s.save()
+    assert (AnnotationSession.load(folder).labels[3] == 2).any()
+
+
+def test_default_folder_beside_image_and_find_session(tmp_path):
+    img = tmp_path / "patient" / "ct.nii.gz"
+    img.parent.mkdir()
+    img.write_bytes(b"")
+    key = image_key(img, SHAPE, SPACING)
+    folder = session_folder_for(key)
+    assert folder == img.parent.resolve() / "ct.medprompt"
+    assert session_folder_for(img) == folder
+    assert find_session(key) is None
+    s = AnnotationSession(SHAPE, SPACING, image_key=key, folder=folder)
+    s.save()
+    assert find_session(key) == folder and find_session(img) == folder
+
+
+def test_default_folder_in_cache_without_source(tmp_path):
+    key = image_key(None, SHAPE, SPACING)
+    folder = session_folder_for(key)
+    assert "sessions" in folder.parts
+    AnnotationSession(SHAPE, SPACING, image_key=key, folder=folder).save()
+    assert find_session(key) == folder
