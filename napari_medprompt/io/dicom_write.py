@@ -58,7 +58,7 @@ def write_dicom_series(
         name = file_names[k] if file_names else f"IM{k:05d}.dcm"
         ds = FileDataset(str(folder / name), {}, file_meta=meta, preamble=b"\0" * 128)
         ds.SOPClassUID, ds.SOPInstanceUID = sop_class, meta.MediaStorageSOPInstanceUID
-        ds.PatientName, ds.PatientID, ds.PatientBirthDate, ds.PatientSex = "PHANTOM", "PHANTOM", "", "O"
+        ds.PatientName, ds.PatientID, ds.PatientBirthDate, ds.PatientSex = "PHANTOM^", "PHANTOM", "", "O"
         ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study_uid, series_uid, frame_uid
         ds.StudyDate = ds.SeriesDate = "20000101"
         ds.StudyTime = ds.SeriesTime = "000000"
