@@ -51,9 +51,12 @@ class ClassicSegmenter:
     name = "classic"
     random_weights = False
 
-    def __init__(self, params: GrowParams | None = None, refine_mm: float = 9.0) -> None:
+    def __init__(
+        self, params: GrowParams | None = None, refine_mm: float = 9.0, step_mm: float = 4.0
+    ) -> None:
         self.params = params or GrowParams()
-        self.refine_mm = float(refine_mm)  # how far a result may move from a previous mask
+        self.refine_mm = float(refine_mm)  # predict: how far a result may move from a mask prompt
+        self.step_mm = float(step_mm)  # propagate: how far the outline may move from one slice to the next
         self._image: np.ndarray | None = None
         self._smoothed: OrderedDict[int, np.ndarray] = OrderedDict()
 
@@ -86,6 +89,7 @@ class ClassicSegmenter:
             sp = sp_all[-2:]
         self.spacing_yx = sp
         self.px = PixelParams.from_mm(self.params, sp)
+        self.step_px = max(int(round(self.step_mm / float(np.sqrt(sp[0] * sp[1])))), 1)
         if self.is_ct:
             self.spread_floor = self.params.spread_floor
         else:
@@ -237,11 +241,18 @@ class ClassicSegmenter:
 
         def predict_next(z: int, prev_mask: np.ndarray, oid: int):
             s = self._slice(z)
+            ref = reference(oid)
             core = ndi.binary_erosion(prev_mask, disk(1))
             core = core if core.any() else prev_mask
-            presence = float(np.mean(reference(oid).contains(s[core])))
-            mask, score = self._segment(s, Prompt(mask=prev_mask))
-            return mask, score, presence
+            inside = ref.contains(s[core])
+            presence = float(np.mean(inside))
+            seeds = np.zeros_like(core)
+            seeds[core] = inside
+            if not seeds.any():
+                return np.zeros_like(prev_mask), 0.0, presence
+            allowed = ndi.binary_dilation(prev_mask, disk(self.step_px))
+            mask = grow(s, seeds, ref, self.px, allowed=allowed)
+            return mask, boundary_support(s, mask, ref), presence
 
         return propagate_by_projection(predict_next, seeds, self.n_slices, settings)
 

@@ -146,7 +146,7 @@ def propagate_by_projection(
     """Propagate every object from its seed slices through ``n_slices`` slices, yielding as it goes.
 
     ``seeds`` maps object id -> {slice index -> (H, W) bool mask}. Never yields a seed slice. Raises
-    :class:`PromptError` (before any prediction) for bad seeds or a bad slice range.
+    :class:`PromptError` at the call itself (before any prediction) for bad seeds or a bad slice range.
     """
     settings = settings if settings is not None else PropagationSettings()
     n_slices = int(n_slices)
@@ -178,6 +178,10 @@ def propagate_by_projection(
             "segment it on a slice inside the range, or widen the range"
         )
 
+    return _drive(predict_next, checked, plans, settings)
+
+
+def _drive(predict_next, checked, plans, settings) -> Iterator[SliceResult]:
     for oid, runs in plans.items():
         for seed, step, end in runs:
             for res in _run(predict_next, checked[oid][seed], oid, seed, step, end, settings):

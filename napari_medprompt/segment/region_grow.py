@@ -78,8 +78,13 @@ def robust_stats(values: np.ndarray) -> tuple[float, float]:
 
 
 def seed_neighbourhood(seeds: np.ndarray, radius: int) -> np.ndarray:
-    """Pixels within ``radius`` of a seed pixel (only around the seeds' bounding box: cheap)."""
-    return ndi.binary_dilation(seeds, disk(radius)) if radius > 0 else seeds
+    """Pixels within ``radius`` of a seed pixel (dilation of the seeds' bounding box only: cheap)."""
+    if radius <= 0 or not seeds.any():
+        return seeds.copy()
+    win = _crop(seeds, radius)
+    out = np.zeros_like(seeds)
+    out[win] = ndi.binary_dilation(seeds[win], disk(radius))
+    return out
 
 
 @dataclass
@@ -139,14 +144,20 @@ def _keep_seeded(mask: np.ndarray, seeds: np.ndarray) -> np.ndarray:
 
 
 def _fill_small_holes(mask: np.ndarray, max_hole_px: int) -> np.ndarray:
-    holes = ndi.binary_fill_holes(mask) & ~mask
+    if not mask.any():
+        return mask
+    win = _crop(mask, 1)
+    sub = mask[win]
+    holes = ndi.binary_fill_holes(sub) & ~sub
     if not holes.any():
         return mask
     lab, n = ndi.label(holes)
     sizes = np.bincount(lab.ravel(), minlength=n + 1)
     small = sizes <= max_hole_px
     small[0] = False
-    return mask | small[lab]
+    out = mask.copy()
+    out[win] |= small[lab]
+    return out
 
 
 def _crop(mask: np.ndarray, pad: int) -> tuple[slice, slice]:

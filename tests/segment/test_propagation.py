@@ -209,3 +209,10 @@ def test_prompt_helpers_from_a_mask():
     assert len(p.points) == 2 and p.labels.tolist() == [1, 1] and p.box is not None
     assert p.mask is not None and p.mask.sum() == m.sum()
     assert len(mask_interior_points(np.zeros((5, 5), bool))) == 0
+
+
+def test_errors_are_raised_at_the_call_before_any_prediction():
+    pred = FakePredictor()
+    with pytest.raises(PromptError, match="out of range"):
+        propagate_by_projection(pred, {1: {40: disk()}}, 30, PropagationSettings())
+    assert pred.calls == []
