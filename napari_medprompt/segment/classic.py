@@ -156,34 +156,32 @@ class ClassicSegmenter:
         m[r0 : r1 + 1, c0 : c1 + 1] = True
         return m
 
-    def _seed_in_box(self, s: np.ndarray, box) -> np.ndarray:
-        """A seed pixel for a box without positive points (see the module docstring)."""
+    def _box_candidates(self, s: np.ndarray, box) -> list[np.ndarray]:
+        """Seed pixels to try for a box without positive points.
+
+        The box content is split by an Otsu threshold; each class's deepest point (largest distance
+        to its edge) is a candidate, and so is the box centre.
+        """
         from skimage.filters import threshold_otsu
 
         r0, c0, r1, c1 = (int(round(v)) for v in box)
         sub = s[r0 : r1 + 1, c0 : c1 + 1]
-        seeds = np.zeros(s.shape, dtype=bool)
-        best = None
+        points = [((r0 + r1) // 2, (c0 + c1) // 2)]
         if sub.size >= 4 and float(sub.max()) > float(sub.min()):
             t = threshold_otsu(sub)
-            border = np.ones(sub.shape, dtype=bool)
-            border[1:-1, 1:-1] = False
             for cls in (sub > t, sub <= t):
-                if not cls.any():
-                    continue
-                touch = np.count_nonzero(cls & border) / max(np.count_nonzero(border), 1)
-                if best is None or touch < best[0]:
-                    best = (touch, cls)
-        if best is None:
-            seeds[(r0 + r1) // 2, (c0 + c1) // 2] = True
-            return seeds
-        dist = ndi.distance_transform_edt(np.pad(best[1], 1))[1:-1, 1:-1]
-        r, c = np.unravel_index(int(np.argmax(dist)), sub.shape)
-        seeds[r0 + r, c0 + c] = True
-        return seeds
+                if cls.any():
+                    dist = ndi.distance_transform_edt(np.pad(cls, 1))[1:-1, 1:-1]
+                    r, c = np.unravel_index(int(np.argmax(dist)), sub.shape)
+                    points.append((r0 + int(r), c0 + int(c)))
+        out = []
+        for r, c in dict.fromkeys(points):
+            m = np.zeros(s.shape, dtype=bool)
+            m[r, c] = True
+            out.append(m)
+        return out
 
     def _segment(self, s: np.ndarray, prompt: Prompt) -> tuple[np.ndarray, float]:
-        px = self.px
         pos = self._points_mask(prompt, 1)
         neg = self._points_mask(prompt, 0)
         allowed = self._box_mask(prompt.box) if prompt.box is not None else None
@@ -193,25 +191,55 @@ class ClassicSegmenter:
             near = ndi.binary_dilation(prev, disk(refine))
             allowed = near if allowed is None else (allowed & near)
             core = ndi.binary_erosion(prev, disk(1))
-            core = core if core.any() else prev
-            stats_from = core
-            seeds = pos | (core & ~seed_neighbourhood(neg, px.seed_radius))
-            seeds = seeds if seeds.any() else pos | core
+            return self._grow_from(s, pos, core if core.any() else prev, allowed, neg)
+        if pos.any():
+            return self._grow_from(s, pos, None, allowed, neg)
+        # a box alone: the object is what fills the box best (its outline's bounding box fits the box)
+        best = None
+        for seed in self._box_candidates(s, prompt.box):
+            mask, score = self._grow_from(s, seed, None, allowed, neg)
+            fit = _box_fit(mask, prompt.box)
+            if best is None or fit > best[0]:
+                best = (fit, mask, score)
+        return best[1], best[2]
+
+    def _grow_from(
+        self,
+        s: np.ndarray,
+        pos: np.ndarray,
+        core: np.ndarray | None,
+        allowed: np.ndarray | None,
+        neg: np.ndarray,
+    ) -> tuple[np.ndarray, float]:
+        """Grow from positive pixels ``pos`` and/or the interior ``core`` of a mask prompt."""
+        px = self.px
+        if core is not None:
+            # statistics from the inner half of the mask: a rough outline's rim holds other tissue
+            depth = ndi.distance_transform_edt(np.pad(core, 1))[1:-1, 1:-1]
+            inner = depth >= max(float(np.median(depth[core])), 1.0)
+            stats_from = inner if np.count_nonzero(inner) >= 4 else core
         else:
-            if not pos.any():
-                pos = self._seed_in_box(s, prompt.box)
-            seeds = pos
             stats_from = seed_neighbourhood(pos, px.seed_radius)
             if allowed is not None:
                 stats_from &= allowed
-        stats = robust_stats(s[stats_from])
+        med, sd = robust_stats(s[stats_from])
+        keep_off = seed_neighbourhood(neg, px.seed_radius) if neg.any() else None
+        seeds = pos
+        if core is not None:
+            # the mask's interior seeds the growth, minus pixels of other tissue it may hold
+            near_med = core & (np.abs(s - med) <= 2.5 * max(sd, self.spread_floor))
+            seeds = pos | (near_med if near_med.any() else core)
+            if keep_off is not None and (seeds & ~keep_off).any():
+                seeds = seeds & ~keep_off
         band = choose_band(
-            s, seeds, stats, is_ct=self.is_ct, params=self.params, spread_floor=self.spread_floor,
-            allowed=allowed,
+            s, seeds, (med, sd), is_ct=self.is_ct, params=self.params,
+            spread_floor=self.spread_floor, allowed=allowed,
         )
+        if core is not None:
+            in_band = pos | (seeds & band.contains(s))
+            seeds = in_band if in_band.any() else seeds
         mask = grow(s, seeds, band, px, allowed=allowed, negatives=neg if neg.any() else None)
-        if prev is not None:
-            # seeds taken from a mask hold its outline; keep the result within the refined region only
+        if allowed is not None:
             mask &= allowed
         return mask, boundary_support(s, mask, band)
 
@@ -262,3 +290,20 @@ class ClassicSegmenter:
             if cancel is not None and cancel.is_set():
                 return
             yield check_slice_index(z, self.n_slices, self.is_2d)
+
+
+def _box_fit(mask: np.ndarray, box) -> float:
+    """Intersection over union of ``mask``'s bounding box and ``box`` (0 for an empty mask)."""
+    rows = np.flatnonzero(mask.any(axis=1))
+    if rows.size == 0:
+        return 0.0
+    cols = np.flatnonzero(mask.any(axis=0))
+    a = (rows[0], cols[0], rows[-1], cols[-1])
+    b = tuple(float(v) for v in box)
+    ih = min(a[2], b[2]) - max(a[0], b[0]) + 1
+    iw = min(a[3], b[3]) - max(a[1], b[1]) + 1
+    if ih <= 0 or iw <= 0:
+        return 0.0
+    inter = ih * iw
+    area = lambda r: (r[2] - r[0] + 1) * (r[3] - r[1] + 1)  # noqa: E731
+    return float(inter / (area(a) + area(b) - inter))
