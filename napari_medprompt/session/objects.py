@@ -82,16 +82,18 @@ class SegObject:
     def slices_with(self, status: str) -> list[int]:
         return sorted(z for z, s in self.slice_status.items() if s == status)
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready copy (slice keys become strings)."""
+    def to_dict(self, deep: bool = True) -> dict[str, Any]:
+        """JSON-ready record (slice keys become strings); ``deep=False`` shares the nested prompt
+        and provenance values (enough for serialising right away)."""
+        cp = copy.deepcopy if deep else (lambda v: v)
         return {
             "id": int(self.id),
             "name": self.name,
             "color": [float(c) for c in self.color],
             "locked": bool(self.locked),
-            "prompts": {str(z): copy.deepcopy(p) for z, p in sorted(self.prompts.items())},
+            "prompts": {str(z): cp(p) for z, p in sorted(self.prompts.items())},
             "slice_status": {str(z): s for z, s in sorted(self.slice_status.items())},
-            "provenance": copy.deepcopy(self.provenance),
+            "provenance": cp(self.provenance),
         }
 
     @classmethod

@@ -78,4 +78,23 @@ def export_nifti(session, path: str | Path, reference: Any = None) -> Path:
     ref = reference if reference is not None else session.reference
     if ref is None:
         ref = _reference_geometry(session)
-    return save_label_map(path, session.labels, ref, session.label_info())
+    return save_label_map(path, session.labels, ref, export_label_info(session))
+
+
+def export_label_info(session) -> dict[int, dict[str, Any]]:
+    """Sidecar entries: name, colour (0-255), how the mask was made and its review state."""
+    info: dict[int, dict[str, Any]] = {}
+    for oid, obj in sorted(session.objects.items()):
+        prov = {k: v for k, v in obj.provenance.items() if k != "log"}
+        counts: dict[str, int] = {}
+        for status in obj.slice_status.values():
+            counts[status] = counts.get(status, 0) + 1
+        info[oid] = {
+            "name": obj.display_name,
+            "color": [int(round(255 * float(c))) for c in obj.color[:3]],
+            "locked": obj.locked,
+            "provenance": prov,
+            "slice_status_counts": counts,
+            "accepted_slices": obj.slices_with("accepted"),
+        }
+    return info

@@ -414,7 +414,7 @@ class AnnotationSession:
             "created": self.created,
             "saved": utc_now(),
             "image": image,
-            "objects": [o.to_dict() for _, o in sorted(self.objects.items())],
+            "objects": [o.to_dict(deep=False) for _, o in sorted(self.objects.items())],
         }
 
     def save(self) -> None:

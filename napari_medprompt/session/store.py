@@ -140,7 +140,7 @@ class SessionStore:
                     "slices": {str(z): v for z, v in sorted(new_files.items())},
                 },
             )
-            text = json.dumps(manifest, indent=1, sort_keys=False)
+            text = json.dumps(manifest, separators=(",", ":"))  # compact: C encoder, ~1 ms
             atomic_write_text(self.manifest_path, text)
         except OSError as err:
             for path in written:  # unreferenced; removing them is best effort

@@ -138,3 +138,15 @@ def test_default_folder_in_cache_without_source(tmp_path):
     assert "sessions" in folder.parts
     AnnotationSession(SHAPE, SPACING, image_key=key, folder=folder).save()
     assert find_session(key) == folder
+
+
+def test_export_nifti_with_sidecar(tmp_path):
+    from napari_medprompt.io.labels_io import load_label_map
+
+    s = _build(None)
+    out = s.export_nifti(tmp_path / "seg.nii.gz")
+    labels, ref, info = load_label_map(out)
+    np.testing.assert_array_equal(labels, s.labels)
+    assert ref.spacing == pytest.approx(SPACING)  # NIfTI stores float32 zooms
+    assert info[1]["name"] == "liver" and info[2]["color"] == [26, 51, 230]
+    assert info[1]["provenance"]["backend"] == "classic" and info[1]["accepted_slices"] == [5, 6, 7]
