@@ -1,0 +1,374 @@
+"""SAM 2 / SAM 2.1 as a :class:`~napari_medprompt.segment.base.Segmenter`.
+
+One network (built by :mod:`napari_medprompt.models.sam2_weights`) serves clicks on a slice (SAM2's
+image-predictor path: prompt encoder + mask decoder over cached slice embeddings) and propagation
+through a volume, in one of two modes behind the same call:
+
+- ``"memory"``: SAM2's video predictor with its memory bank, fed from memory
+  (:mod:`napari_medprompt.segment.sam2_video`); its best quality, the default on a GPU.
+- ``"projection"``: slice to slice with the image predictor, the previous slice's mask (as a mask
+  prompt) and its box as the next prompt (the shared driver in
+  :mod:`napari_medprompt.segment.propagation`); fast on a CPU, the default there.
+
+Model input: the slice windowed to [0, 1] with the model window (its own, never the display window;
+the bound array is never modified), replicated to 3 channels, then SAM2's own resize to 1024 and
+ImageNet normalisation (``SAM2ImagePredictor``'s transforms). Coordinates: napari points
+``(row, col)`` become SAM ``(x, y) = (col, row)`` and boxes ``(row0, col0, row1, col1)`` become
+``(x0, y0, x1, y1) = (col0, row0, col1, row1)``, in pixel units of the slice.
+
+Speed (CPU): embeddings are cached per slice (:mod:`embedding_cache`), the dense positional
+encoding of the decoder is computed once, only the chosen mask is upsampled, everything runs under
+``torch.inference_mode`` and, on CPUs with bfloat16 support, the decoder runs under bfloat16
+autocast (``decoder_bf16``; measured in ``benchmarks/bench_segment.py``). On CUDA the encoder and
+decoder run under bfloat16 autocast.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from napari_medprompt.imaging.normalize import default_model_window, window_to_unit
+from napari_medprompt.models.sam2_weights import build_model, model_spec, resolve_checkpoint
+from napari_medprompt.segment.base import PromptError, PropagationSettings, Prompt, SliceResult
+from napari_medprompt.segment.embedding_cache import EmbeddingCache, file_fingerprint, image_digest
+from napari_medprompt.segment.validate import (
+    check_image,
+    check_prompt,
+    check_slice_index,
+    require_volume,
+)
+
+log = logging.getLogger(__name__)
+
+MODES = ("auto", "memory", "projection")
+DEFAULT_CACHE_BYTES = 1 << 30  # ~64 slices of SAM2 features (16 MiB each)
+MASK_LOGIT = 10.0  # a binary mask prompt becomes logits of +-10 (as SAM2 does for mask inputs)
+
+
+def pick_device(device: str = "auto") -> str:
+    """``"auto"``: CUDA, else Apple MPS, else CPU. An explicit choice is checked."""
+    import torch
+
+    if device in (None, "auto"):
+        if torch.cuda.is_available():
+            return "cuda"
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            return "mps"
+        return "cpu"
+    dev = str(device)
+    if dev.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {dev!r} was asked for but CUDA is not available here; use 'auto' or 'cpu'")
+    if dev == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ValueError("device 'mps' was asked for but Apple MPS is not available here; use 'auto' or 'cpu'")
+    return dev
+
+
+def _cpu_has_bf16() -> bool:
+    try:
+        import torch
+
+        return bool(torch.backends.mkldnn.is_available()) and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    except Exception:
+        return False
+
+
+def mask_to_logits(mask: np.ndarray, size: int = 256):
+    """A binary ``(H, W)`` mask as SAM's low-res mask prompt: ``(1, 1, size, size)`` logits of +-10.
+
+    SAM2 resizes the slice to a square, so the mask is resized the same way (area-weighted,
+    antialiased), then the fraction covered maps to ``[-10, 10]``.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    m = torch.from_numpy(np.ascontiguousarray(mask, dtype=np.float32))[None, None]
+    low = F.interpolate(m, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    return low * (2 * MASK_LOGIT) - MASK_LOGIT
+
+
+class Sam2Segmenter:
+    """SAM2 backend. See the module docstring for conventions and modes.
+
+    Parameters: ``model`` (a name from ``SAM2_MODELS``), ``checkpoint`` (local file, ``"random"``, or
+    None to use / download the published file), ``device`` ("auto", "cuda", "mps", "cpu"),
+    ``propagation_mode`` ("auto": memory on CUDA, projection elsewhere), ``cache_dir`` (disk cache of
+    embeddings: None = memory only, True = ``<cache>/sam2_embeddings``, or a folder), ``cache_bytes``
+    (memory budget), ``progress`` (download callback), ``decoder_bf16`` (None = on where the CPU
+    supports bfloat16), ``memory_frames`` (memory mode: how many past frames the memory bank holds,
+    SAM2's default 6; fewer is faster, see :mod:`sam2_video`).
+
+    ``weights_status()`` returns what the GUI shows (model, checkpoint, random weights, device).
+    """
+
+    def __init__(
+        self,
+        model: str = "sam2.1-hiera-tiny",
+        checkpoint: str | os.PathLike | None = None,
+        device: str = "auto",
+        propagation_mode: str = "auto",
+        cache_dir: str | os.PathLike | bool | None = None,
+        cache_bytes: int = DEFAULT_CACHE_BYTES,
+        *,
+        progress=None,
+        decoder_bf16: bool | None = None,
+        memory_frames: int | None = None,
+        memory_bf16: bool = False,
+    ) -> None:
+        import torch
+        from sam2.sam2_image_predictor import SAM2ImagePredictor
+
+        if propagation_mode not in MODES:
+            raise ValueError(f"propagation_mode must be one of {MODES}, got {propagation_mode!r}")
+        self.spec = model_spec(model)
+        self.name = self.model_name = model
+        self.device = pick_device(device)
+        self.checkpoint_path: Path | None = resolve_checkpoint(model, checkpoint, progress)
+        self.net, self.random_weights = build_model(model, self.checkpoint_path, self.device)
+        self.predictor = SAM2ImagePredictor(self.net)
+        self._transforms = self.predictor._transforms
+        self.propagation_mode = propagation_mode
+        self.cuda = self.device.startswith("cuda")
+        self.decoder_bf16 = self.cuda or (_cpu_has_bf16() if decoder_bf16 is None else bool(decoder_bf16))
+        self.memory_bf16 = self.cuda or bool(memory_bf16)
+        self.memory_frames = memory_frames
+        self.cache = EmbeddingCache(cache_bytes)
+        if cache_dir is True:
+            from napari_medprompt.models.cache import cache_dir as _cache_dir
+
+            cache_dir = _cache_dir("sam2_embeddings")
+        self.cache_root = Path(cache_dir) if cache_dir not in (None, False) else None
+        self.weights_id = (
+            f"random-seed{0}" if self.checkpoint_path is None else file_fingerprint(self.checkpoint_path)
+        )
+        self.encoder_calls = 0
+        self._pos_enc = None
+        with torch.inference_mode():
+            self._dense_pe = self.net.sam_prompt_encoder.get_dense_pe()
+        self._image: np.ndarray | None = None
+        self._lock = threading.RLock()
+
+    # ------------------------------------------------------------------ info
+    def weights_status(self) -> dict:
+        """What the GUI shows about the model: name, weights file, random or not, device."""
+        return {
+            "model": self.model_name,
+            "checkpoint": None if self.checkpoint_path is None else str(self.checkpoint_path),
+            "random_weights": self.random_weights,
+            "device": self.device,
+            "decoder_dtype": "bfloat16" if self.decoder_bf16 else "float32",
+            "propagation_mode": self.resolved_mode(),
+            "message": (
+                f"{self.model_name} with RANDOM weights: masks are meaningless (tests / timing only)"
+                if self.random_weights
+                else f"{self.model_name} ({self.checkpoint_path.name}) on {self.device}"
+            ),
+        }
+
+    def resolved_mode(self, mode: str | None = None) -> str:
+        mode = mode or self.propagation_mode
+        if mode in (None, "auto"):
+            return "memory" if self.cuda else "projection"
+        if mode not in ("memory", "projection"):
+            raise PromptError(f"unknown propagation mode {mode!r}; use 'memory', 'projection' or 'auto'")
+        return mode
+
+    def _autocast(self, enabled: bool):
+        import torch
+
+        if not enabled:
+            return contextlib.nullcontext()
+        return torch.autocast("cuda" if self.cuda else "cpu", dtype=torch.bfloat16)
+
+    # ------------------------------------------------------------------ binding
+    def bind(
+        self,
+        image: np.ndarray,
+        *,
+        modality: str = "CT",
+        window: tuple[float, float] | None = None,
+        spacing: Sequence[float] | None = None,
+        key: str | None = None,
+    ) -> None:
+        arr = check_image(image)
+        win = tuple(float(v) for v in (window if window is not None else default_model_window(arr, modality)))
+        if not win[1] > win[0]:
+            raise PromptError(f"the model window must have low < high, got {win}")
+        digest = image_digest(arr)
+        with self._lock:
+            self._image = arr  # a reference: never modified, never copied whole
+            self.window = win
+            self.modality = modality
+            self.spacing = None if spacing is None else tuple(float(s) for s in spacing)
+            self.is_2d = arr.ndim == 2
+            self.n_slices = 1 if self.is_2d else arr.shape[0]
+            self.slice_shape = tuple(arr.shape[-2:])
+            self.predictor._orig_hw = [self.slice_shape]
+            self.cache.open(
+                {
+                    "image": digest,
+                    "shape": list(arr.shape),
+                    "model": self.model_name,
+                    "weights": self.weights_id,
+                    "window": list(win),
+                },
+                key or digest,
+                self.cache_root,
+            )
+
+    def _require_bound(self) -> None:
+        if self._image is None:
+            raise PromptError("no image is bound: call bind(image) first")
+
+    def slice_unit(self, z: int) -> np.ndarray:
+        """Slice ``z`` windowed to [0, 1] float32 (a new array)."""
+        sl = self._image if self.is_2d else self._image[z]
+        return window_to_unit(sl, self.window)
+
+    # ------------------------------------------------------------------ embeddings
+    def _encode(self, z: int) -> dict:
+        import torch
+
+        unit = self.slice_unit(z)
+        rgb = np.repeat(unit[..., None], 3, axis=2)  # SAM2 expects RGB; ToTensor keeps float [0, 1]
+        x = self._transforms(rgb)[None].to(self.device)
+        with torch.inference_mode(), self._autocast(self.cuda):
+            out = self.net.forward_image(x)
+        self.encoder_calls += 1
+        fpn = out["backbone_fpn"]
+        return {"fpn0": fpn[0], "fpn1": fpn[1], "fpn2": fpn[2]}
+
+    def features(self, z: int) -> dict:
+        """Encoder features of slice ``z`` (cached), as ``{"fpn0", "fpn1", "fpn2"}`` tensors."""
+        feats = self.cache.get(z, self.device)
+        if feats is None:
+            feats = self._encode(z)
+            self.cache.put(z, feats)
+        return feats
+
+    def pos_enc(self, feats: dict) -> list:
+        """The neck's positional encodings for the three levels (the same for every slice)."""
+        import torch
+
+        if self._pos_enc is None:
+            pe = self.net.image_encoder.neck.position_encoding
+            with torch.inference_mode():
+                self._pos_enc = [pe(feats[k]).to(feats[k].dtype) for k in ("fpn0", "fpn1", "fpn2")]
+        return self._pos_enc
+
+    def prefetch(self, slices: Sequence[int], cancel: threading.Event | None = None) -> Iterator[int]:
+        """Compute embeddings for ``slices`` in the given order (see ``prefetch_order``), yielding each.
+
+        Already cached slices are yielded without work. Stops between slices when ``cancel`` is set.
+        """
+        self._require_bound()
+        idx = [check_slice_index(z, self.n_slices, self.is_2d) for z in slices]
+        for z in idx:
+            if cancel is not None and cancel.is_set():
+                return
+            if not self.cache.contains(z):
+                self.cache.put(z, self._encode(z))
+            yield z
+
+    # ------------------------------------------------------------------ prediction
+    def predict(self, slice_index: int, prompt: Prompt, object_id: int = 1) -> SliceResult:
+        self._require_bound()
+        z = check_slice_index(slice_index, self.n_slices, self.is_2d)
+        p = check_prompt(prompt, self.slice_shape)
+        mask, score, obj = self.decode(self.features(z), p)
+        return SliceResult(z, mask, score, object_id=object_id, object_score=obj)
+
+    def decode(self, feats: dict, p: Prompt, multimask: bool | None = None):
+        """Prompt encoder + mask decoder on cached features -> (mask (H, W) bool, IoU, object prob).
+
+        ``multimask`` None: three candidates for a lone click (SAM's ambiguity rule), one otherwise;
+        the candidate with the highest predicted IoU wins.
+        """
+        import torch
+        import torch.nn.functional as F
+
+        coords = labels = box = mask_in = None
+        if len(p.points):
+            coords = p.points[:, ::-1].copy()  # (row, col) -> (x, y)
+            labels = p.labels.astype(np.int32)
+        if p.box is not None:
+            r0, c0, r1, c1 = p.box
+            box = np.array([c0, r0, c1, r1], dtype=np.float32)  # -> (x0, y0, x1, y1)
+        if p.mask is not None and p.mask.any():
+            mask_in = mask_to_logits(p.mask, self.net.sam_prompt_encoder.mask_input_size[0])
+        if multimask is None:
+            multimask = len(p.points) == 1 and box is None and mask_in is None
+        with torch.inference_mode():
+            mask_input, pts, lab, boxes = self.predictor._prep_prompts(
+                coords, labels, box, mask_in, normalize_coords=True
+            )
+            concat = None if pts is None else (pts, lab)
+            if boxes is not None:  # as SAM2ImagePredictor: the box corners go first, labels 2 and 3
+                box_pts = boxes.reshape(-1, 2, 2)
+                box_lab = torch.tensor([[2, 3]], dtype=torch.int, device=box_pts.device)
+                concat = (
+                    (box_pts, box_lab)
+                    if concat is None
+                    else (torch.cat([box_pts, concat[0]], 1), torch.cat([box_lab, concat[1]], 1))
+                )
+            with self._autocast(self.decoder_bf16):
+                sparse, dense = self.net.sam_prompt_encoder(points=concat, boxes=None, masks=mask_input)
+                image_embed = feats["fpn2"]
+                if self.net.directly_add_no_mem_embed:  # what SAM2ImagePredictor.set_image adds
+                    image_embed = image_embed + self.net.no_mem_embed.view(1, -1, 1, 1)
+                low_res, iou, _, obj_logits = self.net.sam_mask_decoder(
+                    image_embeddings=image_embed,
+                    image_pe=self._dense_pe,
+                    sparse_prompt_embeddings=sparse,
+                    dense_prompt_embeddings=dense,
+                    multimask_output=multimask,
+                    repeat_image=False,
+                    high_res_features=[feats["fpn0"], feats["fpn1"]],
+                )
+            best = int(torch.argmax(iou[0]))
+            logits = low_res[:, best : best + 1].float()
+            up = F.interpolate(logits, self.slice_shape, mode="bilinear", align_corners=False)
+            mask = (up[0, 0] > self.predictor.mask_threshold).cpu().numpy()
+            score = float(iou[0, best].float())
+            obj = float(torch.sigmoid(obj_logits.float()).reshape(-1)[0])
+        return mask, score, obj
+
+    # ------------------------------------------------------------------ propagation
+    def projection_step(self, z: int, prev_mask: np.ndarray, object_id: int = 1):
+        """``predict_next`` for the shared driver: the previous mask (mask prompt) and its box."""
+        from napari_medprompt.segment.propagation import mask_to_box
+
+        box = mask_to_box(prev_mask, margin=2.0)
+        p = Prompt(box=box, mask=prev_mask)
+        if box is not None and (box[2] - box[0] < 1 or box[3] - box[1] < 1):
+            p = Prompt(mask=prev_mask)  # a one-pixel-thin mask: its box would have zero area
+        return self.decode(self.features(z), p, multimask=False)
+
+    def propagate(
+        self,
+        seeds: Mapping[int, Mapping[int, np.ndarray]],
+        settings: PropagationSettings | None = None,
+    ) -> Iterator[SliceResult]:
+        """Propagate objects from their seed masks; mode from ``settings.mode`` or the segmenter."""
+        from napari_medprompt.segment.propagation import propagate_by_projection
+
+        self._require_bound()
+        require_volume(self._image.ndim)
+        settings = settings if settings is not None else PropagationSettings()
+        mode = self.resolved_mode(None if settings.mode == "auto" else settings.mode)
+        if mode == "memory":
+            from napari_medprompt.segment.sam2_video import MemoryPropagator
+
+            step = MemoryPropagator(
+                self, seeds, memory_frames=self.memory_frames, patience=settings.patience
+            ).predict_next
+        else:
+            step = self.projection_step
+        yield from propagate_by_projection(step, seeds, self.n_slices, settings)
