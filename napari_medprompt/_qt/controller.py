@@ -125,6 +125,9 @@ class AnnotationController:
             return
         src = session.labels
         dst = layer.data
+        if dst.ndim == 2 and src.ndim == 3 and src.shape[0] == 1:  # a 2D image: session is (1, y, x)
+            src = src[0]
+            slices = None
         if tuple(dst.shape) != tuple(src.shape):
             raise ValueError(
                 f"the labels layer {layer.name!r} has shape {tuple(dst.shape)} but the session's "

@@ -1,0 +1,235 @@
+"""Backend chooser: segmenter from the registry, device, checkpoint, weight status, loading.
+
+The weight status line says, before anything is loaded, whether a model's weights are in the cache,
+will be downloaded, or are missing while offline (with the fix spelled out); while loading, a
+progress bar follows the download; a model running on random weights gets a red banner.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import os
+from pathlib import Path
+
+from qtpy.QtCore import QObject, Signal
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QProgressBar,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from napari_medprompt._qt.workers import start_worker
+from napari_medprompt.segment.registry import available_segmenters, create_segmenter
+
+RANDOM_BANNER = (
+    "<b>RANDOM WEIGHTS</b>: this model has no trained weights, its masks are meaningless "
+    "(tests and timing only). Choose a checkpoint or use 'classic'."
+)
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
+
+
+def weights_status(name: str, checkpoint: str = "", random_weights: bool = False) -> tuple[str, str]:
+    """``(level, message)`` for the weights of backend ``name``; level is ok | info | warn | error."""
+    info = available_segmenters().get(name)
+    if info is None:
+        return "error", f"unknown backend {name!r}"
+    if not info.needs_weights:
+        return "ok", "No weights needed (scikit-image); works offline."
+    if random_weights:
+        return "warn", RANDOM_BANNER
+    if checkpoint:
+        p = Path(checkpoint).expanduser()
+        if p.is_file():
+            return "ok", f"Local checkpoint: {p.name} ({p.stat().st_size / 1e6:.0f} MB)"
+        return "error", f"Checkpoint file {p} does not exist: choose the downloaded .pt file."
+    try:
+        from napari_medprompt.models.cache import cache_dir
+        from napari_medprompt.models.sam2_weights import model_spec
+
+        spec = model_spec(info.kwargs.get("model", name))
+    except Exception as err:  # the model table is not there: say what we know
+        return "info", f"Weights are fetched on load ({err})."
+    from huggingface_hub import try_to_load_from_cache
+
+    hf = cache_dir("hf")
+    cached = try_to_load_from_cache(spec.repo_id, spec.filename, cache_dir=hf)
+    if isinstance(cached, str) and Path(cached).is_file():
+        return "ok", f"Weights cached: {spec.filename}"
+    url = f"https://huggingface.co/{spec.repo_id}/blob/main/{spec.filename}"
+    if _offline():
+        return "error", (
+            f"Weights missing and offline: {spec.filename} is not in the cache {hf}. Fix: download "
+            f"{url} on a connected machine and choose it below as a local checkpoint (or copy the "
+            "Hugging Face cache folder into the cache; MEDPROMPT_CACHE_DIR sets it). Or use 'classic'."
+        )
+    return "info", f"{spec.filename} will be downloaded from {spec.repo_id} on Load (~40-900 MB)."
+
+
+_COLORS = {"ok": "#3cb371", "info": "#c0c0c0", "warn": "#ff5050", "error": "#ff8c00"}
+
+
+class _Progress(QObject):
+    """Carries download progress from the loading thread to the main thread (queued signal)."""
+
+    bytes_done = Signal(int, int)
+
+
+def _factory_params(name: str) -> set[str]:
+    info = available_segmenters()[name]
+    module, _, attr = info.target.partition(":")
+    factory = getattr(importlib.import_module(module), attr)
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        return set()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return {"checkpoint", "device", "progress"}
+    return set(params)
+
+
+def load_segmenter(name: str, checkpoint: str = "", device: str = "auto", random_weights=False, progress=None):
+    """Create backend ``name`` with only the options it takes (runs in a worker thread)."""
+    params = _factory_params(name)
+    kwargs = {}
+    if "checkpoint" in params:
+        kwargs["checkpoint"] = "random" if random_weights else (checkpoint or None)
+    if "device" in params:
+        kwargs["device"] = device
+    if "progress" in params and progress is not None:
+        kwargs["progress"] = progress
+    return create_segmenter(name, **kwargs)
+
+
+class BackendPanel(QWidget):
+    """Backend / device / checkpoint chooser with a Load button; emits ``loaded(segmenter)``."""
+
+    loaded = Signal(object)
+    failed = Signal(str)
+
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        self._progress = _Progress()
+        self._worker = None
+        self.backend = QComboBox()
+        for name, info in available_segmenters().items():
+            self.backend.addItem(name)
+            self.backend.setItemData(self.backend.count() - 1, info.description, 3)  # ToolTipRole
+        self.device = QComboBox()
+        self.device.addItems(["auto", "cpu", "cuda", "mps"])
+        self.device.setToolTip("auto = CUDA GPU when there is one, else CPU")
+        self.checkpoint = QLineEdit()
+        self.checkpoint.setPlaceholderText("cached / downloaded weights (or choose a .pt file)")
+        browse = QPushButton("…")
+        browse.setMaximumWidth(28)
+        browse.clicked.connect(self._browse)
+        self.random = QCheckBox("random weights (testing only)")
+        self.status = QLabel()
+        self.status.setWordWrap(True)
+        self.status.setTextInteractionFlags(self.status.textInteractionFlags() | 1)  # selectable
+        self.bar = QProgressBar()
+        self.bar.setVisible(False)
+        self.load_button = QPushButton("Load backend")
+
+        form = QFormLayout()
+        form.addRow("Backend", self.backend)
+        form.addRow("Device", self.device)
+        row = QHBoxLayout()
+        row.addWidget(self.checkpoint)
+        row.addWidget(browse)
+        form.addRow("Weights", row)
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.addLayout(form)
+        lay.addWidget(self.random)
+        lay.addWidget(self.status)
+        lay.addWidget(self.bar)
+        lay.addWidget(self.load_button)
+
+        self.backend.currentTextChanged.connect(self.update_status)
+        self.checkpoint.editingFinished.connect(self.update_status)
+        self.random.toggled.connect(self.update_status)
+        self.load_button.clicked.connect(self.load)
+        self._progress.bytes_done.connect(self._on_bytes)
+        if self.backend.findText("classic") >= 0:
+            self.backend.setCurrentText("classic")
+        self.update_status()
+
+    def update_status(self, *_):
+        name = self.backend.currentText()
+        info = available_segmenters().get(name)
+        needs = bool(info and info.needs_weights)
+        for w in (self.checkpoint, self.random, self.device):
+            w.setEnabled(needs)
+        level, msg = weights_status(name, self.checkpoint.text().strip(), self.random.isChecked())
+        self.set_status(level, msg)
+
+    def set_status(self, level: str, msg: str) -> None:
+        self.status.setText(f"<span style='color:{_COLORS.get(level, '#c0c0c0')}'>{msg}</span>")
+        self.status.setProperty("level", level)
+
+    def _browse(self):
+        path, _ = QFileDialog.getOpenFileName(self, "SAM2 checkpoint", "", "Checkpoints (*.pt *.pth)")
+        if path:
+            self.checkpoint.setText(path)
+            self.update_status()
+
+    def _on_bytes(self, done: int, total: int) -> None:
+        self.bar.setVisible(True)
+        if total > 0:
+            self.bar.setRange(0, 1000)
+            self.bar.setValue(int(1000 * done / total))
+            self.bar.setFormat(f"downloading {done / 1e6:.0f} / {total / 1e6:.0f} MB")
+        else:
+            self.bar.setRange(0, 0)
+
+    def load(self) -> None:
+        """Create the chosen backend in a worker; ``loaded`` or ``failed`` follows."""
+        if self._worker is not None:
+            return
+        name = self.backend.currentText()
+        self.load_button.setEnabled(False)
+        self.set_status("info", f"Loading {name} …")
+        self.bar.setVisible(True)
+        self.bar.setRange(0, 0)
+        self._worker = start_worker(
+            load_segmenter,
+            name,
+            self.checkpoint.text().strip(),
+            self.device.currentText(),
+            self.random.isChecked(),
+            self._progress.bytes_done.emit,
+            on_result=self._loaded,
+            on_error=self._failed,
+            on_finish=self._done,
+        )
+
+    def _loaded(self, seg) -> None:
+        desc = getattr(seg, "model_name", None) or getattr(seg, "name", "backend")
+        dev = getattr(seg, "device", None)
+        if getattr(seg, "random_weights", False):
+            self.set_status("warn", RANDOM_BANNER)
+        else:
+            self.set_status("ok", f"Loaded {desc}" + (f" on {dev}" if dev else ""))
+        self.loaded.emit(seg)
+
+    def _failed(self, err: BaseException) -> None:
+        msg = f"Could not load {self.backend.currentText()}: {err}"
+        self.set_status("error", msg)
+        self.failed.emit(msg)
+
+    def _done(self) -> None:
+        self._worker = None
+        self.bar.setVisible(False)
+        self.load_button.setEnabled(True)

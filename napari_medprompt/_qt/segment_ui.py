@@ -1,0 +1,181 @@
+"""Layout of the Segment widget (Qt widgets only; the behaviour lives in segment_widget.py)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QScrollArea,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from napari_medprompt._qt.shortcuts import keyboard_shortcuts, shortcut_for
+
+DIRECTIONS = {
+    "both directions": ("forward", "backward"),
+    "up (increasing slice)": ("forward",),
+    "down (decreasing slice)": ("backward",),
+}
+
+
+def _button(text: str, action: str | None, tip: str) -> QPushButton:
+    key = shortcut_for(action) if action else ""
+    b = QPushButton(f"{text} [{key}]" if key else text)
+    b.setToolTip(f"{tip} (shortcut: {key})" if key else tip)
+    return b
+
+
+def polarity_text(positive: bool) -> str:
+    if positive:
+        return ("Click: <b style='color:#00e000'>positive</b> point · Shift+Click: "
+                "<b style='color:#ff4040'>negative</b> · T toggles")
+    return ("Click: <b style='color:#ff4040'>negative</b> point · Shift+Click: "
+            "<b style='color:#00e000'>positive</b> · T toggles")
+
+
+def build(owner, backend_panel, objects_panel) -> SimpleNamespace:
+    """Create the widget tree; returns a namespace of the controls (``ui.accept`` ...)."""
+    ui = SimpleNamespace()
+    ui.image = QComboBox()
+    ui.image.setToolTip("The image to segment (a grey 2D image or a volume)")
+    ui.labels_source = QComboBox()
+    ui.labels_source.setToolTip("Import an existing Labels layer of the same shape into the session")
+    ui.window = QComboBox()
+    ui.window.setToolTip("Window / level preset: changes only the display contrast, never the voxel values")
+    top = QFormLayout()
+    top.addRow("Image", ui.image)
+    top.addRow("Labels", ui.labels_source)
+    top.addRow("Window", ui.window)
+
+    model = QGroupBox("Model")
+    QVBoxLayout(model).addWidget(backend_panel)
+    obj = QGroupBox("Object")
+    QVBoxLayout(obj).addWidget(objects_panel)
+
+    prompts = QGroupBox("Prompt")
+    ui.polarity = QLabel(polarity_text(True))
+    ui.polarity.setWordWrap(True)
+    ui.polarity.setToolTip("\n".join(f"{k}: {d}" for k, d in keyboard_shortcuts()))
+    ui.accept = _button("Accept", "accept", "Commit the preview of the current object")
+    ui.clear = _button("Clear prompts", None, "Remove the points and boxes of the current object")
+    row = QHBoxLayout()
+    row.addWidget(ui.accept)
+    row.addWidget(ui.clear)
+    pl = QVBoxLayout(prompts)
+    pl.addWidget(ui.polarity)
+    pl.addLayout(row)
+
+    prop = QGroupBox("Propagate through the volume")
+    ui.whole = QCheckBox("whole volume")
+    ui.whole.setChecked(True)
+    ui.first, ui.last = QSpinBox(), QSpinBox()
+    for sb in (ui.first, ui.last):
+        sb.setEnabled(False)
+    ui.whole.toggled.connect(lambda on: [sb.setEnabled(not on) for sb in (ui.first, ui.last)])
+    ui.direction = QComboBox()
+    ui.direction.addItems(list(DIRECTIONS))
+    ui.propagate = _button("Propagate", "propagate", "Propagate the current object slice by slice; "
+                           "it stops by itself where the object ends")
+    ui.cancel = _button("Cancel", "cancel", "Stop the running propagation (results so far are kept)")
+    rng = QHBoxLayout()
+    rng.addWidget(ui.whole)
+    rng.addWidget(QLabel("slices"))
+    rng.addWidget(ui.first)
+    rng.addWidget(QLabel("to"))
+    rng.addWidget(ui.last)
+    buttons = QHBoxLayout()
+    buttons.addWidget(ui.propagate)
+    buttons.addWidget(ui.cancel)
+    prl = QVBoxLayout(prop)
+    prl.addLayout(rng)
+    prl.addWidget(ui.direction)
+    prl.addLayout(buttons)
+
+    ui.undo = _button("Undo", "undo", "Undo the last commit, deletion, hand edit or propagation")
+    ui.redo = _button("Redo", "redo", "Redo")
+    ui.save = _button("Save segmentation…", None, "Write the label map as NIfTI with a JSON sidecar")
+    hist = QHBoxLayout()
+    hist.addWidget(ui.undo)
+    hist.addWidget(ui.redo)
+    hist.addWidget(ui.save)
+
+    ui.status = QLabel("Open an image to start.")
+    ui.status.setWordWrap(True)
+    keys = QLabel(" · ".join(f"<b>{k}</b> {d.split(':')[0].split(' (')[0].lower()}"
+                             for k, d in keyboard_shortcuts()[:6]))
+    keys.setWordWrap(True)
+    keys.setStyleSheet("color: #a0a0a0; font-size: 10px;")
+
+    inner = QWidget()
+    v = QVBoxLayout(inner)
+    v.addLayout(top)
+    v.addWidget(model)
+    v.addWidget(obj)
+    v.addWidget(prompts)
+    v.addWidget(prop)
+    v.addLayout(hist)
+    v.addWidget(ui.status)
+    v.addWidget(keys)
+    v.addStretch(1)
+    ui.root = QScrollArea()
+    ui.root.setWidgetResizable(True)
+    ui.root.setWidget(inner)
+    ui.root.setMinimumWidth(330)
+    return ui
+
+
+def fill_combo(combo: QComboBox, layers, current, placeholder: str) -> None:
+    combo.blockSignals(True)
+    combo.clear()
+    combo.addItem(placeholder, None)
+    for ly in layers:
+        combo.addItem(ly.name, ly)
+    idx = combo.findData(current) if current is not None else 0
+    combo.setCurrentIndex(max(idx, 0))
+    combo.blockSignals(False)
+
+
+def fill_windows(combo: QComboBox, names, current: str) -> None:
+    combo.blockSignals(True)
+    combo.clear()
+    combo.addItems(list(names))
+    combo.setCurrentText(current)
+    combo.blockSignals(False)
+
+
+def set_range(ui, n_slices: int) -> None:
+    for sb in (ui.first, ui.last):
+        sb.setRange(0, max(n_slices - 1, 0))
+    ui.first.setValue(0)
+    ui.last.setValue(max(n_slices - 1, 0))
+
+
+def slice_range(ui):
+    if ui.whole.isChecked():
+        return None
+    lo, hi = sorted((ui.first.value(), ui.last.value()))
+    return lo, hi
+
+
+def directions(ui) -> tuple[str, ...]:
+    return DIRECTIONS[ui.direction.currentText()]
+
+
+def update_buttons(ui, session, running: bool, seg_ready: bool) -> None:
+    has = session is not None
+    # Accept / Propagate stay clickable without an image or backend: a click then says what is missing.
+    ui.accept.setEnabled(not running)
+    ui.propagate.setEnabled(not running)
+    ui.cancel.setEnabled(running)
+    ui.undo.setEnabled(has and not running and session.can_undo)
+    ui.redo.setEnabled(has and not running and session.can_redo)
+    ui.save.setEnabled(has and not running)

@@ -1,0 +1,588 @@
+"""The "Segment" dock widget: click or box a structure, preview, accept, correct, propagate, save.
+
+A thin view: the annotation state lives in the Qt-free :class:`AnnotationSession` (shared with the
+Review widget through :func:`controller_for`), models behind the ``Segmenter`` protocol, and every
+call that can take long runs in a ``thread_worker`` (see :mod:`._qt.jobs` / :mod:`._qt.workers`).
+
+Mouse: click = positive point, Shift+click = negative point (in the "prompts (points)" layer, which
+is put in add mode), rectangles in the "prompts (box)" layer = box prompts. Keys: see
+:func:`napari_medprompt._qt.shortcuts.keyboard_shortcuts`.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+from napari.utils.notifications import show_error, show_info, show_warning
+from qtpy.QtCore import QTimer, Signal
+from qtpy.QtWidgets import QFileDialog, QMessageBox, QVBoxLayout, QWidget
+
+from napari_medprompt._qt import segment_ui
+from napari_medprompt._qt.backend_panel import BackendPanel
+from napari_medprompt._qt.controller import controller_for
+from napari_medprompt._qt.jobs import Prefetcher, PropagationRun
+from napari_medprompt._qt.objects_panel import ObjectsPanel
+from napari_medprompt._qt.prompt_layers import PromptLayers
+from napari_medprompt._qt.session_binding import (
+    EditRecorder,
+    labels_colormap,
+    layer_volume,
+    make_labels_layer,
+    make_preview_layer,
+    open_session,
+)
+from napari_medprompt._qt.shortcuts import bind_shortcuts
+from napari_medprompt._qt.workers import LatestOnlyRunner, start_worker
+from napari_medprompt.imaging.window import contrast_limits, default_preset, preset_names
+from napari_medprompt.segment.base import PromptError, PropagationSettings
+from napari_medprompt.segment.validate import check_prompt, require_volume
+from napari_medprompt.session import SessionError, SessionSaveError
+
+SEED_STATUSES = ("prompted", "edited", "accepted")
+
+
+def _ask_restore_dialog(folder: Path) -> bool:
+    answer = QMessageBox.question(
+        None,
+        "Restore annotation session?",
+        f"A saved annotation session exists for this image:\n{folder}\n\nRestore it? "
+        "(No keeps it as a backup and starts a new session.)",
+    )
+    return answer == QMessageBox.Yes
+
+
+class SegmentWidget(QWidget):
+    """Dock widget over one viewer; see the module docstring."""
+
+    preview_updated = Signal(int)  # slice index of a preview shown
+    propagation_finished = Signal(object)  # the PropagationRun
+    #: Called with the session folder when a saved session exists; True restores it. Tests replace it.
+    ask_restore = staticmethod(_ask_restore_dialog)
+
+    def __init__(self, napari_viewer) -> None:
+        super().__init__()
+        self.viewer = napari_viewer
+        self.ctrl = controller_for(napari_viewer)
+        self.messages: list[tuple[str, str]] = []  # (level, text) of every notification shown
+        self.prompts: PromptLayers | None = None
+        self.preview_layer = None
+        self.volume = None
+        self.edits: EditRecorder | None = None
+        self.run: PropagationRun | None = None
+        self.prefetcher = Prefetcher()
+        self._pending: dict[int, np.ndarray] = {}  # previews of the current object not yet accepted
+        self._seg_ready = False
+        self._binding = False
+        self._unsubscribe = None
+        self.last_latency: dict[str, float] = {}
+        self._runner = LatestOnlyRunner(self._show_preview, self._predict_failed)
+        self._step_timer = QTimer(self)
+        self._step_timer.setSingleShot(True)
+        self._step_timer.setInterval(150)
+        self._step_timer.timeout.connect(self._follow_slice)
+
+        self.backend = BackendPanel()
+        self.objects = ObjectsPanel()
+        self.ui = segment_ui.build(self, self.backend, self.objects)
+        lay = QVBoxLayout(self)
+        lay.addWidget(self.ui.root)
+
+        self.backend.loaded.connect(self._on_segmenter_loaded)
+        self.backend.failed.connect(self._error)
+        self.objects.selected.connect(self.select_object)
+        self.objects.new_requested.connect(self.new_object)
+        self.objects.renamed.connect(self._rename)
+        self.objects.recolored.connect(lambda oid, rgb: self._session_call("set_color", oid, rgb))
+        self.objects.lock_toggled.connect(lambda oid, on: self._session_call("set_locked", oid, on))
+        self.objects.delete_requested.connect(self.delete_object)
+        self.ui.image.activated.connect(lambda _i: self.bind_image(self.ui.image.currentData()))
+        self.ui.labels_source.activated.connect(lambda _i: self._import_labels_layer())
+        self.ui.window.activated.connect(lambda _i: self.set_window(self.ui.window.currentText()))
+        self.ui.accept.clicked.connect(self.accept)
+        self.ui.clear.clicked.connect(self.clear_prompts)
+        self.ui.propagate.clicked.connect(self.propagate)
+        self.ui.cancel.clicked.connect(self.cancel)
+        self.ui.undo.clicked.connect(self.undo)
+        self.ui.redo.clicked.connect(self.redo)
+        self.ui.save.clicked.connect(lambda: self.save_segmentation())
+        napari_viewer.layers.events.inserted.connect(self._refresh_layer_choices)
+        napari_viewer.layers.events.removed.connect(self._on_layer_removed)
+        napari_viewer.dims.events.current_step.connect(lambda _e: self._step_timer.start())
+        bind_shortcuts([napari_viewer], self._actions())
+        self._refresh_layer_choices()
+        self._update_buttons()
+
+    # ---------------------------------------------------------------------------- notifications
+    def _notify(self, level: str, msg: str) -> None:
+        self.messages.append((level, msg))
+        self.ui.status.setText(msg)
+        {"error": show_error, "warning": show_warning}.get(level, show_info)(msg)
+
+    def _error(self, msg: str) -> None:
+        self._notify("error", str(msg))
+
+    def _warn(self, msg: str) -> None:
+        self._notify("warning", str(msg))
+
+    def _ready(self, need_segmenter: bool = True) -> bool:
+        if self.ctrl.session is None or self.ctrl.image_layer is None:
+            self._error(
+                "No image: open a CT, MR or X-ray image (File > Open) or the sample (File > Open "
+                "Sample > MedPrompt), then choose it under 'Image' in the Segment panel."
+            )
+            return False
+        if need_segmenter and (self.ctrl.segmenter is None or not self._seg_ready):
+            self._error("No backend loaded: choose a backend and press 'Load backend' first.")
+            return False
+        return True
+
+    # ------------------------------------------------------------------------------- layers
+    def _refresh_layer_choices(self, *_):
+        from napari.layers import Image, Labels
+
+        images = [ly for ly in self.viewer.layers if isinstance(ly, Image)]
+        own = {self.ctrl.labels_layer, self.preview_layer}
+        labels = [ly for ly in self.viewer.layers if isinstance(ly, Labels) and ly not in own]
+        segment_ui.fill_combo(self.ui.image, images, self.ctrl.image_layer, placeholder="(no image layer)")
+        segment_ui.fill_combo(self.ui.labels_source, labels, None, placeholder="(new segmentation)")
+        if self.ctrl.image_layer is None and len(images) == 1 and not self._binding:
+            self.bind_image(images[0])
+
+    def _on_layer_removed(self, event) -> None:
+        if event.value is self.ctrl.image_layer:
+            self._cancel_all()
+            self.ctrl.image_layer = None
+            self._warn("The image layer was removed: choose another image to keep segmenting.")
+        self._refresh_layer_choices()
+
+    def bind_image(self, layer) -> None:
+        """Start (or restore) the session of ``layer`` and create the prompt/preview/labels layers."""
+        if layer is None or layer is self.ctrl.image_layer or self._binding:
+            return
+        self._binding = True
+        try:
+            self._bind_image(layer)
+        finally:
+            self._binding = False
+        self._refresh_layer_choices()
+
+    def _bind_image(self, layer) -> None:
+        if getattr(layer, "rgb", False) or layer.ndim not in (2, 3):
+            self._error(f"'{layer.name}' has {layer.ndim} dimensions (rgb={layer.rgb}); segmentation "
+                        "needs a grey 2D image or a (z, y, x) volume.")
+            return
+        self._cancel_all()
+        try:
+            vol = layer_volume(layer)
+            session, note = open_session(vol, self.ask_restore)
+        except (SessionError, ValueError, OSError) as err:
+            self._error(f"Could not start a session for '{layer.name}': {err}")
+            return
+        self._teardown_layers()
+        self.volume = vol
+        labels_layer = make_labels_layer(self.viewer, session, layer)
+        self.preview_layer = make_preview_layer(self.viewer, layer)
+        self.prompts = PromptLayers(self.viewer, layer)
+        self.prompts.changed.connect(self._on_prompts_changed)
+        if self._unsubscribe:
+            self._unsubscribe()
+        self._unsubscribe = session.on_change(self._on_session_change)
+        self.ctrl.bind_session(session, layer, labels_layer, vol)
+        self.edits = EditRecorder(self.ctrl, self._warn)
+        bind_shortcuts([self.prompts.points, self.prompts.shapes, labels_layer], self._actions())
+        segment_ui.fill_windows(self.ui.window, preset_names(vol.modality),
+                                layer.metadata.get("medprompt", {}).get("window_preset") or default_preset(vol.modality))
+        segment_ui.set_range(self.ui, layer.data.shape[0] if layer.ndim == 3 else 1)
+        self._sync_objects()
+        self.viewer.layers.selection.active = self.prompts.points
+        self.prompts.points.mode = "add"
+        if note:
+            self._notify("info", note)
+        if self.ctrl.segmenter is not None:
+            self._bind_segmenter(self.ctrl.segmenter)
+        self._update_buttons()
+
+    def _teardown_layers(self) -> None:
+        if self.edits is not None:
+            self.edits.disconnect()
+        if self.prompts is not None:
+            self.prompts.remove()
+        for ly in (self.preview_layer, self.ctrl.labels_layer):
+            if ly is not None and ly in self.viewer.layers:
+                self.viewer.layers.remove(ly)
+        self.prompts = self.preview_layer = self.edits = None
+        self._pending.clear()
+
+    def _import_labels_layer(self) -> None:
+        """Copy a user's Labels layer into the session (their layer is only read)."""
+        src = self.ui.labels_source.currentData()
+        if src is None or not self._ready(need_segmenter=False):
+            return
+        session, image = self.ctrl.session, self.ctrl.image_layer
+        data = np.asarray(src.data)
+        expected = tuple(image.data.shape[: image.ndim])
+        self.ui.labels_source.setCurrentIndex(0)
+        if data.shape != expected or data.dtype.kind not in "iub":
+            self._error(f"The labels layer '{src.name}' has shape {data.shape} ({data.dtype}) but the "
+                        f"image '{image.name}' is {expected}: choose a label layer made for this image. "
+                        "Nothing was changed.")
+            return
+        vol = data if data.ndim == 3 else data[None]
+        try:
+            for oid in np.unique(vol[vol > 0]).tolist():
+                if oid not in session.objects:
+                    session.new_object(name=f"{src.name} {oid}", object_id=int(oid))
+            zs = np.flatnonzero((vol != session.labels).any(axis=(1, 2))).tolist()
+            session.apply_edit(None, {z: session.labels[z].copy() for z in zs}, {z: vol[z] for z in zs})
+        except SessionSaveError:
+            pass  # reported through the session's save_failed event
+        except (SessionError, ValueError) as err:
+            self._error(f"Could not import '{src.name}': {err}")
+
+    # ------------------------------------------------------------------------------- backend
+    def _on_segmenter_loaded(self, seg) -> None:
+        self.ctrl.set_segmenter(seg)
+        if getattr(seg, "random_weights", False):
+            self._warn(f"{getattr(seg, 'name', 'model')} runs with RANDOM weights: masks are meaningless.")
+        if self.ctrl.image_layer is not None:
+            self._bind_segmenter(seg)
+
+    def _bind_segmenter(self, seg) -> None:
+        self._seg_ready = False
+        self.prefetcher.stop()
+        layer, vol, session = self.ctrl.image_layer, self.volume, self.ctrl.session
+        image = np.asarray(layer.data)
+
+        def bound(_r=None):
+            if seg is self.ctrl.segmenter and layer is self.ctrl.image_layer:
+                self._seg_ready = True
+                self.prefetcher.set_segmenter(seg, image.shape[0] if image.ndim == 3 else 1)
+                self._follow_slice()
+                self._update_buttons()
+                self._on_prompts_changed()
+
+        start_worker(lambda: seg.bind(image, modality=vol.modality, spacing=vol.spacing, key=session.image_key),
+                     on_result=bound, on_error=lambda e: self._error(f"Could not prepare the image: {e}"))
+
+    def _follow_slice(self) -> None:
+        if self._seg_ready and self.run is None:
+            self.prefetcher.follow(self.ctrl.current_slice())
+
+    # ------------------------------------------------------------------------------- objects
+    def _sync_objects(self) -> None:
+        session = self.ctrl.session
+        if session is None:
+            return
+        if self.ctrl.current_object not in session.objects:
+            self.ctrl.current_object = 0
+        self.objects.set_objects(session.objects, self.ctrl.current_object)
+        if self.ctrl.labels_layer is not None:
+            self.ctrl.labels_layer.colormap = labels_colormap(session)
+            if self.ctrl.current_object:
+                self.ctrl.labels_layer.selected_label = self.ctrl.current_object
+        if self.preview_layer is not None:
+            self.preview_layer.colormap = labels_colormap(session)
+        self._update_buttons()
+
+    def new_object(self, name: str = "") -> int:
+        if not self._ready(need_segmenter=False):
+            return 0
+        try:
+            obj = self.ctrl.session.new_object(name=name or self.objects.name.currentText().strip())
+        except SessionSaveError:
+            obj = max(self.ctrl.session.objects.values(), key=lambda o: o.id)
+        self.select_object(obj.id)
+        return obj.id
+
+    def select_object(self, object_id: int) -> None:
+        if object_id == self.ctrl.current_object:
+            return
+        self._clear_preview()
+        if self.prompts is not None:
+            self.prompts.clear()
+        self.ctrl.current_object = int(object_id)
+        self._sync_objects()
+
+    def _step_object(self, delta: int) -> None:
+        ids = sorted(self.ctrl.session.objects) if self.ctrl.session else []
+        if ids:
+            cur = self.ctrl.current_object
+            i = ids.index(cur) + delta if cur in ids else 0
+            self.select_object(ids[i % len(ids)])
+
+    def _rename(self, oid: int, name: str) -> None:
+        self._session_call("rename", oid, name)
+
+    def delete_object(self, oid: int) -> None:
+        if self._session_call("delete_object", oid) and oid == self.ctrl.current_object:
+            self.select_object(0)
+
+    def _session_call(self, method: str, *args) -> bool:
+        if self.ctrl.session is None:
+            return False
+        try:
+            getattr(self.ctrl.session, method)(*args)
+            return True
+        except SessionSaveError:
+            return True  # applied in memory; the save failure was reported
+        except (SessionError, ValueError, KeyError) as err:
+            self._warn(str(err).strip("'\""))
+            self._sync_objects()
+            return False
+
+    def _on_session_change(self, event) -> None:
+        if event.kind == "save_failed":
+            err = self.ctrl.session.last_save_error
+            self._error(f"Autosave failed: {err}. Your work is kept in memory; use 'Save "
+                        "segmentation' to write it elsewhere.")
+            return
+        if event.kind == "saved":
+            return
+        if event.slices and self.ctrl.labels_layer is not None:
+            self.ctrl.refresh_labels(event.slices)
+        if event.kind in ("objects", "undo", "redo", "edit") or (
+            event.object_id is not None and event.object_id not in self._known_ids()
+        ):
+            self._sync_objects()
+        self._update_buttons()
+
+    def _known_ids(self) -> set[int]:
+        return {int(self.objects.objects.itemData(i)) for i in range(self.objects.objects.count())}
+
+    # ------------------------------------------------------------------------------- prompts
+    def toggle_polarity(self) -> None:
+        if self.prompts is not None:
+            pos = self.prompts.toggle_polarity()
+            self.ui.polarity.setText(segment_ui.polarity_text(pos))
+
+    def clear_prompts(self) -> None:
+        if self.prompts is not None:
+            self.prompts.clear()
+        self._clear_preview()
+
+    def _on_prompts_changed(self) -> None:
+        if self.prompts is None or self.ctrl.session is None or not self._seg_ready:
+            return
+        z = self.prompts.last_slice if self.prompts.last_slice is not None else self.ctrl.current_slice()
+        prompt = self.prompts.prompt_on(z)
+        if prompt.is_empty:
+            self._pending.pop(z, None)
+            self._runner.cancel()
+            self._show_mask(z, None)
+            return
+        image = self.ctrl.image_layer
+        try:
+            prompt = check_prompt(prompt, image.data.shape[-2:])
+        except PromptError as err:
+            self._warn(str(err))
+            return
+        if not self.ctrl.current_object and not self.new_object():
+            return
+        oid = self.ctrl.current_object
+        rec = self.prompts.as_record(z)
+        self._session_call("record_prompt", oid, z, rec["points"], rec["labels"], rec["box"])
+        seg, t0 = self.ctrl.segmenter, time.perf_counter()
+
+        def job():
+            t1 = time.perf_counter()
+            result = seg.predict(z, prompt, oid)
+            return z, oid, result, t0, time.perf_counter() - t1
+
+        self._runner.submit(job)
+
+    def _show_preview(self, payload) -> None:
+        z, oid, result, t0, engine_s = payload
+        if oid != self.ctrl.current_object:
+            return
+        mask = np.asarray(result.mask, dtype=bool)
+        self._pending[z] = mask
+        self._show_mask(z, mask)
+        self.last_latency = {"click_to_preview_s": time.perf_counter() - t0, "engine_s": engine_s}
+        self.ui.status.setText(f"Preview on slice {z}: {int(mask.sum())} px, score {result.score:.2f}. "
+                               "A = accept")
+        self.preview_updated.emit(z)
+
+    def _predict_failed(self, err: BaseException) -> None:
+        self._warn(f"Prediction failed: {err}")
+
+    def _show_mask(self, z: int, mask) -> None:
+        layer = self.preview_layer
+        if layer is None:
+            return
+        plane = layer.data[z] if layer.ndim == 3 else layer.data
+        plane[...] = 0
+        if mask is not None:
+            plane[mask] = self.ctrl.current_object
+        layer.refresh()
+
+    def _clear_preview(self) -> None:
+        self._runner.cancel()
+        self._pending.clear()
+        if self.preview_layer is not None:
+            self.preview_layer.data[...] = 0
+            self.preview_layer.refresh()
+
+    # -------------------------------------------------------------------------------- commits
+    def _provenance(self, **extra) -> dict:
+        seg = self.ctrl.segmenter
+        prov = {
+            "backend": getattr(seg, "name", None),
+            "model": getattr(seg, "model_name", getattr(seg, "name", None)),
+            "version": getattr(seg, "version", None),
+            "device": str(getattr(seg, "device", "cpu")),
+            "random_weights": bool(getattr(seg, "random_weights", False)),
+        }
+        prov.update(extra)
+        return prov
+
+    def accept(self) -> None:
+        """Commit the current object's previews into the session and the segmentation layer."""
+        if not self._ready(need_segmenter=False):
+            return
+        if not self._pending:
+            self._warn("Nothing to accept: click on the structure (or draw a box) to get a preview first.")
+            return
+        oid, masks = self.ctrl.current_object, dict(self._pending)
+        if self._session_call("commit_slices", oid, masks, "prompted", self._provenance()):
+            blocked = self.ctrl.session.last_commit_info.get("blocked_voxels", 0)
+            if blocked:
+                self._notify("info", f"{blocked} voxels belonging to other objects were left to them.")
+            self._clear_preview()
+            for z in masks:
+                self.prompts.clear(z)
+
+    def undo(self) -> None:
+        if self.run is None and self.ctrl.session is not None and not self._session_call("undo"):
+            pass
+
+    def redo(self) -> None:
+        if self.run is None and self.ctrl.session is not None:
+            self._session_call("redo")
+
+    # ---------------------------------------------------------------------------- propagation
+    def propagate(self) -> None:
+        """Propagate the current object from its accepted / prompted / edited slices."""
+        if not self._ready() or self.run is not None:
+            return
+        image = self.ctrl.image_layer
+        try:
+            require_volume(image.ndim)
+        except PromptError as err:
+            self._error(str(err))
+            return
+        if self._pending:
+            self.accept()
+        session, oid = self.ctrl.session, self.ctrl.current_object
+        obj = session.objects.get(oid)
+        if obj is None:
+            self._error("No object selected: click on a structure and accept it before propagating.")
+            return
+        if obj.locked:
+            self._warn(f"'{obj.display_name}' is locked (finished): unlock it to propagate it again.")
+            return
+        seeds = {z: session.labels[z] == oid for z, s in obj.slice_status.items() if s in SEED_STATUSES}
+        seeds = {z: m for z, m in seeds.items() if m.any()}
+        if not seeds:
+            self._error(f"'{obj.display_name}' has no accepted, prompted or painted slice to start from: "
+                        "accept a preview (A) or paint the object on a slice first.")
+            return
+        settings = PropagationSettings(
+            slice_range=segment_ui.slice_range(self.ui), directions=segment_ui.directions(self.ui)
+        )
+        lo, hi = settings.slice_range or (0, image.data.shape[0] - 1)
+        self._clear_preview()
+        self.prefetcher.stop()
+        self.run = PropagationRun(
+            self.ctrl.segmenter, oid, seeds, settings,
+            on_slice=lambda r: self._show_propagated(r), on_done=self._propagation_done,
+            on_error=lambda e: self._error(f"Propagation failed: {e}"),
+            description=f"Propagating {obj.display_name}", expected=hi - lo + 1 - len(seeds),
+        )
+        self.ui.status.setText(f"Propagating '{obj.display_name}' from slices {sorted(seeds)} … (Esc cancels)")
+        self._update_buttons()
+
+    def _show_propagated(self, result) -> None:
+        if self.preview_layer is not None:
+            z = int(result.slice_index)
+            self.preview_layer.data[z][result.mask] = self.run.object_id
+            self.preview_layer.refresh()
+
+    def _propagation_done(self, run: PropagationRun) -> None:
+        self.run = None
+        self._clear_preview()
+        n = len(run.results)
+        if run.results and run.object_id in (self.ctrl.session.objects if self.ctrl.session else {}):
+            self._session_call("commit_slices", run.object_id, run.results, "propagated",
+                               self._provenance(action="propagate"))
+        where = f"; the object ends at slice(s) {sorted(run.lost)}" if run.lost else ""
+        state = "cancelled" if run.cancelled else ("failed" if run.error else "done")
+        self.ui.status.setText(f"Propagation {state}: {n} slices in {run.t_end - run.t_start:.1f} s{where}.")
+        self._update_buttons()
+        self._follow_slice()
+        self.propagation_finished.emit(run)
+
+    def cancel(self) -> None:
+        if self.run is not None:
+            self.run.cancel()
+
+    def _cancel_all(self) -> None:
+        self.cancel()
+        self.prefetcher.stop()
+        self._runner.cancel()
+
+    # ------------------------------------------------------------------------------- display
+    def set_window(self, preset: str) -> None:
+        """Apply a window/level preset: changes the image layer's contrast limits only."""
+        layer = self.ctrl.image_layer
+        if layer is None or self.volume is None or not preset:
+            return
+        lo, hi = contrast_limits(np.asarray(layer.data), self.volume.modality, preset)
+        rlo, rhi = layer.contrast_limits_range
+        layer.contrast_limits_range = (min(rlo, lo), max(rhi, hi))
+        layer.contrast_limits = (lo, hi)
+        if self.ui.window.currentText() != preset:
+            self.ui.window.setCurrentText(preset)
+
+    def save_segmentation(self, path: str | Path | None = None):
+        """Write the label map as NIfTI + JSON sidecar (in a worker); returns the worker."""
+        if not self._ready(need_segmenter=False):
+            return None
+        if path is None:
+            path, _ = QFileDialog.getSaveFileName(self, "Save segmentation", "segmentation.nii.gz",
+                                                  "NIfTI (*.nii.gz *.nii)")
+            if not path:
+                return None
+        from napari_medprompt.io.labels_io import save_label_map
+
+        session, vol = self.ctrl.session, self.volume
+        labels = session.labels.copy() if vol.is_3d else session.labels[0].copy()
+        info = session.label_info()
+        return start_worker(
+            save_label_map, Path(path), labels, vol, info,
+            on_result=lambda p: self._notify("info", f"Saved the segmentation to {p}"),
+            on_error=lambda e: self._error(f"Could not save the segmentation to {path}: {e}"),
+        )
+
+    # ------------------------------------------------------------------------------ plumbing
+    def _actions(self) -> dict:
+        return {
+            "accept": self.accept,
+            "propagate": self.propagate,
+            "toggle_polarity": self.toggle_polarity,
+            "next_object": lambda: self._step_object(+1),
+            "previous_object": lambda: self._step_object(-1),
+            "undo": self.undo,
+            "redo": self.redo,
+            "cancel": self.cancel,
+        }
+
+    def _update_buttons(self) -> None:
+        segment_ui.update_buttons(self.ui, self.ctrl.session, self.run is not None, self._seg_ready)
+
+    def closeEvent(self, event) -> None:  # noqa: N802 - Qt API
+        self._cancel_all()
+        if self._unsubscribe:
+            self._unsubscribe()
+        super().closeEvent(event)

@@ -1,0 +1,124 @@
+"""Background jobs of the Segment widget, each a napari ``thread_worker``.
+
+Everything that can take longer than a few tens of milliseconds (prediction, propagation, embedding
+prefetch, model loading, saving) runs here; results reach the main thread through the worker's
+signals, where the widget updates layers. Errors never escape as exceptions into Qt: they are handed
+to an ``on_error`` callback that shows a notification.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from napari.qt.threading import create_worker
+
+
+def start_worker(
+    func: Callable,
+    *args,
+    on_result: Callable | None = None,
+    on_yield: Callable | None = None,
+    on_error: Callable[[BaseException], None] | None = None,
+    on_finish: Callable | None = None,
+    progress: dict | bool | None = None,
+    **kwargs,
+):
+    """Run ``func(*args, **kwargs)`` (a function or a generator) in a thread; returns the worker."""
+    worker = create_worker(func, *args, _progress=progress or None, _ignore_errors=True, **kwargs)
+    if on_result is not None:
+        worker.returned.connect(on_result)
+    if on_yield is not None and hasattr(worker, "yielded"):
+        worker.yielded.connect(on_yield)
+    if on_error is not None:
+        worker.errored.connect(on_error)
+    if on_finish is not None:
+        worker.finished.connect(on_finish)
+    worker.start()
+    return worker
+
+
+class LatestOnlyRunner:
+    """Runs one job at a time and, of the requests made meanwhile, only the newest.
+
+    ``submit(func, *args)`` while a job runs replaces any queued request; when the running job
+    ends, the queued one starts. A result is delivered only if no newer request was submitted
+    after it, so the user never sees a stale preview overwrite a fresh one.
+    """
+
+    def __init__(self, on_result: Callable[[Any], None], on_error: Callable[[BaseException], None]):
+        self._on_result = on_result
+        self._on_error = on_error
+        self._generation = 0
+        self._running = None
+        self._queued: tuple | None = None
+        self.n_started = 0
+        self.n_dropped = 0
+
+    @property
+    def busy(self) -> bool:
+        return self._running is not None or self._queued is not None
+
+    def submit(self, func: Callable, *args) -> None:
+        self._generation += 1
+        if self._queued is not None:
+            self.n_dropped += 1
+        self._queued = (self._generation, func, args)
+        if self._running is None:
+            self._start_next()
+
+    def cancel(self) -> None:
+        """Forget queued work and ignore the result of the running job."""
+        self._generation += 1
+        self._queued = None
+
+    def _start_next(self) -> None:
+        if self._queued is None:
+            return
+        gen, func, args = self._queued
+        self._queued = None
+        self.n_started += 1
+
+        def done(result, gen=gen):
+            if gen == self._generation:
+                self._on_result(result)
+
+        def failed(err, gen=gen):
+            if gen == self._generation:
+                self._on_error(err)
+
+        self._running = start_worker(
+            func, *args, on_result=done, on_error=failed, on_finish=self._finished
+        )
+
+    def _finished(self) -> None:
+        self._running = None
+        self._start_next()
+
+
+def propagation_job(segmenter, seeds, settings) -> Iterator:
+    """Generator for a worker: yields each :class:`SliceResult` of ``segmenter.propagate``."""
+    for result in segmenter.propagate(seeds, settings):
+        yield result
+        if settings.cancel is not None and settings.cancel.is_set():
+            return
+
+
+def prefetch_job(segmenter, slices: Iterable[int], cancel: threading.Event) -> Iterator[int]:
+    """Generator for a worker: embeds ``slices`` in order, yielding each index when it is cached."""
+    for z in segmenter.prefetch(list(slices), cancel=cancel):
+        yield z
+        if cancel.is_set():
+            return
+
+
+def prefetch_order(center: int, n_slices: int, radius: int | None = None) -> list[int]:
+    """Slices around ``center``, nearest first (``center``, +1, -1, +2, -2, ...)."""
+    radius = n_slices if radius is None else radius
+    out = [center]
+    for d in range(1, radius + 1):
+        for z in (center + d, center - d):
+            if 0 <= z < n_slices:
+                out.append(z)
+    return out
