@@ -71,11 +71,14 @@ def is_dicom_file(path: str | Path) -> bool:
 def non_image_reason(ds) -> str | None:
     """Why ``ds`` holds no image to show, or None when it is an image."""
     sop = str(ds.get("SOPClassUID", ""))
+    has_pixels = "PixelData" in ds or "FloatPixelData" in ds or "DoubleFloatPixelData" in ds
+    if not sop and not has_pixels and "Modality" not in ds:
+        return "corrupt or incomplete header: no SOP class, modality or pixel data could be read"
     if sop in NON_IMAGE_SOP_CLASSES:
         return NON_IMAGE_SOP_CLASSES[sop]
     if str(ds.get("Modality", "")).upper() in ("SEG", "RTSTRUCT", "SR", "PR", "KO", "RTPLAN", "DOC"):
         return f"{ds.Modality} object"
-    if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
+    if not has_pixels:
         return "no pixel data"
     return None
 

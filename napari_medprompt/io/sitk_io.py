@@ -28,9 +28,7 @@ def read_sitk(path: str | Path, modality: str | None = None) -> Volume:
     try:
         img = sitk.ReadImage(str(path))
     except RuntimeError as e:
-        msg = str(e).strip().splitlines()
-        detail = next((m for m in msg if "ERROR" in m or "rror" in m), msg[-1] if msg else "")
-        raise ImageReadError(path, f"SimpleITK cannot read it; the header or data is corrupt ({detail.strip()})") from e
+        raise ImageReadError(path, f"the header or data is corrupt ({_sitk_detail(e)})") from e
     dim = img.GetDimension()
     ncomp = img.GetNumberOfComponentsPerPixel()
     if dim > 3:
@@ -66,6 +64,17 @@ def read_sitk(path: str | Path, modality: str | None = None) -> Volume:
         meta=meta,
         warnings=warnings,
     )
+
+
+def _sitk_detail(e: Exception) -> str:
+    """The informative part of an ITK exception (no C++ addresses or source locations)."""
+    import re
+
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    keep = [re.sub(r"\(0x[0-9a-f]+\)", "", ln) for ln in lines
+            if not ln.startswith(("Exception thrown", "sitk::ERROR", "/")) and ".cxx" not in ln]
+    text = " ".join(keep[-3:]) if keep else (lines[-1] if lines else type(e).__name__)
+    return text if len(text) < 400 else text[:400] + "..."
 
 
 def _axcodes(affine: np.ndarray) -> str:
