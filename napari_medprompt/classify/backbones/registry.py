@@ -5,11 +5,14 @@ Names:
   (default ``openai``), a local checkpoint file, or ``"random"``;
 - ``hf-hub:<repo>`` open_clip models such as BiomedCLIP (their weights come from the hub repo);
 - ``resnet50`` / ``resnet18`` (torchvision; default tag ``IMAGENET1K_V2`` / ``IMAGENET1K_V1``);
-- ``test-vit-tiny`` (an open_clip CLIP with a 2-layer, width-64 ViT at 64 px and a 2-layer text tower)
+- ``test-vit-tiny`` (an open_clip CLIP with a 2-layer, width-64, patch-8 ViT at 64 px and a 2-layer text tower)
   and ``test-resnet`` (a one-block-per-stage torchvision ResNet at 64 px): the real model classes at
   a size that trains in seconds on a CPU; random init unless a local checkpoint is given.
 
-Every backbone comes back frozen (``requires_grad_(False)``, ``eval()``).
+Every backbone comes back frozen (``requires_grad_(False)``, ``eval()``). Random initialisation is
+seeded (``init_seed``, default 0) without touching the caller's random state, so "random" weights are
+the same every time: a checkpoint trained on them can be evaluated later (the checkpoint records the
+backbone's state hash and loading checks it).
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ _KNOWN = {
         BackboneInfo(BIOMEDCLIP, None, "BiomedCLIP (PubMedBERT + ViT-B/16), 224 px"),
         BackboneInfo("resnet50", "IMAGENET1K_V2", "torchvision ResNet-50 (ImageNet), 224 px", has_text=False),
         BackboneInfo("resnet18", "IMAGENET1K_V1", "torchvision ResNet-18 (ImageNet), 224 px", has_text=False),
-        BackboneInfo("test-vit-tiny", None, "tiny open_clip CLIP (2 layers, width 64, 64 px), random init"),
+        BackboneInfo("test-vit-tiny", None, "tiny open_clip CLIP (2 layers, width 64, patch 8, 64 px), random init"),
         BackboneInfo("test-resnet", None, "tiny torchvision ResNet (1 block per stage, 64 px), random init", has_text=False),
     )
 }
@@ -55,10 +58,20 @@ def default_pretrained(name: str) -> str | None:
     return None if name.startswith("hf-hub:") else "openai"
 
 
-def create_backbone(name: str = "ViT-B-16", pretrained: str | None = DEFAULT, device="cpu", *, fallback_random: bool = False):
+def create_backbone(
+    name: str = "ViT-B-16", pretrained: str | None = DEFAULT, device="cpu", *, fallback_random: bool = False, init_seed: int = 0
+):
     """Build a frozen backbone by name. ``pretrained``: a tag, a local file, ``"random"``/None, or "default"."""
+    import torch
+
     if pretrained == DEFAULT:
         pretrained = default_pretrained(name)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(init_seed)
+        return _create(name, pretrained, device, fallback_random)
+
+
+def _create(name, pretrained, device, fallback_random):
     if name in ("resnet50", "resnet18"):
         from napari_medprompt.classify.backbones.resnet import ResNetBackbone
 
