@@ -233,7 +233,7 @@ class ClassicSegmenter:
                 seeds = seeds & ~keep_off
         band = choose_band(
             s, seeds, (med, sd), is_ct=self.is_ct, params=self.params,
-            spread_floor=self.spread_floor, allowed=allowed,
+            spread_floor=self.spread_floor, allowed=allowed, blur_px=px.smooth_sigma,
         )
         if core is not None:
             in_band = pos | (seeds & band.contains(s))

@@ -41,6 +41,7 @@ class GrowParams:
     spread_floor: float = 10.0  # minimum spread (HU for CT; other modalities: scaled by window)
     k_sweep: tuple[float, ...] = (1.5, 2.0, 2.5, 3.0, 3.5, 4.0)
     leak_jump: float = 1.6  # area growth between two k steps that counts as a leak
+    edge_halfway: bool = True  # move a band limit to halfway towards a clearly different rim
 
 
 @dataclass(frozen=True)
@@ -116,8 +117,13 @@ def choose_band(
     params: GrowParams,
     spread_floor: float,
     allowed: np.ndarray | None,
+    blur_px: float = 1.0,
 ) -> Band:
-    """The intensity band for these seeds (see the module docstring)."""
+    """The intensity band for these seeds (see the module docstring).
+
+    ``blur_px`` (the smoothing sigma) sets how far out the rim is sampled when a limit moves to a
+    clearly different surrounding.
+    """
     med, sd = stats
     sd = max(sd, spread_floor)
     if is_ct and med < AIR_MAX_HU:
@@ -133,7 +139,55 @@ def choose_band(
             chosen = ks[i - 1]
             break
         prev_area = area
-    return Band(med - chosen * sd, med + chosen * sd, "soft" if is_ct else "other")
+    band = Band(med - chosen * sd, med + chosen * sd, "soft" if is_ct else "other")
+    if params.edge_halfway:
+        band = _extend_to_edges(s, seeds, band, med, sd, params, allowed, blur_px)
+    return band
+
+
+def _extend_to_edges(
+    s: np.ndarray,
+    seeds: np.ndarray,
+    band: Band,
+    med: float,
+    sd: float,
+    params: GrowParams,
+    allowed: np.ndarray | None,
+    blur_px: float = 1.0,
+) -> Band:
+    """Move a band limit to halfway between the object and a clearly different surrounding.
+
+    A narrow band stops short of a blurred high-contrast edge; where most of the region's rim lies
+    well beyond one limit, that limit moves to halfway between the object's median and the rim's
+    median on that side, unless the region then grows beyond its blurred edge (a leak).
+    """
+    region = _flood(s, seeds, band, allowed)
+    if not region.any():
+        return band
+    gap = max(int(np.ceil(2 * blur_px)), 2)  # beyond the blurred edge
+    win = _crop(region, gap + 4)
+    sub_reg = region[win]
+    ring = ndi.binary_dilation(sub_reg, disk(gap + 3)) & ~ndi.binary_dilation(sub_reg, disk(gap))
+    if allowed is not None:
+        ring &= allowed[win]
+    vals = s[win][ring]
+    if vals.size < 8:
+        return band
+    lo, hi = band.lo, band.hi
+    below, above = vals[vals < band.lo], vals[vals > band.hi]
+    if below.size >= 0.5 * vals.size and float(np.median(below)) < band.lo - 2 * sd:
+        lo = min(lo, (med + float(np.median(below))) / 2.0)
+    if above.size >= 0.5 * vals.size and float(np.median(above)) > band.hi + 2 * sd:
+        hi = max(hi, (med + float(np.median(above))) / 2.0)
+    if (lo, hi) == (band.lo, band.hi):
+        return band
+    wider = Band(lo, hi, band.tissue)
+    grown = _flood(s, seeds, wider, allowed)
+    # the wider band may only take the blurred edge: anything beyond it is a leak
+    far = grown & ~ndi.binary_dilation(region, disk(gap + 1))
+    if np.count_nonzero(far) > 0.05 * np.count_nonzero(region):
+        return band
+    return wider
 
 
 def _keep_seeded(mask: np.ndarray, seeds: np.ndarray) -> np.ndarray:
@@ -173,38 +227,63 @@ def _crop(mask: np.ndarray, pad: int) -> tuple[slice, slice]:
 def leak_cut(
     s: np.ndarray, region: np.ndarray, seeds: np.ndarray, negatives: np.ndarray | None, open_radius: int
 ) -> np.ndarray:
-    """Cut ``region`` at narrow bridges and at negative clicks; keep the seeds' side."""
+    """Cut ``region`` at narrow bridges and at negative clicks; keep the seeds' side.
+
+    Markers of a watershed on the gradient: the pieces left by an opening of radius ``open_radius``
+    (those holding a seed are the object, the others are neighbours), and the negative clicks. A piece
+    that holds both a seed and a negative click is replaced by the clicks themselves, so the region is
+    cut between them. The kept part is trimmed to ``open_radius`` beyond the opened object.
+    """
     from skimage.segmentation import watershed
 
     if not region.any():
         return region
     win = _crop(region, open_radius + 2)
-    reg, sd, sub = region[win], seeds[win], s[win]
-    neg = negatives[win] & reg if negatives is not None else None
-    markers = np.zeros(reg.shape, dtype=np.int32)
-    core_ids: set[int] = set()
+    reg, sd, sub = region[win], seeds[win] & region[win], s[win]
+    neg = negatives[win] & reg if negatives is not None else np.zeros_like(reg)
     if open_radius > 0:
-        opened = ndi.binary_opening(reg, disk(open_radius))
-        lab, _n = ndi.label(opened)
-        core_ids = set(np.unique(lab[sd]).tolist()) - {0}
-        markers[:] = lab
-    if not core_ids:
-        core_id = int(markers.max()) + 1
-        markers[sd & reg] = core_id
-        core_ids = {core_id}
-    if neg is not None and neg.any():
+        markers, _ = ndi.label(ndi.binary_opening(reg, disk(open_radius)))
+    else:
+        markers = np.zeros(reg.shape, dtype=np.int32)
+    core_ids = set(np.unique(markers[sd]).tolist()) - {0}
+    body = np.isin(markers, list(core_ids)) if core_ids else sd.copy()
+    mixed = core_ids & (set(np.unique(markers[neg]).tolist()) - {0})
+    if mixed:
+        markers[np.isin(markers, list(mixed))] = 0
+        core_ids -= mixed
+    if not core_ids or mixed:
+        seed_id = int(markers.max()) + 1
+        markers[sd] = seed_id
+        core_ids.add(seed_id)
+    if neg.any():
         markers[neg] = int(markers.max()) + 1
-    if len(np.unique(markers)) - (1 if (markers == 0).any() else 0) > len(core_ids):
+    if neg.any():
+        reg = _random_walk_split(sub, reg, markers, core_ids)
+    elif len(set(np.unique(markers).tolist()) - {0}) > len(core_ids):
         gy = ndi.sobel(sub, axis=0)
         gx = ndi.sobel(sub, axis=1)
         ws = watershed(np.hypot(gy, gx), markers, mask=reg)
         reg = np.isin(ws, list(core_ids))
     if open_radius > 0:
-        core = np.isin(markers, list(core_ids))
-        reg &= ndi.binary_dilation(core, disk(open_radius))
+        reg &= ndi.binary_dilation(body, disk(open_radius))
     out = np.zeros_like(region)
     out[win] = reg
     return out
+
+
+def _random_walk_split(
+    sub: np.ndarray, reg: np.ndarray, markers: np.ndarray, core_ids: set[int]
+) -> np.ndarray:
+    """Random walker inside ``reg``: object markers against every other marker (negative clicks)."""
+    from skimage.segmentation import random_walker
+
+    labels = np.where(reg, 0, -1).astype(np.int32)
+    has = markers > 0
+    labels[has & reg] = np.where(np.isin(markers[has & reg], list(core_ids)), 1, 2)
+    if not (labels == 2).any() or not (labels == 1).any():
+        return reg
+    out = random_walker(sub.astype(np.float64), labels, beta=130, mode="cg_j", tol=1e-3)
+    return reg & (out == 1)
 
 
 def grow(

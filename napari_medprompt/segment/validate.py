@@ -79,11 +79,6 @@ def _check_points(prompt: Prompt, shape: tuple[int, int]) -> None:
     pts = prompt.points
     if not np.all(np.isfinite(pts)):
         raise PromptError("a point has no valid coordinates (NaN or infinite); remove it and click again")
-    bad_labels = sorted(set(np.unique(prompt.labels).tolist()) - {0, 1})
-    if bad_labels:
-        raise PromptError(
-            f"point labels must be 1 (positive) or 0 (negative), got {bad_labels}"
-        )
     for (r, c), lab in zip(pts, prompt.labels):
         if not (-0.5 <= r < h - 0.5 and -0.5 <= c < w - 0.5):
             kind = "positive" if lab == 1 else "negative"
@@ -136,6 +131,9 @@ def check_prompt(prompt: Prompt, shape: tuple[int, int]) -> Prompt:
                 f"the mask prompt has shape {mask.shape} but the slice is {shape[0]} x {shape[1]}"
             )
         mask = mask.astype(bool)
+    bad_labels = sorted(set(np.unique(prompt.labels).tolist()) - {0, 1})
+    if bad_labels:
+        raise PromptError(f"point labels must be 1 (positive) or 0 (negative), got {bad_labels}")
     has_positive = bool(np.any(prompt.labels == 1))
     has_box = prompt.box is not None
     has_mask = mask is not None and bool(mask.any())
