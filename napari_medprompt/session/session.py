@@ -343,6 +343,12 @@ class AnnotationSession:
             "volume_ml": n * float(np.prod(self.spacing)) / 1000.0,
         }
 
+    def slice_voxels(self, object_id: int) -> dict[int, int]:
+        """``{slice: voxel count}`` of the object on the slices where it has voxels."""
+        self._get(object_id)
+        with self._lock:
+            return self._counts.per_slice(int(object_id))
+
     def label_info(self) -> dict[int, dict[str, Any]]:
         return {o.id: {"name": o.display_name, "color": list(o.color)} for o in self.objects.values()}
 

@@ -1,0 +1,365 @@
+"""The "Review" dock widget: objects with their size and review state, per-slice status, provenance.
+
+A view over the viewer's :class:`~napari_medprompt.session.AnnotationSession` (shared through
+``controller_for(viewer)``): it lists the objects (name, label id, slices covered, volume in mL,
+review summary, lock), the slices of the selected object with their status (prompted, propagated,
+edited, accepted, rejected; click one to show it), accepts or rejects the selected slices or a
+from/to range (rejecting clears that object only, on those slices; undo brings it back), and shows
+how the object was made (backend, model, version, device, prompts, user, times).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from qtpy.QtCore import QItemSelectionModel, QObject, Qt, QTimer, Signal
+from qtpy.QtGui import QBrush, QColor
+from qtpy.QtWidgets import (
+    QAbstractItemView,
+    QComboBox,
+    QGridLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QPushButton,
+    QSpinBox,
+    QTableWidget,
+    QTableWidgetItem,
+    QTextBrowser,
+    QVBoxLayout,
+    QWidget,
+)
+
+from napari_medprompt._qt.controller import controller_for
+from napari_medprompt.session import ObjectLockedError, SessionError, SessionSaveError
+from napari_medprompt.session.review import (
+    SLICE_FILTERS,
+    STATUS_COLORS,
+    object_rows,
+    provenance_html,
+    slice_rows,
+)
+
+log = logging.getLogger(__name__)
+
+OBJECT_COLUMNS = ["Name", "ID", "Slices", "mL", "Review", "Lock"]
+OBJECT_TIPS = ["Object name", "Label id in the segmentation", "Slices covered (first-last)",
+               "Volume in millilitres, from the voxel spacing", "Review state of its slices",
+               "Locked (finished) objects are never overwritten"]
+SLICE_COLUMNS = ["Slice", "Status", "Area (cm²)"]
+
+
+class _Relay(QObject):
+    """Carries session callbacks (from any thread) to the GUI thread."""
+
+    changed = Signal(object)
+
+
+def _item(text: str, data=None, align_right: bool = False) -> QTableWidgetItem:
+    it = QTableWidgetItem(text)
+    it.setFlags(Qt.ItemIsSelectable | Qt.ItemIsEnabled)
+    if data is not None:
+        it.setData(Qt.UserRole, data)
+    if align_right:
+        it.setTextAlignment(int(Qt.AlignRight | Qt.AlignVCenter))
+    return it
+
+
+def _table(columns: list[str], multi: bool, stretch: int) -> QTableWidget:
+    t = QTableWidget(0, len(columns))
+    t.setHorizontalHeaderLabels(columns)
+    t.verticalHeader().setVisible(False)
+    t.setSelectionBehavior(QAbstractItemView.SelectRows)
+    t.setSelectionMode(QAbstractItemView.ExtendedSelection if multi else QAbstractItemView.SingleSelection)
+    t.setEditTriggers(QAbstractItemView.NoEditTriggers)
+    t.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeToContents)
+    t.horizontalHeader().setSectionResizeMode(stretch, QHeaderView.Stretch)
+    return t
+
+
+class ReviewWidget(QWidget):
+    """Review the objects of the current annotation session, slice by slice."""
+
+    def __init__(self, napari_viewer, parent=None) -> None:
+        super().__init__(parent)
+        self.viewer = napari_viewer
+        self.ctrl = controller_for(napari_viewer)
+        self.session = None
+        self.messages: list[tuple[str, str]] = []  # (level, text), newest last
+        self._unsubscribe = None
+        self._relay = _Relay()
+        self._relay.changed.connect(self._on_event)
+        self._timer = QTimer(self)
+        self._timer.setSingleShot(True)
+        self._timer.setInterval(60)  # coalesce the bursts of a propagation into one redraw
+        self._timer.timeout.connect(self.refresh)
+        self._build()
+        self.ctrl.session_changed.connect(self._bind)
+        self.ctrl.current_object_changed.connect(self.select_object)
+        self._bind(self.ctrl.session)
+
+    # ----------------------------------------------------------------------------------- layout
+    def _build(self) -> None:
+        lay = QVBoxLayout(self)
+        self.setMinimumWidth(400)
+        self.header = QLabel()
+        self.header.setWordWrap(True)
+        lay.addWidget(self.header)
+
+        self.objects = _table(OBJECT_COLUMNS, multi=False, stretch=0)
+        for c, tip in enumerate(OBJECT_TIPS):
+            self.objects.horizontalHeaderItem(c).setToolTip(tip)
+        self.objects.setToolTip("Objects of this image. Select one to review its slices.")
+        self.objects.itemSelectionChanged.connect(self._on_object_selected)
+        lay.addWidget(self.objects, 1)
+
+        box = QGroupBox("Slices of the selected object")
+        bl = QVBoxLayout(box)
+        row = QHBoxLayout()
+        row.addWidget(QLabel("Show"))
+        self.filter = QComboBox()
+        self.filter.addItems(list(SLICE_FILTERS))
+        self.filter.setToolTip("Which slices to list; 'To review' hides accepted and rejected ones")
+        self.filter.currentTextChanged.connect(lambda _: self._fill_slices())
+        row.addWidget(self.filter, 1)
+        bl.addLayout(row)
+        self.slices = _table(SLICE_COLUMNS, multi=True, stretch=1)
+        self.slices.setToolTip("Click a slice to show it in the viewer; Shift/Ctrl-click selects several")
+        self.slices.itemClicked.connect(self._on_slice_clicked)
+        self.slices.itemSelectionChanged.connect(self._update_buttons)
+        bl.addWidget(self.slices, 3)
+        sel = QHBoxLayout()
+        self.accept_selected = QPushButton("Accept selected")
+        self.reject_selected = QPushButton("Reject selected")
+        self.accept_selected.setToolTip("Mark the selected slices as checked and correct")
+        self.reject_selected.setToolTip("Clear this object on the selected slices (other objects are kept; undo restores)")
+        self.accept_selected.clicked.connect(lambda: self.review_selected("accepted"))
+        self.reject_selected.clicked.connect(lambda: self.review_selected("rejected"))
+        sel.addWidget(self.accept_selected)
+        sel.addWidget(self.reject_selected)
+        bl.addLayout(sel)
+        rng = QGridLayout()
+        self.range_from, self.range_to = QSpinBox(), QSpinBox()
+        for sb in (self.range_from, self.range_to):
+            sb.setRange(0, 0)
+            sb.setKeyboardTracking(False)
+        rng.addWidget(QLabel("Slices from"), 0, 0)
+        rng.addWidget(self.range_from, 0, 1)
+        rng.addWidget(QLabel("to"), 0, 2)
+        rng.addWidget(self.range_to, 0, 3)
+        self.accept_range = QPushButton("Accept range")
+        self.reject_range = QPushButton("Reject range")
+        self.reject_range.setToolTip("Clear this object on every slice of the range (other objects are kept; undo restores)")
+        self.accept_range.clicked.connect(lambda: self.review_range("accepted"))
+        self.reject_range.clicked.connect(lambda: self.review_range("rejected"))
+        rng.addWidget(self.accept_range, 1, 0, 1, 2)
+        rng.addWidget(self.reject_range, 1, 2, 1, 2)
+        bl.addLayout(rng)
+        lay.addWidget(box, 3)
+
+        pbox = QGroupBox("Provenance")
+        pl = QVBoxLayout(pbox)
+        self.provenance = QTextBrowser()
+        self.provenance.setOpenLinks(False)
+        pl.addWidget(self.provenance)
+        lay.addWidget(pbox, 2)
+        self.status = QLabel()
+        self.status.setWordWrap(True)
+        lay.addWidget(self.status)
+        self._update_buttons()
+
+    # ---------------------------------------------------------------------------------- binding
+    def _bind(self, session) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+        self.session = session
+        if session is not None:
+            self._unsubscribe = session.on_change(self._relay.changed.emit)
+            n = session.shape[0]
+            for sb in (self.range_from, self.range_to):
+                sb.setRange(0, n - 1)
+        self.refresh()
+
+    def closeEvent(self, event) -> None:  # noqa: N802 (Qt name)
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+        super().closeEvent(event)
+
+    def _on_event(self, event) -> None:
+        if event.kind == "save_failed":
+            err = self.session.last_save_error if self.session is not None else None
+            self._message("error", f"Autosave failed: {err}")
+        if event.kind == "saved":
+            if self.session is not None and self.session.last_save_error is None:
+                self._update_header()
+            return
+        if not self._timer.isActive():
+            self._timer.start()
+
+    # --------------------------------------------------------------------------------- display
+    def selected_object(self) -> int | None:
+        rows = self.objects.selectionModel().selectedRows() if self.objects.selectionModel() else []
+        if not rows:
+            return None
+        return self.objects.item(rows[0].row(), 1).data(Qt.UserRole)
+
+    def select_object(self, object_id: int) -> None:
+        for r in range(self.objects.rowCount()):
+            if self.objects.item(r, 1).data(Qt.UserRole) == int(object_id):
+                self.objects.selectRow(r)
+                return
+
+    def refresh(self) -> None:
+        """Redraw everything from the session (keeps the selected object and slices)."""
+        self._update_header()
+        keep = self.selected_object()
+        self.objects.blockSignals(True)
+        self.objects.setRowCount(0)
+        rows = object_rows(self.session) if self.session is not None else []
+        self.objects.setRowCount(len(rows))
+        for r, row in enumerate(rows):
+            name = _item(row.name)
+            name.setBackground(QBrush(QColor.fromRgbF(*row.color, 0.55)))
+            span = f" ({row.slice_range[0]}-{row.slice_range[1]})" if row.slice_range else ""
+            cells = [name, _item(str(row.id), row.id, True), _item(f"{row.slices_covered}{span}"),
+                     _item(f"{row.volume_ml:.1f}", align_right=True), _item(row.status),
+                     _item("locked" if row.locked else "")]
+            tip = f"{row.name}: label {row.id}, {row.slices_covered} slices{span}, {row.volume_ml:.1f} mL, {row.status}"
+            for it in cells:
+                it.setToolTip(tip)
+            for c, it in enumerate(cells):
+                self.objects.setItem(r, c, it)
+        self.objects.blockSignals(False)
+        if keep is not None:
+            self.select_object(keep)
+        if self.selected_object() is None and rows:
+            self.select_object(rows[0].id)
+        self._on_object_selected(keep_range=self.selected_object() == keep)
+
+    def _update_header(self) -> None:
+        s = self.session
+        if s is None:
+            self.header.setText("No image is being annotated. Choose an image in the Segment panel.")
+            return
+        where = f"autosaved in {s.folder.name}" if s.folder is not None else "not saved to disk"
+        self.header.setToolTip(f"Session folder: {s.folder}" if s.folder is not None else "")
+        if s.last_save_error is not None:
+            where = "<b style='color:#e34a33'>AUTOSAVE FAILED</b> (work kept in memory)"
+        self.header.setText(f"<b>{s.image_name}</b> — {s.shape[0]} slices, {where}")
+
+    def _on_object_selected(self, keep_range: bool = False) -> None:
+        oid = self.selected_object()
+        if oid is None or self.session is None or oid not in self.session.objects:
+            self.provenance.setHtml("")
+            self.slices.setRowCount(0)
+            self._update_buttons()
+            return
+        obj = self.session.objects[oid]
+        self.provenance.setHtml(provenance_html(obj))
+        if not keep_range:
+            st = self.session.object_stats(oid)
+            if st["slice_range"] is not None:
+                self.range_from.setValue(st["slice_range"][0])
+                self.range_to.setValue(st["slice_range"][1])
+        self._fill_slices()
+
+    def _fill_slices(self) -> None:
+        oid = self.selected_object()
+        keep = {i.row() for i in self.slices.selectionModel().selectedRows()} if self.slices.selectionModel() else set()
+        keep_z = {self.slices.item(r, 0).data(Qt.UserRole) for r in keep if self.slices.item(r, 0)}
+        self.slices.blockSignals(True)
+        self.slices.setRowCount(0)
+        rows = slice_rows(self.session, oid, self.filter.currentText()) if oid is not None and self.session else []
+        self.slices.setRowCount(len(rows))
+        pixel_cm2 = float(self.session.spacing[1] * self.session.spacing[2]) / 100.0 if rows else 0.0
+        for r, row in enumerate(rows):
+            status = _item(row.status or "—")
+            if row.status in STATUS_COLORS:
+                status.setBackground(QBrush(QColor(STATUS_COLORS[row.status])))
+                status.setForeground(QBrush(QColor("#111111")))
+            for c, it in enumerate([_item(str(row.slice), row.slice, True), status,
+                                    _item(f"{row.voxels * pixel_cm2:.2f}", align_right=True)]):
+                self.slices.setItem(r, c, it)
+            if row.slice in keep_z:
+                self.slices.selectionModel().select(
+                    self.slices.model().index(r, 0),
+                    QItemSelectionModel.Select | QItemSelectionModel.Rows)
+        self.slices.blockSignals(False)
+        sel = self.slices.selectionModel().selectedRows()
+        if sel:
+            self.slices.scrollTo(sel[0])
+        self._update_buttons()
+
+    def _update_buttons(self) -> None:
+        oid = self.selected_object()
+        has_obj = oid is not None and self.session is not None
+        has_sel = has_obj and bool(self.slices.selectionModel().selectedRows())
+        locked = has_obj and self.session.objects[oid].locked if has_obj else False
+        self.accept_selected.setEnabled(has_sel)
+        self.reject_selected.setEnabled(has_sel and not locked)
+        self.accept_range.setEnabled(has_obj)
+        self.reject_range.setEnabled(has_obj and not locked)
+        tip = "Unlock the object in the Segment panel to reject its slices" if locked else ""
+        for b in (self.reject_selected, self.reject_range):
+            b.setToolTip(tip or b.toolTip())
+
+    # --------------------------------------------------------------------------------- actions
+    def selected_slices(self) -> list[int]:
+        rows = sorted(i.row() for i in self.slices.selectionModel().selectedRows())
+        return [self.slices.item(r, 0).data(Qt.UserRole) for r in rows]
+
+    def _on_slice_clicked(self, item) -> None:
+        z = self.slices.item(item.row(), 0).data(Qt.UserRole)
+        self.jump_to(z)
+
+    def jump_to(self, z: int) -> None:
+        if self.ctrl.image_layer is not None:
+            self.ctrl.jump_to_slice(z)
+        else:
+            self.viewer.dims.set_current_step(0, int(z))
+
+    def review_selected(self, status: str) -> None:
+        self._review(self.selected_slices(), status)
+
+    def review_range(self, status: str) -> None:
+        lo, hi = sorted((self.range_from.value(), self.range_to.value()))
+        self._review(range(lo, hi + 1), status)
+
+    def _review(self, slices, status: str) -> None:
+        oid = self.selected_object()
+        if oid is None or self.session is None:
+            return
+        slices = list(slices)
+        name = self.session.objects[oid].display_name
+        try:
+            done = self.session.set_status(oid, slices, status)
+        except SessionSaveError as err:  # applied in memory; the save failure is reported
+            done = set(slices)
+            self._message("error", str(err))
+        except (ObjectLockedError, SessionError, KeyError, ValueError) as err:
+            self._message("warning", str(err).strip("'\""))
+            return
+        if status == "rejected" and done:
+            self.ctrl.refresh_labels(sorted(done))
+        if done:
+            lo, hi = min(done), max(done)
+            span = f"slice {lo}" if lo == hi else f"{len(done)} slices between {lo} and {hi}"
+            extra = " and cleared them (other objects kept; Undo restores)" if status == "rejected" else ""
+            self._message("info", f"{status.capitalize()} {span} of '{name}'{extra}.")
+        else:
+            self._message("info", f"'{name}' has nothing on those slices; nothing changed.")
+        self.refresh()
+
+    def _message(self, level: str, text: str) -> None:
+        self.messages.append((level, text))
+        color = {"error": "#e34a33", "warning": "#d08c00"}.get(level)
+        self.status.setText(f"<span style='color:{color}'>{text}</span>" if color else text)
+        try:
+            from napari.utils.notifications import show_error, show_info, show_warning
+
+            {"error": show_error, "warning": show_warning}.get(level, show_info)(text)
+        except Exception:  # pragma: no cover - notifications are a convenience
+            log.info(text)

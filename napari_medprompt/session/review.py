@@ -1,0 +1,170 @@
+"""What the Review panel shows, computed without Qt: object rows, per-slice rows, provenance text."""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass
+from typing import Any
+
+from napari_medprompt.session.objects import SegObject
+
+#: Filters of the per-slice list: name -> statuses shown (None: every slice of the object).
+SLICE_FILTERS: dict[str, tuple[str, ...] | None] = {
+    "All slices": None,
+    "To review": ("prompted", "propagated", "edited"),
+    "Propagated": ("propagated",),
+    "Accepted": ("accepted",),
+    "Rejected": ("rejected",),
+}
+
+STATUS_COLORS = {  # soft backgrounds, readable on napari's dark and light themes with dark text
+    "prompted": "#9ecae1",
+    "propagated": "#fdd49e",
+    "edited": "#c6dbef",
+    "accepted": "#a1d99b",
+    "rejected": "#fc9272",
+}
+
+
+@dataclass
+class ObjectRow:
+    id: int
+    name: str
+    color: tuple[float, float, float]
+    slices_covered: int
+    slice_range: tuple[int, int] | None
+    volume_ml: float
+    status: str  # short review summary
+    locked: bool
+
+
+@dataclass
+class SliceRow:
+    slice: int
+    status: str  # "" when the object has voxels there but no recorded status
+    voxels: int
+
+
+def review_summary(obj: SegObject, n_slices: int) -> str:
+    """E.g. "12/40 accepted, 3 rejected" or "not reviewed"."""
+    counts: dict[str, int] = {}
+    for s in obj.slice_status.values():
+        counts[s] = counts.get(s, 0) + 1
+    acc, rej = counts.get("accepted", 0), counts.get("rejected", 0)
+    pending = n_slices - acc
+    if not n_slices and not rej:
+        return "empty"
+    if acc and pending <= 0:
+        text = "all accepted"
+    elif acc:
+        text = f"{acc}/{n_slices} accepted"
+    else:
+        text = "not reviewed"
+    if rej:
+        text += f", {rej} rejected"
+    return text
+
+
+def object_rows(session) -> list[ObjectRow]:
+    rows = []
+    for oid, obj in sorted(session.objects.items()):
+        st = session.object_stats(oid)
+        rows.append(ObjectRow(
+            id=oid, name=obj.display_name, color=tuple(obj.color[:3]),
+            slices_covered=st["slices_covered"], slice_range=st["slice_range"],
+            volume_ml=st["volume_ml"], status=review_summary(obj, st["slices_covered"]),
+            locked=obj.locked,
+        ))
+    return rows
+
+
+def slice_rows(session, object_id: int, filter_name: str = "All slices") -> list[SliceRow]:
+    """One row per slice where the object has voxels or a status (rejected slices have none)."""
+    obj = session.objects[int(object_id)]
+    voxels = session.slice_voxels(object_id)
+    wanted = SLICE_FILTERS.get(filter_name)
+    rows = []
+    for z in sorted(set(voxels) | set(obj.slice_status)):
+        status = obj.slice_status.get(z, "")
+        if wanted is not None and status not in wanted:
+            continue
+        rows.append(SliceRow(z, status, voxels.get(z, 0)))
+    return rows
+
+
+def _ranges(zs: list[int]) -> str:
+    """[1,2,3,7,9,10] -> "1-3, 7, 9-10"."""
+    out, start, prev = [], None, None
+    for z in sorted(zs):
+        if start is None:
+            start = prev = z
+        elif z == prev + 1:
+            prev = z
+        else:
+            out.append(f"{start}" if start == prev else f"{start}-{prev}")
+            start = prev = z
+    if start is not None:
+        out.append(f"{start}" if start == prev else f"{start}-{prev}")
+    return ", ".join(out)
+
+
+def prompt_summary(obj: SegObject) -> str:
+    if not obj.prompts:
+        return "none recorded"
+    parts = []
+    for z, p in sorted(obj.prompts.items()):
+        labels = p.get("labels") or []
+        pos = sum(1 for v in labels if v)
+        neg = len(labels) - pos
+        bits = []
+        if pos:
+            bits.append(f"{pos} positive")
+        if neg:
+            bits.append(f"{neg} negative")
+        if p.get("box") is not None:
+            bits.append("box")
+        parts.append(f"slice {z}: {', '.join(bits) or 'mask'}")
+    return "; ".join(parts)
+
+
+def provenance_items(obj: SegObject) -> list[tuple[str, str]]:
+    """(field, value) pairs in reading order; values already formatted for display."""
+    p: dict[str, Any] = obj.provenance or {}
+
+    def val(key: str) -> str:
+        v = p.get(key)
+        return "—" if v in (None, "") else str(v)
+
+    rw = p.get("random_weights")
+    items = [
+        ("Backend", val("backend")),
+        ("Model", val("model")),
+        ("Version", val("version")),
+        ("Device", val("device")),
+        ("Weights", "RANDOM (not a trained model: masks are meaningless)" if rw
+         else ("pretrained" if rw is False else "—")),
+        ("Prompts", prompt_summary(obj)),
+        ("Accepted slices", _ranges(obj.slices_with("accepted")) or "none"),
+        ("Rejected slices", _ranges(obj.slices_with("rejected")) or "none"),
+        ("User", val("user")),
+        ("Created", val("created").replace("T", " ").replace("Z", " UTC")),
+        ("Modified", val("modified").replace("T", " ").replace("Z", " UTC")),
+    ]
+    log = p.get("log") or []
+    if log:
+        last = log[-1]
+        where = f" slices {last['slices'][0]}-{last['slices'][1]}" if last.get("slices") else ""
+        items.append(("Last change", f"{last.get('action')}{where} by {last.get('user', '?')} at "
+                      f"{str(last.get('utc', '')).replace('T', ' ').replace('Z', ' UTC')}"))
+    return items
+
+
+def provenance_html(obj: SegObject) -> str:
+    rows = []
+    for key, value in provenance_items(obj):
+        v = html.escape(value)
+        if key == "Weights" and value.startswith("RANDOM"):
+            v = f"<b style='color:#e34a33'>{v}</b>"
+        rows.append(f"<tr><td style='padding-right:8px'><b>{html.escape(key)}</b></td><td>{v}</td></tr>")
+    title = html.escape(f"{obj.display_name} (label {obj.id})" + (" — locked" if obj.locked else ""))
+    return f"<p><b>{title}</b></p><table>{''.join(rows)}</table>"
