@@ -218,8 +218,11 @@ class BackendPanel(QWidget):
     def _loaded(self, seg) -> None:
         desc = getattr(seg, "model_name", None) or getattr(seg, "name", "backend")
         dev = getattr(seg, "device", None)
+        status = seg.weights_status() if hasattr(seg, "weights_status") else {}
         if getattr(seg, "random_weights", False):
             self.set_status("warn", RANDOM_BANNER)
+        elif status.get("message"):
+            self.set_status("ok", f"Loaded {status['message']}")
         else:
             self.set_status("ok", f"Loaded {desc}" + (f" on {dev}" if dev else ""))
         self.loaded.emit(seg)

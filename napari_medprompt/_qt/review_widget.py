@@ -95,6 +95,8 @@ class ReviewWidget(QWidget):
         self._timer.setInterval(60)  # coalesce the bursts of a propagation into one redraw
         self._timer.timeout.connect(self.refresh)
         self._build()
+        self._current_z: int | None = None
+        self.viewer.dims.events.current_step.connect(self._mark_current_slice)
         self.ctrl.session_changed.connect(self._bind)
         self.ctrl.current_object_changed.connect(self.select_object)
         self._bind(self.ctrl.session)
@@ -183,6 +185,10 @@ class ReviewWidget(QWidget):
         self.refresh()
 
     def closeEvent(self, event) -> None:  # noqa: N802 (Qt name)
+        try:
+            self.viewer.dims.events.current_step.disconnect(self._mark_current_slice)
+        except Exception:  # the viewer may already be gone
+            pass
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
@@ -288,10 +294,35 @@ class ReviewWidget(QWidget):
                     self.slices.model().index(r, 0),
                     QItemSelectionModel.Select | QItemSelectionModel.Rows)
         self.slices.blockSignals(False)
-        sel = self.slices.selectionModel().selectedRows()
-        if sel:
-            self.slices.scrollTo(sel[0])
+        self._current_z = None
+        self._mark_current_slice()
         self._update_buttons()
+
+    def _mark_current_slice(self, event=None) -> None:
+        """Show the slice the viewer displays in bold with a marker, and keep it in view."""
+        if self.session is None:
+            return
+        z = self.ctrl.current_slice() if self.ctrl.image_layer is not None else int(self.viewer.dims.current_step[0])
+        if z == self._current_z and event is not None:
+            return
+        self._current_z = z
+        for r in range(self.slices.rowCount()):
+            it = self.slices.item(r, 0)
+            here = it.data(Qt.UserRole) == z
+            font = it.font()
+            font.setBold(here)
+            it.setFont(font)
+            it.setText(f"▶ {it.data(Qt.UserRole)}" if here else str(it.data(Qt.UserRole)))
+            if here:
+                self.slices.scrollToItem(it, QAbstractItemView.PositionAtCenter)
+
+    def resizeEvent(self, event) -> None:  # noqa: N802 (Qt name): keep the shown slice in view
+        super().resizeEvent(event)
+        for r in range(self.slices.rowCount()):
+            it = self.slices.item(r, 0)
+            if it.data(Qt.UserRole) == self._current_z:
+                self.slices.scrollToItem(it, QAbstractItemView.PositionAtCenter)
+                break
 
     def _update_buttons(self) -> None:
         oid = self.selected_object()

@@ -75,6 +75,7 @@ class SegmentWidget(QWidget):
         self._pending: dict[int, np.ndarray] = {}  # previews of the current object not yet accepted
         self._seg_ready = False
         self._binding = False
+        self._save_failed_shown = False
         self._unsubscribe = None
         self.last_latency: dict[str, float] = {}
         self._runner = LatestOnlyRunner(self._show_preview, self._predict_failed)
@@ -154,7 +155,8 @@ class SegmentWidget(QWidget):
         if event.value is self.ctrl.image_layer:
             self._cancel_all()
             self.ctrl.image_layer = None
-            self._warn("The image layer was removed: choose another image to keep segmenting.")
+            self._seg_ready = False
+            self.ui.status.setText("The image layer was removed: choose another image to keep segmenting.")
         self._refresh_layer_choices()
 
     def bind_image(self, layer) -> None:
@@ -245,7 +247,8 @@ class SegmentWidget(QWidget):
     def _on_segmenter_loaded(self, seg) -> None:
         self.ctrl.set_segmenter(seg)
         if getattr(seg, "random_weights", False):
-            self._warn(f"{getattr(seg, 'name', 'model')} runs with RANDOM weights: masks are meaningless.")
+            self._warn(f"{getattr(seg, 'name', 'model')} runs with RANDOM weights: its masks are "
+                       "meaningless (tests and timing only). Choose a checkpoint for real work.")
         if self.ctrl.image_layer is not None:
             self._bind_segmenter(seg)
 
@@ -286,21 +289,23 @@ class SegmentWidget(QWidget):
             self.preview_layer.colormap = labels_colormap(session)
         self._update_buttons()
 
-    def new_object(self, name: str = "") -> int:
+    def new_object(self, name: str = "", keep_prompts: bool = False) -> int:
+        """Start a new object (the next label id); ``keep_prompts`` keeps the points just placed."""
         if not self._ready(need_segmenter=False):
             return 0
         try:
             obj = self.ctrl.session.new_object(name=name or self.objects.name.currentText().strip())
         except SessionSaveError:
             obj = max(self.ctrl.session.objects.values(), key=lambda o: o.id)
-        self.select_object(obj.id)
+        self.select_object(obj.id, keep_prompts=keep_prompts)
         return obj.id
 
-    def select_object(self, object_id: int) -> None:
+    def select_object(self, object_id: int, keep_prompts: bool = False) -> None:
+        """Make ``object_id`` the object being prompted (its previews and prompts start empty)."""
         if object_id == self.ctrl.current_object:
             return
         self._clear_preview()
-        if self.prompts is not None:
+        if self.prompts is not None and not keep_prompts:
             self.prompts.clear()
         self.ctrl.current_object = int(object_id)
         self._sync_objects()
@@ -333,12 +338,13 @@ class SegmentWidget(QWidget):
             return False
 
     def _on_session_change(self, event) -> None:
-        if event.kind == "save_failed":
-            err = self.ctrl.session.last_save_error
-            self._error(f"Autosave failed: {err}. Your work is kept in memory; use 'Save "
-                        "segmentation' to write it elsewhere.")
+        if event.kind == "save_failed":  # told once until a save succeeds again
+            if not self._save_failed_shown:
+                self._save_failed_shown = True
+                self._error(f"Autosave failed: {self.ctrl.session.last_save_error}")
             return
         if event.kind == "saved":
+            self._save_failed_shown = False
             return
         if event.slices and self.ctrl.labels_layer is not None:
             self.ctrl.refresh_labels(event.slices)
@@ -378,7 +384,7 @@ class SegmentWidget(QWidget):
         except PromptError as err:
             self._warn(str(err))
             return
-        if not self.ctrl.current_object and not self.new_object():
+        if not self.ctrl.current_object and not self.new_object(keep_prompts=True):
             return
         oid = self.ctrl.current_object
         rec = self.prompts.as_record(z)

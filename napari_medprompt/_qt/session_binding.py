@@ -140,6 +140,7 @@ class EditRecorder:
         self.on_error = on_error
         self.enabled = True
         self.n_edits = 0
+        self._pending: set[int] = set()
         controller.labels_layer.events.paint.connect(self._on_paint)
 
     def disconnect(self) -> None:
@@ -148,19 +149,33 @@ class EditRecorder:
             layer.events.paint.disconnect(self._on_paint)
 
     def _on_paint(self, event) -> None:
+        """napari emits ``paint`` around the write (before it, for a single programmatic edit), so
+        the slices are noted now and read once control returns to the event loop."""
         session, layer = self.ctrl.session, self.ctrl.labels_layer
         if not self.enabled or session is None or layer is None:
             return
         try:
             zs = painted_slices(event.value, layer.ndim)
-        except Exception:  # an atom format we do not know: compare the whole volume
-            data = layer.data if layer.ndim == 3 else layer.data[None]
-            zs = set(np.flatnonzero((data != session.labels).any(axis=(1, 2))).tolist())
-        zs = {z for z in zs if 0 <= z < session.shape[0]}
+        except Exception:  # an atom format we do not know: compare the whole volume later
+            zs = set(range(session.shape[0]))
+        if not self._pending:
+            from qtpy.QtCore import QTimer
+
+            QTimer.singleShot(0, self.flush)
+        self._pending |= {z for z in zs if 0 <= z < session.shape[0]}
+
+    def flush(self) -> None:
+        """Record the noted slices that differ from the session as one hand edit."""
+        session, layer = self.ctrl.session, self.ctrl.labels_layer
+        zs, self._pending = self._pending, set()
+        if session is None or layer is None or not zs:
+            return
+        data = layer.data if layer.ndim == 3 else layer.data[None]
+        zs = {z for z in zs if not np.array_equal(data[z], session.labels[z])}
         if not zs:
             return
         before = {z: session.labels[z].copy() for z in zs}
-        after = {z: (layer.data[z] if layer.ndim == 3 else layer.data) for z in zs}
+        after = {z: data[z] for z in zs}
         try:
             session.apply_edit(self.ctrl.current_object or None, before, after)
             self.n_edits += 1

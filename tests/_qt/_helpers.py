@@ -61,10 +61,37 @@ def load_backend(qtbot, widget, name: str = "classic", checkpoint: str = "", tim
     assert widget._seg_ready, widget.messages
 
 
-def click(qtbot, widget):
-    from qtpy.QtCore import Qt
+def isolate_sessions(monkeypatch, folder):
+    """Keep session folders under ``folder`` (never beside the shared test data)."""
+    from napari_medprompt._qt import session_binding
+    from napari_medprompt.session.store import MANIFEST
 
-    def press(button):
-        qtbot.mouseClick(button, Qt.LeftButton)
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / "image.medprompt"
+    monkeypatch.setattr(session_binding, "session_folder_for", lambda key: target)
+    monkeypatch.setattr(
+        session_binding, "find_session", lambda key: target if (target / MANIFEST).is_file() else None
+    )
+    return target
 
-    return press
+
+def make_widget(make_napari_viewer, monkeypatch, tmp_path, restore=True, add_image=add_real_ct):
+    """A viewer with the real CT (or ``add_image(viewer)``) and a docked Segment widget."""
+    from napari_medprompt._qt.segment_widget import SegmentWidget
+
+    isolate_sessions(monkeypatch, tmp_path / "sessions")
+    monkeypatch.setattr(SegmentWidget, "ask_restore", staticmethod(lambda folder: restore))
+    viewer = make_napari_viewer()
+    if add_image is not None:
+        add_image(viewer)
+    widget = SegmentWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Segment")
+    return viewer, widget
+
+
+def click_and_preview(qtbot, widget, z, r, c, positive=None, timeout=30000):
+    """Go to slice ``z`` and click at (r, c) as a user would; wait for the preview."""
+    widget.ctrl.jump_to_slice(z)
+    with qtbot.waitSignal(widget.preview_updated, timeout=timeout):
+        widget.prompts.add_point(z, r, c, positive=positive)
+    return widget.preview_layer.data[z] > 0
