@@ -81,13 +81,16 @@ def test_object_table_matches_session(review):
 def test_click_slice_row_moves_viewer(review, qtbot):
     viewer, w, session, lab, zs, zs2 = review
     _click_row(qtbot, w.objects, 0)
-    assert _cells(w.slices, 0) == [str(z) for z in zs]
+    assert [c.lstrip("▶ ") for c in _cells(w.slices, 0)] == [str(z) for z in zs]
     statuses = _cells(w.slices, 1)
     assert statuses.count("prompted") == 1 and statuses.count("propagated") == len(zs) - 1
     target = 5
     _click_row(qtbot, w.slices, target)
     assert controller_for(viewer).current_slice() == zs[target]
     assert viewer.dims.current_step[0] == zs[target]
+    assert w.slices.item(target, 0).text() == f"▶ {zs[target]}"  # the shown slice is marked
+    viewer.dims.set_current_step(0, zs[2])  # scrolling the viewer moves the marker
+    assert w.slices.item(2, 0).text() == f"▶ {zs[2]}" and w.slices.item(target, 0).text() == str(zs[target])
 
 
 def test_reject_range_clears_only_that_object(review, qtbot):
@@ -108,7 +111,7 @@ def test_reject_range_clears_only_that_object(review, qtbot):
     np.testing.assert_array_equal(session.labels == 2, spleen_before)
     layer = viewer.layers["segmentation"]
     np.testing.assert_array_equal(layer.data, session.labels)  # the display follows
-    rows = dict(zip(_cells(w.slices, 0), _cells(w.slices, 1)))
+    rows = dict(zip([c.lstrip("▶ ") for c in _cells(w.slices, 0)], _cells(w.slices, 1)))
     assert all(rows[str(z)] == "rejected" for z in range(lo, hi + 1))
     assert "Reject" in w.messages[-1][1] and "liver" in w.messages[-1][1]
     # autosaved: the reopened session shows the rejection
@@ -157,6 +160,7 @@ def test_follows_session_changes_and_screenshot(review, qtbot):
     _color_layer(viewer.layers["segmentation"], session)
     viewer.window._qt_window.resize(1500, 950)
     qtbot.wait(200)
+    w._mark_current_slice()  # keep the shown slice in view after the resize
     shot = viewer.screenshot(canvas_only=False)
     assert shot.ndim == 3 and shot.shape[0] > 400
     out = os.environ.get("MEDPROMPT_REVIEW_SCREENSHOT", "/tmp/review.png")
