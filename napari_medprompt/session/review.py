@@ -153,7 +153,8 @@ def provenance_items(obj: SegObject) -> list[tuple[str, str]]:
     log = p.get("log") or []
     if log:
         last = log[-1]
-        where = f" slices {last['slices'][0]}-{last['slices'][1]}" if last.get("slices") else ""
+        lo, hi = (last.get("slices") or [None, None])[:2]
+        where = "" if lo is None else (f" slice {lo}" if lo == hi else f" slices {lo}-{hi}")
         items.append(("Last change", f"{last.get('action')}{where} by {last.get('user', '?')} at "
                       f"{str(last.get('utc', '')).replace('T', ' ').replace('Z', ' UTC')}"))
     return items
