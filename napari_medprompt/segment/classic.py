@@ -36,6 +36,7 @@ from napari_medprompt.segment.region_grow import (
     choose_band,
     disk,
     grow,
+    reference_band,
     robust_stats,
     seed_neighbourhood,
     smooth,
@@ -43,6 +44,7 @@ from napari_medprompt.segment.region_grow import (
 from napari_medprompt.segment.validate import check_image, check_prompt, check_slice_index, require_volume
 
 _SMOOTH_CACHE_SLICES = 8
+PROPAGATION_MODES = ("auto", "projection", "connected")
 
 
 class ClassicSegmenter:
@@ -249,22 +251,27 @@ class ClassicSegmenter:
         seeds: Mapping[int, Mapping[int, np.ndarray]],
         settings: PropagationSettings | None = None,
     ) -> Iterator[SliceResult]:
-        """Propagate objects slice by slice from their seed masks (both directions, stop rule)."""
+        """Propagate objects slice by slice from their seed masks (both directions, stop rule).
+
+        ``settings.mode``: "projection" (or "auto", the default): on each slice the growth is seeded
+        by the previous mask's interior and may move its outline by ``step_mm`` at most, with the leak
+        cut; "connected": plain connected growth in the intensity band from slice to slice (what a
+        3D flood fill gives), meant for high-contrast structures such as lungs, airways or bone.
+        """
         require_volume(self._require_image().ndim)
         settings = settings if settings is not None else PropagationSettings()
+        if settings.mode not in PROPAGATION_MODES:
+            raise PromptError(
+                f"the classic backend has no propagation mode {settings.mode!r}; "
+                f"use one of {', '.join(PROPAGATION_MODES)}"
+            )
+        connected = settings.mode == "connected"
         refs: dict[int, Band] = {}
 
         def reference(oid: int) -> Band:
             if oid not in refs:
                 vals = [self._slice(z)[np.asarray(m, bool)] for z, m in seeds[oid].items() if np.any(m)]
-                med, sd = robust_stats(np.concatenate(vals))
-                sd = max(sd, self.spread_floor)
-                if self.is_ct and med < -400:
-                    refs[oid] = Band(-np.inf, (med + 0.0) / 2.0, "air")
-                elif self.is_ct and med > 300:
-                    refs[oid] = Band((med + 40.0) / 2.0, np.inf, "dense")
-                else:
-                    refs[oid] = Band(med - 3.0 * sd, med + 3.0 * sd, "soft")
+                refs[oid] = reference_band(np.concatenate(vals), self.is_ct, self.spread_floor)
             return refs[oid]
 
         def predict_next(z: int, prev_mask: np.ndarray, oid: int):
@@ -278,8 +285,13 @@ class ClassicSegmenter:
             seeds[core] = inside
             if not seeds.any():
                 return np.zeros_like(prev_mask), 0.0, presence
-            allowed = ndi.binary_dilation(prev_mask, disk(self.step_px))
-            mask = grow(s, seeds, ref, self.px, allowed=allowed)
+            if connected:
+                lab, _ = ndi.label(ref.contains(s) | seeds)
+                ids = np.unique(lab[seeds])
+                mask = np.isin(lab, ids[ids > 0])
+            else:
+                allowed = ndi.binary_dilation(prev_mask, disk(self.step_px))
+                mask = grow(s, seeds, ref, self.px, allowed=allowed)
             return mask, boundary_support(s, mask, ref), presence
 
         return propagate_by_projection(predict_next, seeds, self.n_slices, settings)

@@ -190,6 +190,17 @@ def _extend_to_edges(
     return wider
 
 
+def reference_band(values: np.ndarray, is_ct: bool, spread_floor: float, k: float = 3.0) -> Band:
+    """A fixed band for an object from its pixels (propagation): tissue-aware on CT, else +- k spread."""
+    med, sd = robust_stats(values)
+    sd = max(sd, spread_floor)
+    if is_ct and med < AIR_MAX_HU:
+        return Band(-np.inf, (med + WATER_HU) / 2.0, "air")
+    if is_ct and med > DENSE_MIN_HU:
+        return Band((med + SOFT_TISSUE_HU) / 2.0, np.inf, "dense")
+    return Band(med - k * sd, med + k * sd, "soft" if is_ct else "other")
+
+
 def _keep_seeded(mask: np.ndarray, seeds: np.ndarray) -> np.ndarray:
     lab, _ = ndi.label(mask)
     ids = np.unique(lab[seeds & mask])

@@ -242,3 +242,17 @@ def test_other_modality_uses_the_seed_statistics():
     seg.bind(img.astype(np.float32), modality="MR", spacing=(1.0, 1.0))
     res = seg.predict(0, Prompt(points=[(40, 50)], labels=[1]))
     assert dice(res.mask, truth) >= 0.95
+
+
+def test_connected_mode_for_high_contrast_and_unknown_modes(ct_case, classic):
+    _, labels, _ = ct_case
+    ref, z, point = organ(labels, "lung_right")
+    first = classic.predict(z, Prompt(points=[point], labels=[1]))
+    vol = np.zeros_like(ref)
+    vol[z] = first.mask
+    for res in classic.propagate({1: {z: first.mask}}, PropagationSettings(mode="connected")):
+        if not res.lost:
+            vol[res.slice_index] = res.mask
+    assert dice(vol, ref) >= 0.92  # measured 0.963
+    with pytest.raises(PromptError, match="no propagation mode 'memory'"):
+        classic.propagate({1: {z: first.mask}}, PropagationSettings(mode="memory"))
