@@ -27,6 +27,7 @@ import numpy as np
 
 from napari_medprompt.io._dicom_common import (
     decode_pixels,
+    native_pixels,
     is_dicom_file,
     is_localizer,
     non_image_reason,
@@ -102,7 +103,9 @@ def _scan(files: list[Path], wanted_series: str | None) -> tuple[list[_Image], l
     images, skipped = [], []
     for p in files:
         try:
-            ds = read_dataset(p, defer_size="64 KB")
+            # A folder is read in one pass (pixel bytes included); a single file's neighbours
+            # defer their pixel data until their series is known to be the one wanted.
+            ds = read_dataset(p, defer_size="64 KB" if wanted_series is not None else None)
         except ImageReadError:
             if wanted_series is None and len(files) > 1:
                 skipped.append("unreadable file")
@@ -273,7 +276,9 @@ def _stack_pixels(group: list[_Image], given: Path) -> np.ndarray:
 
     def fill(i: int) -> None:
         im = group[i]
-        px = decode_pixels(im.ds, im.path)
+        px = native_pixels(im.ds)
+        if px is None:
+            px = decode_pixels(im.ds, im.path)
         if px.shape != first.shape:
             raise ImageReadError(im.path, f"slice of shape {px.shape} in a series of {first.shape} slices")
         out[i] = px

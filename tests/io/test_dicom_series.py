@@ -99,3 +99,23 @@ def test_oblique_series_geometry(tmp_path):
     (back,) = read_image(tmp_path)
     np.testing.assert_allclose(back.affine, vol.affine, atol=1e-4)
     np.testing.assert_array_equal(back.data, vol.data)
+
+
+@pytest.mark.parametrize("name", ["CT_small.dcm", "MR_small.dcm", "MR_small_implicit.dcm", "MR_small_padded.dcm",
+                                  "liver_1frame.dcm", "rtdose_1frame.dcm", "SC_rgb_small_odd.dcm", "JPEG2000.dcm"])
+def test_native_fast_path_equals_pydicom(name):
+    """The zero-copy path for uncompressed pixels gives exactly ds.pixel_array (or stands aside)."""
+    from pydicom.data import get_testdata_file
+
+    from napari_medprompt.io._dicom_common import native_pixels
+
+    path = get_testdata_file(name)
+    if path is None:
+        pytest.skip(f"pydicom test file {name} not available")
+    ds = pydicom.dcmread(path)
+    fast = native_pixels(ds)
+    if fast is None:
+        return  # compressed, colour, multi-frame or sign-extended: pydicom decodes it
+    ref = ds.pixel_array
+    assert fast.dtype == ref.dtype
+    np.testing.assert_array_equal(fast, ref)
