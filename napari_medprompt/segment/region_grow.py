@@ -68,8 +68,12 @@ def disk(radius: int) -> np.ndarray:
 
 
 def smooth(slice_2d: np.ndarray, sigma: float) -> np.ndarray:
-    """Float32 Gaussian-smoothed copy (the input is never modified)."""
-    return ndi.gaussian_filter(np.asarray(slice_2d, dtype=np.float32), sigma=sigma, mode="nearest")
+    """Float32 Gaussian-smoothed copy (the input is never modified; NaN / inf count as the minimum)."""
+    arr = np.asarray(slice_2d, dtype=np.float32)
+    finite = np.isfinite(arr)
+    if not finite.all():
+        arr = np.where(finite, arr, arr[finite].min() if finite.any() else 0.0).astype(np.float32)
+    return ndi.gaussian_filter(arr, sigma=sigma, mode="nearest")
 
 
 def robust_stats(values: np.ndarray) -> tuple[float, float]:

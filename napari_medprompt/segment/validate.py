@@ -22,6 +22,11 @@ def check_image(image: np.ndarray) -> np.ndarray:
             f"the image has {arr.ndim} dimensions {tuple(arr.shape)}; segmentation needs a 2D slice "
             "(y, x) or a volume (z, y, x). Split channels or time points into separate layers first."
         )
+    if arr.ndim == 3 and arr.shape[-1] in (3, 4) and min(arr.shape[:2]) > 8:
+        raise PromptError(
+            f"the image looks like a colour (RGB/RGBA) picture, shape {tuple(arr.shape)}: convert it to "
+            "grey levels (one value per pixel) before segmenting"
+        )
     if arr.size == 0:
         raise PromptError(f"the image is empty (shape {tuple(arr.shape)})")
     if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):

@@ -199,6 +199,20 @@ def test_mismatched_point_labels_and_unbound_segmenter():
         create_segmenter("classic").predict(0, Prompt(points=[(1, 1)], labels=[1]))
     with pytest.raises(PromptError, match="dimensions"):
         create_segmenter("classic").bind(np.zeros((2, 3, 4, 5)))
+    with pytest.raises(PromptError, match="colour"):
+        create_segmenter("classic").bind(np.zeros((64, 64, 3), np.uint8))
+
+
+def test_non_finite_pixels_do_not_spread():
+    img = np.full((40, 40), 10.0, np.float32)
+    img[10:30, 10:30] = 300.0
+    img[20, 26] = np.nan  # a bad pixel inside the object
+    seg = create_segmenter("classic")
+    seg.bind(img, modality="MR")
+    res = seg.predict(0, Prompt(points=[(20, 20)], labels=[1]))
+    truth = np.zeros((40, 40), bool)
+    truth[10:30, 10:30] = True
+    assert dice(res.mask, truth) >= 0.95
 
 
 def test_several_objects_and_cancel(ct_case, classic):
