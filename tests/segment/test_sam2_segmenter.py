@@ -1,0 +1,302 @@
+"""SAM2 backend through the real sam2 code (SAM2.1-tiny config, random weights loaded from a real
+checkpoint file): model input, coordinates, cache hits, disk cache, prefetch, propagation, stop rule.
+
+The image encoder is the expensive part (~3 s per slice here), so one module-wide segmenter works on
+a 4-slice 64 x 64 volume and tests count encoder calls instead of re-encoding.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from tests.segment.sam2_support import MODEL, checkpoint_file, torch
+
+from napari_medprompt.segment import PropagationSettings, Prompt, PromptError, Segmenter
+from napari_medprompt.segment.embedding_cache import prefetch_order
+from napari_medprompt.segment.sam2_backend import Sam2Segmenter, mask_to_logits
+from napari_medprompt.segment.sam2_video import memory_bank
+
+H = W = 64
+
+
+def _volume() -> np.ndarray:
+    rng = np.random.default_rng(0)
+    vol = rng.normal(-80, 20, size=(4, H, W)).astype(np.int16)  # soft-tissue-ish background (HU)
+    yy, xx = np.mgrid[:H, :W]
+    for z, r in zip(range(1, 4), (14, 12, 9)):
+        vol[z][(yy - 32) ** 2 + (xx - 30) ** 2 < r * r] = 250  # a bright, shrinking structure
+    vol[0, :, : W // 2] = -1000  # slice 0: air | bone, to check the model window
+    vol[0, :, W // 2 :] = 1000
+    return vol
+
+
+VOLUME = _volume()
+
+
+def _disc(r: int = 12) -> np.ndarray:
+    yy, xx = np.mgrid[:H, :W]
+    return (yy - 32) ** 2 + (xx - 30) ** 2 < r * r
+
+
+@pytest.fixture(scope="module")
+def seg():
+    torch.set_num_threads(2)
+    s = Sam2Segmenter(MODEL, checkpoint=checkpoint_file(), device="cpu")
+    s.bind(VOLUME, modality="CT", key="volume")
+    return s
+
+
+@pytest.fixture
+def rebind(seg):
+    yield
+    seg.bind(VOLUME, modality="CT", key="volume")
+
+
+def test_segmenter_protocol_and_status(seg):
+    assert isinstance(seg, Segmenter)
+    st = seg.weights_status()
+    assert st["model"] == MODEL and st["random_weights"] is False and st["device"] == "cpu"
+    assert st["checkpoint"] == str(checkpoint_file())
+    assert seg.resolved_mode() == "projection"  # auto on a CPU
+    assert Sam2Segmenter.__init__.__defaults__ is not None
+
+
+def test_model_input_is_the_windowed_slice_and_the_layer_is_untouched(seg):
+    before = VOLUME.copy()
+    seen = []
+    handle = seg.net.image_encoder.register_forward_pre_hook(lambda m, a: seen.append(a[0].clone()))
+    try:
+        calls = seg.encoder_calls
+        seg.predict(0, Prompt(points=[[10, 10]], labels=[1]))
+    finally:
+        handle.remove()
+    assert seg.encoder_calls == calls + 1 and len(seen) == 1
+    x = seen[0]
+    assert x.shape == (1, 3, 1024, 1024) and x.dtype == torch.float32
+    mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
+    # CT window (-300, 400): -1000 HU -> 0, +1000 HU -> 1, then SAM2's ImageNet normalisation
+    np.testing.assert_allclose(x[0, :, 500, 100].numpy(), (0 - mean) / std, rtol=1e-5)
+    np.testing.assert_allclose(x[0, :, 500, 900].numpy(), (1 - mean) / std, rtol=1e-5)
+    np.testing.assert_array_equal(VOLUME, before)
+    assert seg._image is VOLUME  # bound by reference, never copied or rewritten
+
+
+def test_predict_returns_a_mask_and_reuses_the_cached_embedding(seg):
+    res = seg.predict(1, Prompt(points=[[32, 30]], labels=[1]), object_id=3)
+    assert res.mask.shape == (H, W) and res.mask.dtype == bool
+    assert res.slice_index == 1 and res.object_id == 3
+    assert 0.0 <= res.score <= 1.0 and 0.0 <= res.object_score <= 1.0
+    calls, hits = seg.encoder_calls, seg.cache.hits
+    res2 = seg.predict(1, Prompt(box=(18, 16, 46, 44)))
+    assert seg.encoder_calls == calls  # no encoder run on a cached slice
+    assert seg.cache.hits == hits + 1
+    assert res2.mask.shape == (H, W)
+
+
+def _spy(monkeypatch, module, store):
+    orig = module.forward
+
+    def forward(*args, **kwargs):
+        store.append(kwargs)
+        return orig(*args, **kwargs)
+
+    monkeypatch.setattr(module, "forward", forward)
+
+
+def test_napari_row_col_become_sam_x_y(seg, monkeypatch):
+    prompts, decodes = [], []
+    _spy(monkeypatch, seg.net.sam_prompt_encoder, prompts)
+    _spy(monkeypatch, seg.net.sam_mask_decoder, decodes)
+    s = 1024 / 64
+    # a point near the bottom-left corner: row 60, col 3 -> x = 3, y = 60 (in 1024-pixel model space)
+    seg.predict(1, Prompt(points=[[60, 3]], labels=[1]))
+    coords, labels = prompts[-1]["points"]
+    np.testing.assert_allclose(coords.numpy(), [[[3 * s, 60 * s]]])
+    assert labels.tolist() == [[1]]
+    assert decodes[-1]["multimask_output"] is True  # a lone click is ambiguous: three candidates
+    # a box (row0, col0, row1, col1) -> (x0, y0), (x1, y1), labels 2 and 3 first, then the points
+    seg.predict(1, Prompt(points=[[20, 50]], labels=[0], box=(5, 10, 40, 50)))
+    coords, labels = prompts[-1]["points"]
+    np.testing.assert_allclose(coords.numpy(), [[[10 * s, 5 * s], [50 * s, 40 * s], [50 * s, 20 * s]]])
+    assert labels.tolist() == [[2, 3, 0]]
+    assert decodes[-1]["multimask_output"] is False
+    assert prompts[-1]["masks"] is None
+
+
+def test_a_mask_prompt_becomes_low_res_logits(seg, monkeypatch):
+    m = np.zeros((H, W), bool)
+    m[:, :20] = True
+    logits = mask_to_logits(m)
+    assert logits.shape == (1, 1, 256, 256)
+    assert float(logits[0, 0, 128, 10]) == pytest.approx(10.0)
+    assert float(logits[0, 0, 128, 200]) == pytest.approx(-10.0)
+    prompts = []
+    _spy(monkeypatch, seg.net.sam_prompt_encoder, prompts)
+    res = seg.predict(1, Prompt(mask=m))
+    torch.testing.assert_close(prompts[-1]["masks"], logits)
+    assert res.mask.shape == (H, W)
+
+
+def test_bad_input_gets_clear_errors(seg, rebind):
+    with pytest.raises(PromptError, match="out of range"):
+        seg.predict(7, Prompt(points=[[3, 3]], labels=[1]))
+    with pytest.raises(PromptError, match="outside"):
+        seg.predict(1, Prompt(points=[[70, 5]], labels=[1]))
+    with pytest.raises(PromptError, match="empty"):
+        seg.predict(1, Prompt())
+    with pytest.raises(PromptError, match="zero area"):
+        seg.predict(1, Prompt(box=(5, 5, 5, 30)))
+    with pytest.raises(PromptError, match="window"):
+        seg.bind(VOLUME, window=(100, 100))
+    seg.bind(VOLUME[1], modality="CT")
+    with pytest.raises(PromptError, match="2D"):
+        list(seg.propagate({1: {0: _disc()}}))
+    with pytest.raises(PromptError, match="2D image"):
+        seg.predict(1, Prompt(points=[[3, 3]], labels=[1]))
+
+
+def test_prefetch_order_goes_outward_from_the_current_slice():
+    assert prefetch_order(5, 9) == [5, 6, 4, 7, 3, 8, 2, 1, 0]
+    assert prefetch_order(0, 3) == [0, 1, 2]
+    assert prefetch_order(4, 10, radius=1) == [4, 5, 3]
+
+
+def test_prefetch_stops_between_slices_when_cancelled(seg, rebind):
+    other = VOLUME[:3].copy()
+    other[:, 0, 0] += 1  # another image: nothing cached
+    seg.bind(other, modality="CT", key="other")
+    cancel = threading.Event()
+    gen = seg.prefetch([1, 0, 2], cancel)
+    calls = seg.encoder_calls
+    assert next(gen) == 1
+    assert seg.encoder_calls == calls + 1
+    cancel.set()
+    assert list(gen) == []
+    assert seg.encoder_calls == calls + 1
+    assert seg.cache.contains(1) and not seg.cache.contains(0)
+
+
+def _loose(**kw) -> PropagationSettings:
+    base = dict(min_object_score=0.0, min_area_px=1, max_area_ratio=1e6, patience=3)
+    base.update(kw)
+    return PropagationSettings(**base)
+
+
+def test_projection_mode_covers_the_volume_from_a_seed(seg):
+    res = list(seg.propagate({1: {1: _disc(14)}}, _loose(mode="projection")))
+    assert sorted(r.slice_index for r in res) == [0, 2, 3]
+    for r in res:
+        assert r.mask.shape == (H, W) and r.mask.dtype == bool
+        assert r.source == "propagated" and r.object_id == 1 and 0 <= r.object_score <= 1
+    calls = seg.encoder_calls
+    list(seg.propagate({1: {1: _disc(14)}}, _loose(mode="projection")))
+    assert seg.encoder_calls == calls  # every slice embedding is reused
+
+
+def test_memory_mode_several_objects_and_seeds_from_cached_features(seg):
+    list(seg.prefetch(range(4)))
+    calls = seg.encoder_calls
+    seeds = {1: {0: _disc(10), 3: _disc(9)}, 2: {2: _disc(5)}}
+    res = list(seg.propagate(seeds, _loose(mode="memory")))
+    got = sorted((r.object_id, r.slice_index) for r in res)
+    # object 1: the gap between its seeds is filled from the nearer seed; object 2: both directions
+    assert got == [(1, 1), (1, 2), (2, 0), (2, 1), (2, 3)]
+    for r in res:
+        assert r.mask.shape == (H, W) and r.mask.dtype == bool and 0 <= r.score <= 1
+    assert seg.encoder_calls == calls  # fed from the embedding cache, no JPEG, no re-encoding
+
+
+class _ControlledObjectScore(torch.nn.Module):
+    """Stands in for SAM2's object-score head: the test decides the logit per slice."""
+
+    def __init__(self, logits_by_slice):
+        super().__init__()
+        self.logits_by_slice = logits_by_slice
+        self.slice = None
+
+    def forward(self, x):
+        return torch.full((x.shape[0], 1), float(self.logits_by_slice[self.slice]), dtype=x.dtype)
+
+
+@pytest.mark.parametrize("mode", ["projection", "memory"])
+def test_stop_rule_ends_where_the_object_score_drops(seg, monkeypatch, mode):
+    head = _ControlledObjectScore({0: 8.0, 1: 8.0, 2: 8.0, 3: -8.0})
+    features = seg.features
+
+    def tracking_features(z):
+        head.slice = z
+        return features(z)
+
+    monkeypatch.setattr(seg, "features", tracking_features)
+    decoder = seg.net.sam_mask_decoder
+    real_head = decoder.pred_obj_score_head
+    decoder.pred_obj_score_head = head  # (monkeypatch cannot restore nn.Module children)
+    try:
+        settings = _loose(mode=mode, patience=1, min_object_score=0.5)
+        res = {r.slice_index: r for r in seg.propagate({1: {1: _disc(14)}}, settings)}
+    finally:
+        decoder.pred_obj_score_head = real_head
+    assert sorted(res) == [0, 2, 3]
+    assert not res[0].lost and not res[2].lost
+    assert res[2].object_score == pytest.approx(torch.sigmoid(torch.tensor(8.0)).item(), rel=1e-2)
+    assert res[3].lost and not res[3].mask.any()
+    assert res[3].object_score < 0.5
+
+
+def test_propagation_is_cancellable_between_slices(seg):
+    cancel = threading.Event()
+    gen = seg.propagate({1: {0: _disc()}}, _loose(mode="projection", cancel=cancel))
+    first = next(gen)
+    assert first.slice_index == 1
+    cancel.set()
+    assert list(gen) == []
+
+
+def test_smaller_memory_bank_keeps_the_trained_position_encodings(seg):
+    net = seg.net
+    full = net.maskmem_tpos_enc.detach().clone()
+    with memory_bank(net, 2):
+        assert net.num_maskmem == 3
+        t = net.maskmem_tpos_enc
+        torch.testing.assert_close(t[0], full[0])  # the previous frame
+        torch.testing.assert_close(t[1], full[1])  # two frames back
+        torch.testing.assert_close(t[2], full[6])  # the seed (conditioning) frames
+    assert net.num_maskmem == 7
+    torch.testing.assert_close(net.maskmem_tpos_enc, full)
+
+
+def test_disk_cache_is_reused_after_a_restart_and_rejected_for_another_image_or_model(tmp_path):
+    torch.set_num_threads(2)
+    vol = VOLUME[1:3].copy()
+    click = Prompt(points=[[32, 30]], labels=[1])
+    a = Sam2Segmenter(MODEL, checkpoint=checkpoint_file(), device="cpu", cache_dir=tmp_path)
+    a.bind(vol, key="/data/ct.nii.gz")
+    r1 = a.predict(0, click)
+    assert a.encoder_calls == 1 and a.cache.disk_writes == 1
+    folder = a.cache.disk_dir
+    assert (folder / "signature.json").is_file() and (folder / "slice_00000.safetensors").is_file()
+
+    b = Sam2Segmenter(MODEL, checkpoint=checkpoint_file(), device="cpu", cache_dir=tmp_path)  # restart
+    b.bind(vol, key="/data/ct.nii.gz")
+    assert not b.cache.rejected_disk_cache
+    r2 = b.predict(0, click)
+    assert b.encoder_calls == 0 and b.cache.disk_hits == 1
+    assert np.mean(r1.mask == r2.mask) > 0.98  # float16 on disk
+
+    changed = vol.copy()
+    changed[0, 5, 5] += 100
+    b.bind(changed, key="/data/ct.nii.gz")  # same key, other content
+    assert b.cache.rejected_disk_cache and not (folder / "slice_00000.safetensors").exists()
+    b.predict(0, click)
+    assert b.encoder_calls == 1
+
+    b.bind(changed, key="/data/ct.nii.gz", window=(-100.0, 200.0))  # another model window
+    assert b.cache.rejected_disk_cache
+
+    c = Sam2Segmenter("sam2-hiera-tiny", checkpoint="random", device="cpu", cache_dir=tmp_path)
+    c.bind(changed, key="/data/ct.nii.gz", window=(-100.0, 200.0))  # another model
+    assert c.cache.rejected_disk_cache and c.random_weights
+    assert c.weights_status()["random_weights"] and "RANDOM" in c.weights_status()["message"]
