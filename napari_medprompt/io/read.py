@@ -19,7 +19,8 @@ from napari_medprompt.io.sitk_io import is_sitk_path
 from napari_medprompt.io.volume import Volume
 
 DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")
-_MAX_FILES_SNIFFED = 5000
+_MAX_FILES_SNIFFED = 1000
+_NOT_DICOM_FOLDERS = (".zarr", ".n5", ".ome.zarr", ".git")
 
 
 def sniff(path: str | Path) -> str | None:
@@ -44,9 +45,16 @@ def sniff(path: str | Path) -> str | None:
 
 
 def _folder_has_dicom(folder: Path) -> bool:
+    """True when a DICOM file is among the first files under ``folder`` (chunked array stores
+    such as .zarr are never DICOM folders and are not walked)."""
+    if folder.name.lower().endswith(_NOT_DICOM_FOLDERS):
+        return False
     seen = 0
-    for root, _dirs, files in os.walk(folder):
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = [d for d in dirs if not d.startswith(".") and not d.lower().endswith(_NOT_DICOM_FOLDERS)]
         for name in files:
+            if name.startswith("."):
+                continue
             if is_dicom_file(Path(root) / name):
                 return True
             seen += 1
