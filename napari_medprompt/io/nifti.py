@@ -45,6 +45,9 @@ def read_nifti(path: str | Path, modality: str | None = None) -> Volume:
         ) from e
     hdr = img.header
     warnings: list[str] = []
+    if raw.dtype.fields is not None:
+        raise ImageReadError(path, f"colour (structured {raw.dtype}) NIfTI voxels are not supported; "
+                                   "expected a greyscale or label volume")
     raw = drop_extra_axes(raw, path)
     if raw.ndim < 2:
         raise ImageReadError(path, f"{raw.ndim}D data of shape {raw.shape} is not an image")
@@ -58,8 +61,6 @@ def read_nifti(path: str | Path, modality: str | None = None) -> Volume:
     affine = np.asarray(img.affine, dtype=float)
     if not np.all(np.isfinite(affine)):
         raise ImageReadError(path, "corrupt header: the affine contains NaN or infinite values")
-    if raw.ndim == 2:  # a single slice: keep it 2D, the affine still maps (x, y, 0)
-        pass
     meta = {
         "format": "NIfTI-2" if isinstance(img, nib.Nifti2Image) else "NIfTI-1",
         "orientation": "".join(nib.aff2axcodes(affine)),
