@@ -2,16 +2,20 @@
 
 Layout::
 
-    <folder>/session.json              objects, prompts, status, provenance, image key/shape/spacing,
-                                        format version, and the list of slice files with CRC-32s
-    <folder>/slices/z0042-g000017.zl    slice 42 of the label map as written by save #17
-                                        (zlib-compressed little-endian uint16, row-major)
+    <folder>/session.json          objects, prompts, status, provenance, image key/shape/spacing,
+                                    format version, and for every non-empty slice of the label map
+                                    where it is: {"pack", "offset", "length", "crc32"}
+    <folder>/labels/g000017.pack    the slices written by save #17, one after the other, each
+                                    zlib-compressed little-endian uint16, row-major
 
-Saving writes only the slices that changed since the last save, each to a *new* file name, fsyncs
-them, then replaces ``session.json`` atomically (temp file + fsync + rename) and only then deletes
-the files it no longer references. ``session.json`` is therefore always a consistent snapshot:
-a process killed at any moment leaves either the previous or the new snapshot, never a mix, and
-never a truncated file that is referenced. Slices that are all zero have no file.
+Saving compresses only the slices that changed since the last save into one *new* pack file,
+fsyncs it, then replaces ``session.json`` atomically (temp file + fsync + rename) and only then
+deletes the packs no slice refers to any more. ``session.json`` is therefore always a consistent
+snapshot: a process killed at any moment leaves either the previous or the new snapshot, never a
+mix, and never a truncated file that is referenced. One pack per save keeps the number of fsyncs
+per save constant (a propagation batch costs about as much as one slice). When old packs hold
+mostly superseded slices (or there are more than ``MAX_PACKS``), a save copies the live slices
+into its new pack so the old ones can go. Slices that are all zero are not stored.
 """
 
 from __future__ import annotations
@@ -30,9 +34,11 @@ from napari_medprompt.io.atomic import atomic_write_text
 FORMAT = "napari-medprompt-session"
 FORMAT_VERSION = 1
 MANIFEST = "session.json"
-SLICE_DIR = "slices"
+SLICE_DIR = "labels"
+MAX_PACKS = 48  # more packs than this are merged into one on the next save
+COMPACT_SLACK = 4 << 20  # bytes of superseded slices tolerated before merging
 LABEL_DTYPE = np.dtype("<u2")
-_SLICE_RE = re.compile(r"^z(\d+)-g(\d+)\.zl$")
+_PACK_RE = re.compile(r"^g(\d+)\.pack$")
 
 
 class SessionError(Exception):
@@ -56,8 +62,8 @@ class SessionMismatchError(SessionError, ValueError):
     """A session folder that belongs to another image (different key or shape)."""
 
 
-def _slice_name(z: int, generation: int) -> str:
-    return f"z{z:04d}-g{generation:06d}.zl"
+def _pack_name(generation: int) -> str:
+    return f"g{generation:06d}.pack"
 
 
 def encode_slice(plane: np.ndarray) -> tuple[bytes, int]:
@@ -65,19 +71,19 @@ def encode_slice(plane: np.ndarray) -> tuple[bytes, int]:
     return zlib.compress(raw, 1), zlib.crc32(raw)
 
 
-def decode_slice(blob: bytes, shape: tuple[int, int], crc: int, path: Path) -> np.ndarray:
+def decode_slice(blob: bytes, shape: tuple[int, int], crc: int, path: Path, z: int) -> np.ndarray:
+    folder = path.parent.parent
     try:
         raw = zlib.decompress(blob)
     except zlib.error as err:
-        raise SessionCorruptError(f"{path}: slice file is corrupt ({err})", path.parent.parent) from err
+        raise SessionCorruptError(f"{path}: slice {z} is corrupt ({err})", folder) from err
     expected = int(np.prod(shape)) * LABEL_DTYPE.itemsize
     if len(raw) != expected:
         raise SessionCorruptError(
-            f"{path}: slice file holds {len(raw)} bytes, expected {expected} for a {shape} slice",
-            path.parent.parent,
+            f"{path}: slice {z} holds {len(raw)} bytes, expected {expected} for a {shape} slice", folder
         )
     if zlib.crc32(raw) != crc:
-        raise SessionCorruptError(f"{path}: checksum mismatch (file damaged)", path.parent.parent)
+        raise SessionCorruptError(f"{path}: slice {z} fails its checksum (file damaged)", folder)
     return np.frombuffer(raw, dtype=LABEL_DTYPE).reshape(shape).astype(np.uint16)
 
 
@@ -87,6 +93,8 @@ class SessionStore:
     def __init__(self, folder: str | Path, fsync: bool = True) -> None:
         self.folder = Path(folder)
         self.fsync = fsync  # False only for tests/benchmarks of the in-process cost
+        self.max_packs = MAX_PACKS
+        self.compact_slack = COMPACT_SLACK
         self.generation = 0
         self.slice_files: dict[int, dict[str, Any]] = {}  # z -> {"file", "crc32"}
 
@@ -105,29 +113,40 @@ class SessionStore:
         that case the previous snapshot on disk is untouched.
         """
         gen = self.generation + 1
-        slice_dir = self.folder / SLICE_DIR
-        new_files = dict(self.slice_files)
-        written: list[Path] = []
+        entries = dict(self.slice_files)
         todo = range(labels.shape[0]) if dirty is None else sorted(dirty)
+        blobs: list[bytes] = []
+        pack_name = _pack_name(gen)
+        offset = 0
+
+        def add(z: int, blob: bytes, crc: int) -> None:
+            nonlocal offset
+            blobs.append(blob)
+            entries[z] = {"pack": pack_name, "offset": offset, "length": len(blob), "crc32": crc}
+            offset += len(blob)
+
+        pack_path = self.folder / SLICE_DIR / pack_name
         try:
-            slice_dir.mkdir(parents=True, exist_ok=True)
             for z in todo:
                 plane = labels[z]
                 if not plane.any():
-                    new_files.pop(z, None)
+                    entries.pop(z, None)
                     continue
                 blob, crc = encode_slice(plane)
-                name = _slice_name(z, gen)
-                path = slice_dir / name
-                written.append(path)
-                with open(path, "wb") as f:
-                    f.write(blob)
+                add(z, blob, crc)
+            rewritten = set(todo)
+            if self._needs_compaction(entries):  # copy the other live slices into this pack
+                for z, blob, crc in self._read_blobs({z: e for z, e in entries.items() if z not in rewritten}):
+                    add(z, blob, crc)
+            if blobs:
+                pack_path.parent.mkdir(parents=True, exist_ok=True)
+                with open(pack_path, "wb") as f:
+                    f.write(b"".join(blobs))
                     f.flush()
                     if self.fsync:
                         os.fsync(f.fileno())
-                new_files[z] = {"file": name, "crc32": crc}
-            if written and self.fsync:
-                _fsync_dir(slice_dir)
+                if self.fsync:
+                    _fsync_dir(pack_path.parent)
             manifest = dict(state)
             manifest.update(
                 format=FORMAT,
@@ -137,17 +156,19 @@ class SessionStore:
                     "dtype": "uint16",
                     "encoding": "zlib",
                     "shape": [int(s) for s in labels.shape],
-                    "slices": {str(z): v for z, v in sorted(new_files.items())},
+                    "slices": {str(z): v for z, v in sorted(entries.items())},
                 },
             )
             text = json.dumps(manifest, separators=(",", ":"))  # compact: C encoder, ~1 ms
             atomic_write_text(self.manifest_path, text)
-        except OSError as err:
-            for path in written:  # unreferenced; removing them is best effort
+        except (OSError, SessionCorruptError) as err:
+            if blobs:  # unreferenced; removing it is best effort
                 try:
-                    path.unlink()
+                    pack_path.unlink()
                 except OSError:
                     pass
+            if isinstance(err, SessionCorruptError):
+                raise
             reason = err.strerror or str(err)
             raise SessionSaveError(
                 f"Could not save the annotation session to {self.folder}: {reason}. Nothing was "
@@ -156,21 +177,55 @@ class SessionStore:
                 self.folder,
             ) from err
         self.generation = gen
-        self.slice_files = new_files
+        self.slice_files = entries
         self.remove_unreferenced()
 
+    def _needs_compaction(self, entries: dict[int, dict[str, Any]]) -> bool:
+        """True when old packs hold mostly superseded slices (or are too many)."""
+        packs = {e["pack"] for e in entries.values()}
+        if len(packs) > self.max_packs:
+            return True
+        live = sum(int(e["length"]) for e in entries.values())
+        on_disk = 0
+        for name in packs:
+            try:
+                on_disk += (self.folder / SLICE_DIR / name).stat().st_size
+            except OSError:
+                pass
+        return on_disk > 2 * live + self.compact_slack
+
+    def _read_blobs(self, entries: dict[int, dict[str, Any]]):
+        """Yield ``(z, compressed blob, crc32)`` for ``entries``, reading each pack once."""
+        by_pack: dict[str, list[int]] = {}
+        for z, e in entries.items():
+            by_pack.setdefault(str(e["pack"]), []).append(z)
+        for name, zs in sorted(by_pack.items()):
+            path = self.folder / SLICE_DIR / name
+            try:
+                data = path.read_bytes()
+            except OSError as err:
+                raise SessionCorruptError(f"{path}: label pack missing or unreadable ({err.strerror})", self.folder) from err
+            for z in sorted(zs):
+                e = entries[z]
+                start, length = int(e["offset"]), int(e["length"])
+                if start < 0 or start + length > len(data):
+                    raise SessionCorruptError(
+                        f"{path}: truncated (slice {z} needs bytes {start}-{start + length}, the file has "
+                        f"{len(data)})", self.folder)
+                yield z, data[start : start + length], int(e["crc32"])
+
     def remove_unreferenced(self) -> None:
-        """Delete slice files (and stray temporary manifests) no snapshot refers to."""
-        keep = {v["file"] for v in self.slice_files.values()}
-        slice_dir = self.folder / SLICE_DIR
+        """Delete label packs (and stray temporary manifests) no snapshot refers to."""
+        keep = {v["pack"] for v in self.slice_files.values()}
+        pack_dir = self.folder / SLICE_DIR
         try:
-            names = os.listdir(slice_dir)
+            names = os.listdir(pack_dir)
         except OSError:
             names = []
         for name in names:
-            if _SLICE_RE.match(name) and name not in keep:
+            if _PACK_RE.match(name) and name not in keep:
                 try:
-                    os.unlink(slice_dir / name)
+                    os.unlink(pack_dir / name)
                 except OSError:
                     pass
         try:
@@ -202,23 +257,22 @@ class SessionStore:
         try:
             info = manifest["labels"]
             shape = tuple(int(s) for s in info["shape"])
-            files = {int(z): v for z, v in info["slices"].items()}
+            entries = {int(z): dict(v) for z, v in info["slices"].items()}
+            for e in entries.values():
+                e["pack"], e["offset"], e["length"], e["crc32"] = (
+                    str(e["pack"]), int(e["offset"]), int(e["length"]), int(e["crc32"]))
         except (KeyError, TypeError, ValueError) as err:
             raise SessionCorruptError(f"{path}: label section is missing or malformed ({err})", self.folder) from err
         if len(shape) != 3:
             raise SessionCorruptError(f"{path}: label map shape {shape} is not 3D", self.folder)
+        bad = [z for z in entries if not 0 <= z < shape[0]]
+        if bad:
+            raise SessionCorruptError(f"{path}: slice {bad[0]} outside the volume {shape}", self.folder)
         labels = np.zeros(shape, dtype=np.uint16)
-        for z, entry in files.items():
-            if not 0 <= z < shape[0]:
-                raise SessionCorruptError(f"{path}: slice {z} outside the volume {shape}", self.folder)
-            spath = self.folder / SLICE_DIR / str(entry["file"])
-            try:
-                blob = spath.read_bytes()
-            except OSError as err:
-                raise SessionCorruptError(f"{spath}: slice file missing or unreadable ({err.strerror})", self.folder) from err
-            labels[z] = decode_slice(blob, shape[1:], int(entry["crc32"]), spath)
+        for z, blob, crc in self._read_blobs(entries):
+            labels[z] = decode_slice(blob, shape[1:], crc, self.folder / SLICE_DIR / entries[z]["pack"], z)
         self.generation = int(manifest.get("generation", 0))
-        self.slice_files = files
+        self.slice_files = entries
         return manifest, labels
 
 

@@ -50,17 +50,38 @@ def test_autosave_and_restore_round_trip(tmp_path):
     r.set_status(2, [9], "rejected")
     again = AnnotationSession.load(folder)
     assert not (again.labels[9] == 2).any() and again.objects[2].slice_status[9] == "rejected"
-    # only slices with voxels have files, each referenced once
-    files = os.listdir(folder / SLICE_DIR)
-    assert len(files) == len({z for z in range(SHAPE[0]) if again.labels[z].any()})
+    # only slices with voxels are stored; only packs still referenced are kept
+    entries = json.loads((folder / "session.json").read_text())["labels"]["slices"]
+    assert sorted(map(int, entries)) == [z for z in range(SHAPE[0]) if again.labels[z].any()]
+    assert set(os.listdir(folder / SLICE_DIR)) == {e["pack"] for e in entries.values()}
 
 
 def test_autosave_writes_only_changed_slices(tmp_path):
     s = _build(tmp_path / "s")
-    before = {n: (tmp_path / "s" / SLICE_DIR / n).stat().st_mtime_ns for n in os.listdir(tmp_path / "s" / SLICE_DIR)}
-    s.commit_slices(2, {10: kidney(3)}, "edited")
-    after = set(os.listdir(tmp_path / "s" / SLICE_DIR))
-    assert len(after - set(before)) == 1 and next(iter(after - set(before))).startswith("z0010-")
+    packs = tmp_path / "s" / SLICE_DIR
+    before = set(os.listdir(packs))
+    s.commit_slices(2, {10: kidney(3), 11: kidney(4)}, "edited")
+    new = set(os.listdir(packs)) - before
+    assert len(new) == 1  # one pack per save
+    entries = json.loads((tmp_path / "s" / "session.json").read_text())["labels"]["slices"]
+    assert sorted(int(z) for z, e in entries.items() if e["pack"] in new) == [10, 11]
+
+
+def test_old_packs_are_merged_and_removed(tmp_path):
+    s = AnnotationSession(SHAPE, SPACING, image_key=KEY, folder=tmp_path / "s")
+    packs = tmp_path / "s" / SLICE_DIR
+    a = s.new_object("liver")
+    s._store.max_packs = 3
+    for z in range(5, 15):  # ten live slices, one pack each: merged whenever there are > 3 packs
+        s.commit_slices(a.id, {z: liver(z)}, "propagated")
+        assert len(os.listdir(packs)) <= 4
+    s._store.compact_slack = 0
+    s._store.max_packs = 100
+    s.commit_slices(a.id, {z: liver(z + 1) for z in range(5, 35)}, "propagated")  # one big pack
+    s.set_status(a.id, range(5, 34), "rejected")  # 29 of its 30 slices are dead: merged away
+    (pack,) = os.listdir(packs)
+    assert (packs / pack).stat().st_size == sum(e["length"] for e in s._store.slice_files.values())
+    np.testing.assert_array_equal(AnnotationSession.load(tmp_path / "s").labels, s.labels)
 
 
 def test_restore_refuses_other_image(tmp_path):
@@ -77,10 +98,17 @@ def test_restore_refuses_other_image(tmp_path):
 def test_damaged_slice_file_is_reported(tmp_path):
     folder = tmp_path / "ct.medprompt"
     _build(folder)
-    entry = json.loads((folder / "session.json").read_text())["labels"]["slices"]["10"]
-    path = folder / SLICE_DIR / entry["file"]
+    entries = json.loads((folder / "session.json").read_text())["labels"]["slices"]
+    path = folder / SLICE_DIR / entries["10"]["pack"]
+    data = bytearray(path.read_bytes())
+    data[entries["10"]["offset"] + 5] ^= 0xFF  # one flipped byte inside slice 10
+    path.write_bytes(bytes(data))
+    with pytest.raises(SessionCorruptError, match=rf"{entries['10']['pack']}: slice 10"):
+        AnnotationSession.load(folder)
+    last = max(entries.values(), key=lambda e: (e["pack"], e["offset"]))
+    path = folder / SLICE_DIR / last["pack"]
     path.write_bytes(path.read_bytes()[:-7])  # truncated
-    with pytest.raises(SessionCorruptError, match=entry["file"]):
+    with pytest.raises(SessionCorruptError, match="truncated|corrupt|checksum"):
         AnnotationSession.load(folder)
 
 
