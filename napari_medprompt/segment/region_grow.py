@@ -7,7 +7,8 @@ Everything works on the slice's own intensities (Hounsfield units for CT), light
    air / lung seeds (median below -400 HU) take everything darker than halfway to water, dense seeds
    (bone, contrast, above 300 HU) everything brighter than halfway to soft tissue; soft-tissue seeds
    (and every other modality) take ``median +- k * spread``, with ``k`` swept upwards and stopped
-   just before the grown area jumps (the moment the region leaks into a neighbour).
+   just before the grown area jumps after a stable step (the moment the region leaks into a
+   neighbour).
 2. **Flood fill**: the connected part of the band (inside the allowed area: box, neighbourhood of a
    previous mask) that touches the seeds.
 3. **Leak cut** (soft tissue only, where neighbours share the intensity): a morphological opening
@@ -25,7 +26,8 @@ import numpy as np
 from scipy import ndimage as ndi
 
 AIR_MAX_HU = -400.0  # seeds darker than this are air / lung
-DENSE_MIN_HU = 300.0  # seeds brighter than this are bone / contrast
+DENSE_MIN_HU = 180.0  # seeds brighter than this are bone / contrast
+BONE_EDGE_HU = 150.0  # the dense band reaches down to at least this (cancellous bone)
 WATER_HU = 0.0
 SOFT_TISSUE_HU = 40.0
 
@@ -133,16 +135,26 @@ def choose_band(
     if is_ct and med < AIR_MAX_HU:
         return Band(-np.inf, (med + WATER_HU) / 2.0, "air")
     if is_ct and med > DENSE_MIN_HU:
-        return Band((med + SOFT_TISSUE_HU) / 2.0, np.inf, "dense")
+        return Band(min((med + SOFT_TISSUE_HU) / 2.0, BONE_EDGE_HU), np.inf, "dense")
+    # widen k while the area grows smoothly; a jump after a stable step is a leak (stop before it),
+    # while jumps before any stable step mean the click sat in a small detail (a vessel, noise) and
+    # the band is still reaching the structure itself
     ks = params.k_sweep
     prev_area = None
-    chosen = ks[-1]
-    for i, k in enumerate(ks):
+    chosen = ks[0]
+    stable = False
+    for k in ks:
         area = int(np.count_nonzero(_flood(s, seeds, Band(med - k * sd, med + k * sd, ""), allowed)))
-        if prev_area is not None and area > params.leak_jump * prev_area:
-            chosen = ks[i - 1]
-            break
+        if prev_area is not None:
+            if area > params.leak_jump * prev_area:
+                if stable:
+                    break
+            else:
+                stable = True
+        chosen = k
         prev_area = area
+    if not stable:
+        chosen = ks[0]
     band = Band(med - chosen * sd, med + chosen * sd, "soft" if is_ct else "other")
     if params.edge_halfway:
         band = _extend_to_edges(s, seeds, band, med, sd, params, allowed, blur_px)
@@ -201,7 +213,7 @@ def reference_band(values: np.ndarray, is_ct: bool, spread_floor: float, k: floa
     if is_ct and med < AIR_MAX_HU:
         return Band(-np.inf, (med + WATER_HU) / 2.0, "air")
     if is_ct and med > DENSE_MIN_HU:
-        return Band((med + SOFT_TISSUE_HU) / 2.0, np.inf, "dense")
+        return Band(min((med + SOFT_TISSUE_HU) / 2.0, BONE_EDGE_HU), np.inf, "dense")
     return Band(med - k * sd, med + k * sd, "soft" if is_ct else "other")
 
 
@@ -312,13 +324,14 @@ def grow(
 ) -> np.ndarray:
     """Flood fill in ``band`` from ``seeds``, leak cut (soft tissue), clean-up."""
     region = _flood(s, seeds, band, allowed)
-    region = _fill_small_holes(region, px.hole_px)
+    hole_px = region.size if band.tissue == "dense" else px.hole_px  # bone: marrow is inside
+    region = _fill_small_holes(region, hole_px)
     if allowed is not None:
         region &= allowed | seeds
-    cut_radius = px.open_radius if band.tissue in ("soft", "other") else 0
+    cut_radius = px.open_radius if band.tissue in ("soft", "other", "dense") else 0
     if cut_radius or (negatives is not None and negatives.any()):
         region = leak_cut(s, region, seeds, negatives, cut_radius)
-        region = _fill_small_holes(region, px.hole_px)
+        region = _fill_small_holes(region, hole_px)
         if allowed is not None:
             region &= allowed | seeds
     if negatives is not None:

@@ -28,6 +28,8 @@ ORGANS = {  # label ids in example_seg_fast_force_split (lobes merged per lung)
     "lung_left": [10, 11],
     "lung_right": [12, 13, 14],
     "kidney_left": [3],
+    "spleen": [1],
+    "urinary_bladder": [21],
 }
 
 
@@ -73,9 +75,18 @@ def test_is_a_segmenter_without_weights():
     assert seg.name == "classic" and seg.random_weights is False
 
 
-# measured: liver 0.919, left lung 0.981, right lung 0.982, left kidney 0.967
+# measured: liver 0.919, left lung 0.981, right lung 0.982, left kidney 0.967, spleen 0.956,
+# bladder 0.967
 @pytest.mark.parametrize(
-    "name, minimum", [("liver", 0.88), ("lung_left", 0.95), ("lung_right", 0.95), ("kidney_left", 0.90)]
+    "name, minimum",
+    [
+        ("liver", 0.88),
+        ("lung_left", 0.95),
+        ("lung_right", 0.95),
+        ("kidney_left", 0.90),
+        ("spleen", 0.90),
+        ("urinary_bladder", 0.90),
+    ],
 )
 def test_single_click_slice_dice(ct_case, classic, name, minimum):
     ct, labels, _ = ct_case
@@ -114,6 +125,19 @@ def test_propagation_from_the_click_gives_usable_3d_dice(ct_case, classic, name,
     ref_z = np.flatnonzero(ref.any(axis=(1, 2)))
     if ref_z[0] > 0:
         assert min(seen) > 0 or 0 in lost
+
+
+@pytest.mark.parametrize("name", ["liver", "kidney_left"])
+def test_any_deep_click_works_not_just_the_deepest(ct_case, classic, name):
+    # ten clicks anywhere in the inner part of the organ (depth >= half the maximum); measured min
+    # Dice liver 0.916, left kidney 0.928 (before the k-sweep fix one liver click gave 0.43)
+    _, labels, _ = ct_case
+    ref, z, _ = organ(labels, name)
+    depth = ndi.distance_transform_edt(ref[z])
+    candidates = np.argwhere(depth >= 0.5 * depth.max())
+    clicks = candidates[np.random.default_rng(0).choice(len(candidates), 10, replace=False)]
+    scores = [dice(classic.predict(z, Prompt(points=[p], labels=[1])).mask, ref[z]) for p in clicks]
+    assert min(scores) >= 0.88, scores
 
 
 def test_box_is_a_hard_limit(ct_case, classic):
