@@ -19,6 +19,7 @@ draws each class equally often per epoch.
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -50,9 +51,9 @@ class TrainConfig:
     stop_event: Any = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict:
-        d = asdict(self)
-        d.pop("stop_event", None)
-        return d
+        from dataclasses import fields
+
+        return {f.name: copy.deepcopy(getattr(self, f.name)) for f in fields(self) if f.name != "stop_event"}
 
 
 @dataclass
@@ -213,7 +214,7 @@ def train_iter(config: TrainConfig, data: FewShotData, model=None) -> Iterator[T
 
             path = str(save_checkpoint(
                 __import__("pathlib").Path(config.out_dir) / config.checkpoint_name, model,
-                config=config.to_dict(), train_fingerprint=train_set.fingerprint(), metrics=best_metrics,
+                config=config.to_dict(), train_fingerprint=data.fingerprint(), metrics=best_metrics,
             ))
         return path
 
@@ -292,7 +293,7 @@ def train_iter(config: TrainConfig, data: FewShotData, model=None) -> Iterator[T
     if stopped:
         yield TrainEvent("stopped", message="training stopped on request; keeping the best weights so far")
     final = {"best_epoch": best["epoch"], "val": best["metrics"], "history": history,
-             "n_trainable": int(model.num_trainable()), "train_set_sha256": train_set.fingerprint()}
+             "n_trainable": int(model.num_trainable()), "train_set_sha256": data.fingerprint()}
     path = finish(stopped, best["metrics"])
     if path:
         yield TrainEvent("checkpoint", path=path, message="adapter written")

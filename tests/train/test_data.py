@@ -1,0 +1,116 @@
+"""Few-shot data: loaders, k-shot / fraction sampling, preprocessing of mixed grey/RGB/16-bit images."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_medprompt.train.data import (
+    DataError,
+    FewShotData,
+    fraction,
+    from_annotations,
+    from_folder,
+    from_npz,
+    k_shot,
+    split_train_val,
+)
+from tests.classify.synthetic import blob_task, write_npz
+
+
+def _data(counts=(10, 6, 4)):
+    labels = np.concatenate([np.full(n, c) for c, n in enumerate(counts)])
+    return FewShotData([np.zeros((8, 8))] * len(labels), labels, [f"c{i}" for i in range(len(counts))])
+
+
+def test_k_shot_and_fraction_are_seeded_and_stratified():
+    d = _data()
+    a, b, c = k_shot(d, 3, seed=1), k_shot(d, 3, seed=1), k_shot(d, 3, seed=2)
+    assert a.class_counts().tolist() == [3, 3, 3]
+    assert a.sources == b.sources and a.sources != c.sources
+    with pytest.raises(DataError, match="'c2' \\(4\\) have fewer than 5"):
+        k_shot(d, 5)
+    assert fraction(d, 0.5).class_counts().tolist() == [5, 3, 2]
+    assert fraction(d, 0.05).class_counts().tolist() == [1, 1, 1]  # at least one per class
+    assert fraction(d, 1.0).class_counts().tolist() == [10, 6, 4]
+    with pytest.raises(DataError):
+        fraction(d, 0.0)
+
+
+def test_split_train_val_keeps_every_class_in_training():
+    d = _data((5, 1, 3))
+    tr, va = split_train_val(d, 0.4, seed=0)
+    assert tr.class_counts().tolist() == [3, 1, 2] and va.class_counts().tolist() == [2, 0, 1]
+    assert set(tr.sources).isdisjoint(va.sources)
+    assert split_train_val(d, 0.0)[1] is None
+
+
+def test_bad_training_sets_have_clear_errors():
+    with pytest.raises(DataError, match="'c1' have no examples"):
+        FewShotData([np.zeros((4, 4))] * 2, [0, 0], ["c0", "c1"]).validate()
+    with pytest.raises(DataError, match="at least two classes"):
+        FewShotData([np.zeros((4, 4))] * 2, [0, 0], ["only"]).validate()
+    d = from_annotations([(np.zeros((4, 4)), None, "a"), (np.zeros((4, 4)), np.ones((4, 4)), "b")])
+    with pytest.raises(DataError, match="needs a mask for every image.*annotation\\[0\\]"):
+        d.validate(require_masks=True)
+    with pytest.raises(DataError, match="not among the classes"):
+        from_annotations([(np.zeros((4, 4)), None, "x")], classes=["a", "b"])
+
+
+def test_folder_with_16bit_rgb_and_masks(tmp_path):
+    from PIL import Image
+
+    (tmp_path / "normal").mkdir()
+    (tmp_path / "lesion").mkdir()
+    Image.fromarray(np.arange(64 * 48, dtype=np.uint16).reshape(48, 64) * 20).save(tmp_path / "normal" / "a.png")
+    Image.fromarray(np.zeros((30, 40, 3), np.uint8)).save(tmp_path / "normal" / "b.png")
+    Image.fromarray(np.full((20, 20), 200, np.uint8)).save(tmp_path / "lesion" / "c.png")
+    Image.fromarray(np.eye(20, dtype=np.uint8) * 255).save(tmp_path / "lesion" / "c_mask.png")
+    d = from_folder(tmp_path)
+    assert d.classes == ["lesion", "normal"] and d.labels.tolist() == [0, 1, 1]
+    assert d.images[1].dtype == np.uint16 and d.images[2].shape == (30, 40, 3)
+    assert d.masks[0].sum() == 20 and d.masks[1] is None
+    (tmp_path / "normal" / "broken.png").write_bytes(b"\x89PNG garbage")
+    with pytest.raises(DataError, match="broken.png"):
+        from_folder(tmp_path)
+
+
+def test_npz_loader(tmp_path):
+    t = blob_task(3, seed=0)
+    write_npz(tmp_path / "t.npz", t, t)
+    d = from_npz(tmp_path / "t.npz", "test", classes=["smooth", "striped"])
+    assert len(d) == 6 and d.classes == ["smooth", "striped"] and d.sources[0] == "t.npz:test[0]"
+    with pytest.raises(DataError, match="no 'val_images'"):
+        from_npz(tmp_path / "t.npz", "val")
+    (tmp_path / "bad.npz").write_bytes(b"nope")
+    with pytest.raises(DataError, match="bad.npz"):
+        from_npz(tmp_path / "bad.npz")
+
+
+def test_preprocessing_mixed_sizes_channels_and_bit_depths():
+    torch = pytest.importorskip("torch")
+    from napari_medprompt.train.preprocess import Preprocess, images_to_tensor, masks_to_tensor, to_unit_rgb
+
+    spec = Preprocess(32, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+    grey8 = np.full((20, 30), 255, np.uint8)
+    rgb = np.zeros((40, 40, 3), np.uint8)
+    rgb[..., 0] = 255
+    ct = np.linspace(-1000, 3000, 50 * 60, dtype=np.float32).reshape(50, 60)  # HU
+    x16 = (np.arange(64 * 64, dtype=np.uint16).reshape(64, 64) * 16)
+    chw = np.zeros((3, 16, 16), np.float32)
+    keep = ct.copy()
+    x = images_to_tensor([grey8, rgb, ct, x16, chw], spec)
+    assert x.shape == (5, 3, 32, 32) and torch.isfinite(x).all()
+    np.testing.assert_array_equal(ct, keep)  # the caller's array is untouched
+    torch.testing.assert_close(x[0], torch.full((3, 32, 32), 2.0))  # white grey image: (1 - .5) / .25
+    assert x[1, 0].mean() > 1.9 and x[1, 1].mean() < -1.9  # red stays red
+    u16 = to_unit_rgb(x16)
+    assert u16.min() == 0.0 and u16.max() == 1.0
+    m = masks_to_tensor([np.ones((20, 30), bool)], [grey8], spec)
+    assert m.shape == (1, 1, 32, 32) and float(m.min()) == 1.0
+    with pytest.raises(DataError, match="does not match"):
+        masks_to_tensor([np.ones((10, 10), bool)], [grey8], spec, ["scan.png"])
+    with pytest.raises(DataError, match="scan.png: expected a 2D grey or RGB"):
+        images_to_tensor([np.zeros((4, 5, 6, 7))], spec, ["scan.png"])
+    with pytest.raises(DataError, match="NaN"):
+        images_to_tensor([np.full((8, 8), np.nan, np.float32)], spec)

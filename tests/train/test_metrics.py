@@ -1,0 +1,29 @@
+"""Metrics against values worked out by hand."""
+
+import math
+
+import numpy as np
+
+from napari_medprompt.train.metrics import binary_auroc, classification_metrics, confusion_matrix
+
+
+def test_confusion_accuracy_balanced_accuracy_macro_f1():
+    y = np.array([0, 0, 0, 0, 1, 1, 2, 2])
+    pred = np.array([0, 0, 0, 1, 1, 0, 2, 1])
+    probs = np.eye(3)[pred] * 0.8 + 0.2 / 3
+    m = classification_metrics(y, probs)
+    assert m["confusion"] == [[3, 1, 0], [1, 1, 0], [0, 1, 1]]
+    assert m["accuracy"] == 5 / 8
+    assert math.isclose(m["balanced_accuracy"], (3 / 4 + 1 / 2 + 1 / 2) / 3)
+    # per class F1: c0 P=3/4 R=3/4 -> .75; c1 P=1/3 R=1/2 -> .4; c2 P=1 R=1/2 -> 2/3
+    assert math.isclose(m["macro_f1"], (0.75 + 0.4 + 2 / 3) / 3)
+    assert m["n"] == 8
+
+
+def test_auroc_with_ties_and_degenerate_classes():
+    assert binary_auroc([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8]) == 0.75
+    assert binary_auroc([0, 1], [0.5, 0.5]) == 0.5
+    assert math.isnan(binary_auroc([1, 1], [0.2, 0.3]))
+    probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.3, 0.7]])
+    assert classification_metrics([0, 1, 0, 1], probs)["auroc"] == 1.0
+    assert confusion_matrix([1], [0], 2).tolist() == [[0, 0], [1, 0]]
