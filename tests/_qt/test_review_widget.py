@@ -167,3 +167,27 @@ def test_follows_session_changes_and_screenshot(review, qtbot):
     from skimage.io import imsave
 
     imsave(out, shot, check_contrast=False)
+
+
+def test_waits_for_a_session_then_binds(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    w = ReviewWidget(viewer)
+    qtbot.addWidget(w)
+    assert "No image" in w.header.text() and w.objects.rowCount() == 0
+    assert not w.accept_range.isEnabled() and not w.reject_selected.isEnabled()
+    image = viewer.add_image(np.zeros((6, 16, 16), np.int16))
+    s = AnnotationSession((6, 16, 16), (1.0, 1.0, 1.0), image_key="tiny")
+    o = s.new_object("nodule")
+    m = np.zeros((16, 16), bool)
+    m[4:8, 4:8] = True
+    s.commit_slices(o.id, {2: m, 3: m}, "propagated")
+    controller_for(viewer).bind_session(s, image, viewer.add_labels(s.labels.copy()))
+    assert _cells(w.objects, 0) == ["nodule"] and w.accept_range.isEnabled()
+    assert (w.range_from.value(), w.range_to.value()) == (2, 3)
+    # a second session replaces the first; the old one no longer drives the widget
+    s2 = AnnotationSession((6, 16, 16), (1.0, 1.0, 1.0), image_key="tiny2")
+    controller_for(viewer).bind_session(s2, image)
+    assert w.objects.rowCount() == 0
+    s.new_object("stale")
+    qtbot.wait(150)
+    assert w.objects.rowCount() == 0
