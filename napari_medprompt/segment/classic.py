@@ -34,6 +34,7 @@ from napari_medprompt.segment.region_grow import (
     PixelParams,
     boundary_support,
     choose_band,
+    dilate,
     disk,
     grow,
     reference_band,
@@ -190,7 +191,7 @@ class ClassicSegmenter:
         prev = prompt.mask if prompt.mask is not None and prompt.mask.any() else None
         if prev is not None:
             refine = max(int(round(self.refine_mm / float(np.sqrt(np.prod(self.spacing_yx))))), 1)
-            near = ndi.binary_dilation(prev, disk(refine))
+            near = dilate(prev, refine)
             allowed = near if allowed is None else (allowed & near)
             core = ndi.binary_erosion(prev, disk(1))
             return self._grow_from(s, pos, core if core.any() else prev, allowed, neg)
@@ -290,7 +291,7 @@ class ClassicSegmenter:
                 ids = np.unique(lab[seeds])
                 mask = np.isin(lab, ids[ids > 0])
             else:
-                allowed = ndi.binary_dilation(prev_mask, disk(self.step_px))
+                allowed = dilate(prev_mask, self.step_px)
                 mask = grow(s, seeds, ref, self.px, allowed=allowed)
             return mask, boundary_support(s, mask, ref), presence
 

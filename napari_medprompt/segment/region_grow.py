@@ -69,6 +69,30 @@ def disk(radius: int) -> np.ndarray:
     return x * x + y * y <= radius * radius
 
 
+def dilate(mask: np.ndarray, radius: float) -> np.ndarray:
+    """Dilation by a Euclidean disk of ``radius`` (as with :func:`disk`), via a distance transform."""
+    if radius <= 0 or not mask.any():
+        return mask.copy()
+    win = _crop(mask, int(np.ceil(radius)))
+    out = np.zeros_like(mask)
+    out[win] = ndi.distance_transform_edt(~mask[win]) <= radius
+    return out
+
+
+def erode(mask: np.ndarray, radius: float) -> np.ndarray:
+    """Erosion by a Euclidean disk of ``radius``; outside the image counts as background."""
+    if radius <= 0 or not mask.any():
+        return mask.copy()
+    win = _crop(mask, 0)
+    out = np.zeros_like(mask)
+    out[win] = ndi.distance_transform_edt(np.pad(mask[win], 1))[1:-1, 1:-1] > radius
+    return out
+
+
+def opening(mask: np.ndarray, radius: float) -> np.ndarray:
+    return dilate(erode(mask, radius), radius)
+
+
 def smooth(slice_2d: np.ndarray, sigma: float) -> np.ndarray:
     """Float32 Gaussian-smoothed copy (the input is never modified; NaN / inf count as the minimum)."""
     arr = np.asarray(slice_2d, dtype=np.float32)
@@ -88,10 +112,7 @@ def seed_neighbourhood(seeds: np.ndarray, radius: int) -> np.ndarray:
     """Pixels within ``radius`` of a seed pixel (dilation of the seeds' bounding box only: cheap)."""
     if radius <= 0 or not seeds.any():
         return seeds.copy()
-    win = _crop(seeds, radius)
-    out = np.zeros_like(seeds)
-    out[win] = ndi.binary_dilation(seeds[win], disk(radius))
-    return out
+    return dilate(seeds, radius)
 
 
 @dataclass
@@ -104,14 +125,20 @@ class Band:
         return (values >= self.lo) & (values <= self.hi)
 
 
+def _components_with(mask: np.ndarray, seeds: np.ndarray) -> np.ndarray:
+    """The connected components of ``mask`` that hold a seed pixel."""
+    lab, n = ndi.label(mask)
+    keep = np.zeros(n + 1, dtype=bool)
+    keep[lab[seeds]] = True
+    keep[0] = False
+    return keep[lab]
+
+
 def _flood(s: np.ndarray, seeds: np.ndarray, band: Band, allowed: np.ndarray | None) -> np.ndarray:
     inb = band.contains(s) | seeds
     if allowed is not None:
         inb &= allowed | seeds
-    lab, _ = ndi.label(inb)
-    ids = np.unique(lab[seeds])
-    ids = ids[ids > 0]
-    return np.isin(lab, ids)
+    return _components_with(inb, seeds)
 
 
 def choose_band(
@@ -182,8 +209,8 @@ def _extend_to_edges(
         return band
     gap = max(int(np.ceil(2 * blur_px)), 2)  # beyond the blurred edge
     win = _crop(region, gap + 4)
-    sub_reg = region[win]
-    ring = ndi.binary_dilation(sub_reg, disk(gap + 3)) & ~ndi.binary_dilation(sub_reg, disk(gap))
+    dist_out = ndi.distance_transform_edt(~region[win])  # distance from the region
+    ring = (dist_out > gap) & (dist_out <= gap + 3)
     if allowed is not None:
         ring &= allowed[win]
     vals = s[win][ring]
@@ -200,7 +227,9 @@ def _extend_to_edges(
     wider = Band(lo, hi, band.tissue)
     grown = _flood(s, seeds, wider, allowed)
     # the wider band may only take the blurred edge: anything beyond it is a leak
-    far = grown & ~ndi.binary_dilation(region, disk(gap + 1))
+    near = np.zeros_like(region)
+    near[win] = dist_out <= gap + 1
+    far = grown & ~near
     if np.count_nonzero(far) > 0.05 * np.count_nonzero(region):
         return band
     return wider
@@ -218,26 +247,26 @@ def reference_band(values: np.ndarray, is_ct: bool, spread_floor: float, k: floa
 
 
 def _keep_seeded(mask: np.ndarray, seeds: np.ndarray) -> np.ndarray:
-    lab, _ = ndi.label(mask)
-    ids = np.unique(lab[seeds & mask])
-    ids = ids[ids > 0]
-    return np.isin(lab, ids)
+    return _components_with(mask, seeds & mask)
 
 
 def _fill_small_holes(mask: np.ndarray, max_hole_px: int) -> np.ndarray:
+    """Fill the holes (background not connected to the crop's border) of at most ``max_hole_px``."""
     if not mask.any():
         return mask
     win = _crop(mask, 1)
-    sub = mask[win]
-    holes = ndi.binary_fill_holes(sub) & ~sub
-    if not holes.any():
+    lab, n = ndi.label(~mask[win])
+    if n <= 1:
         return mask
-    lab, n = ndi.label(holes)
+    border = np.unique(np.concatenate([lab[0], lab[-1], lab[:, 0], lab[:, -1]]))
     sizes = np.bincount(lab.ravel(), minlength=n + 1)
-    small = sizes <= max_hole_px
-    small[0] = False
+    fill = sizes <= max_hole_px
+    fill[border] = False
+    fill[0] = False
+    if not fill.any():
+        return mask
     out = mask.copy()
-    out[win] |= small[lab]
+    out[win] |= fill[lab]
     return out
 
 
@@ -269,7 +298,7 @@ def leak_cut(
     reg, sd, sub = region[win], seeds[win] & region[win], s[win]
     neg = negatives[win] & reg if negatives is not None else np.zeros_like(reg)
     if open_radius > 0:
-        markers, _ = ndi.label(ndi.binary_opening(reg, disk(open_radius)))
+        markers, _ = ndi.label(opening(reg, open_radius))
     else:
         markers = np.zeros(reg.shape, dtype=np.int32)
     core_ids = set(np.unique(markers[sd]).tolist()) - {0}
@@ -292,7 +321,7 @@ def leak_cut(
         ws = watershed(np.hypot(gy, gx), markers, mask=reg)
         reg = np.isin(ws, list(core_ids))
     if open_radius > 0:
-        reg &= ndi.binary_dilation(body, disk(open_radius))
+        reg &= dilate(body, open_radius)
     out = np.zeros_like(region)
     out[win] = reg
     return out
