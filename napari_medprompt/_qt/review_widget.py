@@ -14,68 +14,19 @@ import logging
 
 from qtpy.QtCore import QItemSelectionModel, QObject, Qt, QTimer, Signal
 from qtpy.QtGui import QBrush, QColor
-from qtpy.QtWidgets import (
-    QAbstractItemView,
-    QComboBox,
-    QGridLayout,
-    QGroupBox,
-    QHBoxLayout,
-    QHeaderView,
-    QLabel,
-    QPushButton,
-    QSpinBox,
-    QTableWidget,
-    QTableWidgetItem,
-    QTextBrowser,
-    QVBoxLayout,
-    QWidget,
-)
+from qtpy.QtWidgets import QAbstractItemView, QWidget
 
 from napari_medprompt._qt.controller import controller_for
+from napari_medprompt._qt.review_ui import build_review_ui, table_item
 from napari_medprompt.session import ObjectLockedError, SessionError, SessionSaveError
-from napari_medprompt.session.review import (
-    SLICE_FILTERS,
-    STATUS_COLORS,
-    object_rows,
-    provenance_html,
-    slice_rows,
-)
+from napari_medprompt.session.review import STATUS_COLORS, object_rows, provenance_html, slice_rows
 
 log = logging.getLogger(__name__)
-
-OBJECT_COLUMNS = ["Name", "ID", "Slices", "mL", "Review", "Lock"]
-OBJECT_TIPS = ["Object name", "Label id in the segmentation", "Slices covered (first-last)",
-               "Volume in millilitres, from the voxel spacing", "Review state of its slices",
-               "Locked (finished) objects are never overwritten"]
-SLICE_COLUMNS = ["Slice", "Status", "Area (cm²)"]
-
 
 class _Relay(QObject):
     """Carries session callbacks (from any thread) to the GUI thread."""
 
     changed = Signal(object)
-
-
-def _item(text: str, data=None, align_right: bool = False) -> QTableWidgetItem:
-    it = QTableWidgetItem(text)
-    it.setFlags(Qt.ItemIsSelectable | Qt.ItemIsEnabled)
-    if data is not None:
-        it.setData(Qt.UserRole, data)
-    if align_right:
-        it.setTextAlignment(int(Qt.AlignRight | Qt.AlignVCenter))
-    return it
-
-
-def _table(columns: list[str], multi: bool, stretch: int) -> QTableWidget:
-    t = QTableWidget(0, len(columns))
-    t.setHorizontalHeaderLabels(columns)
-    t.verticalHeader().setVisible(False)
-    t.setSelectionBehavior(QAbstractItemView.SelectRows)
-    t.setSelectionMode(QAbstractItemView.ExtendedSelection if multi else QAbstractItemView.SingleSelection)
-    t.setEditTriggers(QAbstractItemView.NoEditTriggers)
-    t.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeToContents)
-    t.horizontalHeader().setSectionResizeMode(stretch, QHeaderView.Stretch)
-    return t
 
 
 class ReviewWidget(QWidget):
@@ -103,72 +54,18 @@ class ReviewWidget(QWidget):
 
     # ----------------------------------------------------------------------------------- layout
     def _build(self) -> None:
-        lay = QVBoxLayout(self)
-        self.setMinimumWidth(400)
-        self.header = QLabel()
-        self.header.setWordWrap(True)
-        lay.addWidget(self.header)
-
-        self.objects = _table(OBJECT_COLUMNS, multi=False, stretch=0)
-        for c, tip in enumerate(OBJECT_TIPS):
-            self.objects.horizontalHeaderItem(c).setToolTip(tip)
-        self.objects.setToolTip("Objects of this image. Select one to review its slices.")
+        build_review_ui(self)
         self.objects.itemSelectionChanged.connect(self._on_object_selected)
-        lay.addWidget(self.objects, 1)
-
-        box = QGroupBox("Slices of the selected object")
-        bl = QVBoxLayout(box)
-        row = QHBoxLayout()
-        row.addWidget(QLabel("Show"))
-        self.filter = QComboBox()
-        self.filter.addItems(list(SLICE_FILTERS))
-        self.filter.setToolTip("Which slices to list; 'To review' hides accepted and rejected ones")
         self.filter.currentTextChanged.connect(lambda _: self._fill_slices())
-        row.addWidget(self.filter, 1)
-        bl.addLayout(row)
-        self.slices = _table(SLICE_COLUMNS, multi=True, stretch=1)
-        self.slices.setToolTip("Click a slice to show it in the viewer; Shift/Ctrl-click selects several")
         self.slices.itemClicked.connect(self._on_slice_clicked)
         self.slices.itemSelectionChanged.connect(self._update_buttons)
-        bl.addWidget(self.slices, 3)
-        sel = QHBoxLayout()
-        self.accept_selected = QPushButton("Accept selected")
-        self.reject_selected = QPushButton("Reject selected")
-        self.accept_selected.setToolTip("Mark the selected slices as checked and correct")
-        self.reject_selected.setToolTip("Clear this object on the selected slices (other objects are kept; undo restores)")
+        self.accept_shown.clicked.connect(self.accept_shown_slice)
+        self.reject_shown.clicked.connect(lambda: self._review([self._shown_slice()], "rejected"))
+        self.next_review.clicked.connect(self.next_to_review)
         self.accept_selected.clicked.connect(lambda: self.review_selected("accepted"))
         self.reject_selected.clicked.connect(lambda: self.review_selected("rejected"))
-        sel.addWidget(self.accept_selected)
-        sel.addWidget(self.reject_selected)
-        bl.addLayout(sel)
-        rng = QGridLayout()
-        self.range_from, self.range_to = QSpinBox(), QSpinBox()
-        for sb in (self.range_from, self.range_to):
-            sb.setRange(0, 0)
-            sb.setKeyboardTracking(False)
-        rng.addWidget(QLabel("Slices from"), 0, 0)
-        rng.addWidget(self.range_from, 0, 1)
-        rng.addWidget(QLabel("to"), 0, 2)
-        rng.addWidget(self.range_to, 0, 3)
-        self.accept_range = QPushButton("Accept range")
-        self.reject_range = QPushButton("Reject range")
-        self.reject_range.setToolTip("Clear this object on every slice of the range (other objects are kept; undo restores)")
         self.accept_range.clicked.connect(lambda: self.review_range("accepted"))
         self.reject_range.clicked.connect(lambda: self.review_range("rejected"))
-        rng.addWidget(self.accept_range, 1, 0, 1, 2)
-        rng.addWidget(self.reject_range, 1, 2, 1, 2)
-        bl.addLayout(rng)
-        lay.addWidget(box, 3)
-
-        pbox = QGroupBox("Provenance")
-        pl = QVBoxLayout(pbox)
-        self.provenance = QTextBrowser()
-        self.provenance.setOpenLinks(False)
-        pl.addWidget(self.provenance)
-        lay.addWidget(pbox, 2)
-        self.status = QLabel()
-        self.status.setWordWrap(True)
-        lay.addWidget(self.status)
         self._update_buttons()
 
     # ---------------------------------------------------------------------------------- binding
@@ -227,12 +124,12 @@ class ReviewWidget(QWidget):
         rows = object_rows(self.session) if self.session is not None else []
         self.objects.setRowCount(len(rows))
         for r, row in enumerate(rows):
-            name = _item(row.name)
+            name = table_item(row.name)
             name.setBackground(QBrush(QColor.fromRgbF(*row.color, 0.55)))
             span = f" ({row.slice_range[0]}-{row.slice_range[1]})" if row.slice_range else ""
-            cells = [name, _item(str(row.id), row.id, True), _item(f"{row.slices_covered}{span}"),
-                     _item(f"{row.volume_ml:.1f}", align_right=True), _item(row.status),
-                     _item("locked" if row.locked else "")]
+            cells = [name, table_item(str(row.id), row.id, True), table_item(f"{row.slices_covered}{span}"),
+                     table_item(f"{row.volume_ml:.1f}", align_right=True), table_item(row.status),
+                     table_item("locked" if row.locked else "")]
             tip = f"{row.name}: label {row.id}, {row.slices_covered} slices{span}, {row.volume_ml:.1f} mL, {row.status}"
             for it in cells:
                 it.setToolTip(tip)
@@ -282,12 +179,12 @@ class ReviewWidget(QWidget):
         self.slices.setRowCount(len(rows))
         pixel_cm2 = float(self.session.spacing[1] * self.session.spacing[2]) / 100.0 if rows else 0.0
         for r, row in enumerate(rows):
-            status = _item(row.status or "—")
+            status = table_item(row.status or "—")
             if row.status in STATUS_COLORS:
                 status.setBackground(QBrush(QColor(STATUS_COLORS[row.status])))
                 status.setForeground(QBrush(QColor("#111111")))
-            for c, it in enumerate([_item(str(row.slice), row.slice, True), status,
-                                    _item(f"{row.voxels * pixel_cm2:.2f}", align_right=True)]):
+            for c, it in enumerate([table_item(str(row.slice), row.slice, True), status,
+                                    table_item(f"{row.voxels * pixel_cm2:.2f}", align_right=True)]):
                 self.slices.setItem(r, c, it)
             if row.slice in keep_z:
                 self.slices.selectionModel().select(
@@ -333,8 +230,11 @@ class ReviewWidget(QWidget):
         self.reject_selected.setEnabled(has_sel and not locked)
         self.accept_range.setEnabled(has_obj)
         self.reject_range.setEnabled(has_obj and not locked)
+        self.accept_shown.setEnabled(has_obj)
+        self.reject_shown.setEnabled(has_obj and not locked)
+        self.next_review.setEnabled(has_obj)
         tip = "Unlock the object in the Segment panel to reject its slices" if locked else ""
-        for b in (self.reject_selected, self.reject_range):
+        for b in (self.reject_selected, self.reject_range, self.reject_shown):
             b.setToolTip(tip or b.toolTip())
 
     # --------------------------------------------------------------------------------- actions
@@ -352,6 +252,29 @@ class ReviewWidget(QWidget):
         else:
             self.viewer.dims.set_current_step(0, int(z))
 
+    def _shown_slice(self) -> int:
+        if self.ctrl.image_layer is not None:
+            return self.ctrl.current_slice()
+        return int(self.viewer.dims.current_step[0])
+
+    def next_to_review(self) -> int | None:
+        """Show the next slice (after the shown one, wrapping) still to review; returns it."""
+        oid = self.selected_object()
+        if oid is None or self.session is None:
+            return None
+        todo = [r.slice for r in slice_rows(self.session, oid, "To review")]
+        if not todo:
+            self._message("info", f"Every slice of '{self.session.objects[oid].display_name}' is reviewed.")
+            return None
+        z = self._shown_slice()
+        nxt = next((t for t in todo if t > z), todo[0])
+        self.jump_to(nxt)
+        return nxt
+
+    def accept_shown_slice(self) -> None:
+        if self._review([self._shown_slice()], "accepted"):
+            self.next_to_review()
+
     def review_selected(self, status: str) -> None:
         self._review(self.selected_slices(), status)
 
@@ -359,10 +282,11 @@ class ReviewWidget(QWidget):
         lo, hi = sorted((self.range_from.value(), self.range_to.value()))
         self._review(range(lo, hi + 1), status)
 
-    def _review(self, slices, status: str) -> None:
+    def _review(self, slices, status: str) -> bool:
+        """Accept or reject ``slices`` of the selected object; True when something changed."""
         oid = self.selected_object()
         if oid is None or self.session is None:
-            return
+            return False
         slices = list(slices)
         name = self.session.objects[oid].display_name
         try:
@@ -372,7 +296,7 @@ class ReviewWidget(QWidget):
             self._message("error", str(err))
         except (ObjectLockedError, SessionError, KeyError, ValueError) as err:
             self._message("warning", str(err).strip("'\""))
-            return
+            return False
         if status == "rejected" and done:
             self.ctrl.refresh_labels(sorted(done))
         if done:
@@ -383,6 +307,7 @@ class ReviewWidget(QWidget):
         else:
             self._message("info", f"'{name}' has nothing on those slices; nothing changed.")
         self.refresh()
+        return bool(done)
 
     def _message(self, level: str, text: str) -> None:
         self.messages.append((level, text))

@@ -191,3 +191,22 @@ def test_waits_for_a_session_then_binds(make_napari_viewer, qtbot):
     s.new_object("stale")
     qtbot.wait(150)
     assert w.objects.rowCount() == 0
+
+
+def test_accept_shown_slice_walks_through_slices_to_review(review, qtbot):
+    viewer, w, session, lab, zs, zs2 = review
+    _click_row(qtbot, w.objects, 1)  # spleen: zs2[:3] already accepted
+    ctrl = controller_for(viewer)
+    ctrl.jump_to_slice(zs2[0])
+    qtbot.mouseClick(w.next_review, Qt.LeftButton)
+    assert ctrl.current_slice() == zs2[3]  # first slice not yet accepted
+    qtbot.mouseClick(w.accept_shown, Qt.LeftButton)
+    assert session.objects[2].slice_status[zs2[3]] == "accepted"
+    assert ctrl.current_slice() == zs2[4]  # moved on by itself
+    spleen_other = session.labels == 1
+    qtbot.mouseClick(w.reject_shown, Qt.LeftButton)
+    assert session.objects[2].slice_status[zs2[4]] == "rejected"
+    assert not (session.labels[zs2[4]] == 2).any()
+    np.testing.assert_array_equal(session.labels == 1, spleen_other)  # the liver is untouched
+    w.filter.setCurrentText("To review")
+    assert zs2[3] not in [int(c.lstrip("▶ ")) for c in _cells(w.slices, 0)]

@@ -1,0 +1,127 @@
+"""Widgets of the Review panel (layout only; napari_medprompt._qt.review_widget wires them up)."""
+
+from __future__ import annotations
+
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import (
+    QAbstractItemView,
+    QComboBox,
+    QGridLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QPushButton,
+    QSpinBox,
+    QTableWidget,
+    QTableWidgetItem,
+    QTextBrowser,
+    QVBoxLayout,
+)
+
+from napari_medprompt.session.review import SLICE_FILTERS
+
+OBJECT_COLUMNS = ["Name", "ID", "Slices", "mL", "Review", "Lock"]
+OBJECT_TIPS = ["Object name", "Label id in the segmentation", "Slices covered (first-last)",
+               "Volume in millilitres, from the voxel spacing", "Review state of its slices",
+               "Locked (finished) objects are never overwritten"]
+SLICE_COLUMNS = ["Slice", "Status", "Area (cm²)"]
+
+
+def table_item(text: str, data=None, align_right: bool = False) -> QTableWidgetItem:
+    it = QTableWidgetItem(text)
+    it.setFlags(Qt.ItemIsSelectable | Qt.ItemIsEnabled)
+    if data is not None:
+        it.setData(Qt.UserRole, data)
+    if align_right:
+        it.setTextAlignment(int(Qt.AlignRight | Qt.AlignVCenter))
+    return it
+
+
+def _table(columns: list[str], multi: bool, stretch: int) -> QTableWidget:
+    t = QTableWidget(0, len(columns))
+    t.setHorizontalHeaderLabels(columns)
+    t.verticalHeader().setVisible(False)
+    t.setSelectionBehavior(QAbstractItemView.SelectRows)
+    t.setSelectionMode(QAbstractItemView.ExtendedSelection if multi else QAbstractItemView.SingleSelection)
+    t.setEditTriggers(QAbstractItemView.NoEditTriggers)
+    t.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeToContents)
+    t.horizontalHeader().setSectionResizeMode(stretch, QHeaderView.Stretch)
+    return t
+
+
+def _button(text: str, tip: str) -> QPushButton:
+    b = QPushButton(text)
+    b.setToolTip(tip)
+    return b
+
+
+def build_review_ui(w) -> None:
+    """Create the Review panel's child widgets as attributes of ``w`` and lay them out."""
+    lay = QVBoxLayout(w)
+    w.setMinimumWidth(400)
+    w.header = QLabel()
+    w.header.setWordWrap(True)
+    lay.addWidget(w.header)
+
+    w.objects = _table(OBJECT_COLUMNS, multi=False, stretch=0)
+    for c, tip in enumerate(OBJECT_TIPS):
+        w.objects.horizontalHeaderItem(c).setToolTip(tip)
+    w.objects.setToolTip("Objects of this image. Select one to review its slices.")
+    lay.addWidget(w.objects, 1)
+
+    box = QGroupBox("Slices of the selected object")
+    bl = QVBoxLayout(box)
+    row = QHBoxLayout()
+    row.addWidget(QLabel("Show"))
+    w.filter = QComboBox()
+    w.filter.addItems(list(SLICE_FILTERS))
+    w.filter.setToolTip("Which slices to list; 'To review' hides accepted and rejected ones")
+    row.addWidget(w.filter, 1)
+    bl.addLayout(row)
+    w.slices = _table(SLICE_COLUMNS, multi=True, stretch=1)
+    w.slices.setToolTip("Click a slice to show it in the viewer; Shift/Ctrl-click selects several")
+    bl.addWidget(w.slices, 3)
+    shown = QHBoxLayout()
+    w.accept_shown = _button("Accept shown ▶", "Accept the slice the viewer shows, then go to the next "
+                             "slice still to review")
+    w.reject_shown = _button("Reject shown", "Clear this object on the slice the viewer shows (other "
+                             "objects are kept; undo restores)")
+    w.next_review = _button("Next to review ▶", "Show the next slice that is prompted, propagated or "
+                            "edited but not yet accepted or rejected")
+    for b in (w.accept_shown, w.reject_shown, w.next_review):
+        shown.addWidget(b)
+    bl.addLayout(shown)
+    sel = QHBoxLayout()
+    w.accept_selected = _button("Accept selected", "Mark the selected slices as checked and correct")
+    w.reject_selected = _button("Reject selected", "Clear this object on the selected slices (other "
+                                "objects are kept; undo restores)")
+    sel.addWidget(w.accept_selected)
+    sel.addWidget(w.reject_selected)
+    bl.addLayout(sel)
+    rng = QGridLayout()
+    w.range_from, w.range_to = QSpinBox(), QSpinBox()
+    for sb in (w.range_from, w.range_to):
+        sb.setRange(0, 0)
+        sb.setKeyboardTracking(False)
+    rng.addWidget(QLabel("Slices from"), 0, 0)
+    rng.addWidget(w.range_from, 0, 1)
+    rng.addWidget(QLabel("to"), 0, 2)
+    rng.addWidget(w.range_to, 0, 3)
+    w.accept_range = _button("Accept range", "Accept every slice of the range that has this object")
+    w.reject_range = _button("Reject range", "Clear this object on every slice of the range (other "
+                             "objects are kept; undo restores)")
+    rng.addWidget(w.accept_range, 1, 0, 1, 2)
+    rng.addWidget(w.reject_range, 1, 2, 1, 2)
+    bl.addLayout(rng)
+    lay.addWidget(box, 3)
+
+    pbox = QGroupBox("Provenance")
+    pl = QVBoxLayout(pbox)
+    w.provenance = QTextBrowser()
+    w.provenance.setOpenLinks(False)
+    pl.addWidget(w.provenance)
+    lay.addWidget(pbox, 2)
+    w.status = QLabel()
+    w.status.setWordWrap(True)
+    lay.addWidget(w.status)
