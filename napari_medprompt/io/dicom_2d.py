@@ -34,6 +34,10 @@ def read_dicom_2d(path: str | Path, ds=None) -> Volume:
     reason = non_image_reason(ds)
     if reason:
         raise ImageReadError(path, f"this DICOM file holds no image to show ({reason})")
+    from napari_medprompt.io.dicom_multiframe import has_frame_geometry, read_dicom_multiframe
+
+    if has_frame_geometry(ds):
+        return read_dicom_multiframe(path, ds)
     px = decode_pixels(ds, path)
     warnings: list[str] = []
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))

@@ -87,8 +87,13 @@ def read_dicom(path: str | Path) -> list[Volume]:
         what = f"; skipped: {', '.join(sorted(set(skipped)))}" if skipped else ""
         raise ImageReadError(path, f"no DICOM image series found{what}")
     volumes = []
-    for uid, group in _group_by_series(images).items():
-        volumes.append(_read_group(group, path))
+    for group in _group_by_series(images).values():
+        if any(int(im.ds.get("NumberOfFrames", 1) or 1) > 1 for im in group):
+            from napari_medprompt.io.dicom_2d import read_dicom_2d
+
+            volumes.extend(read_dicom_2d(im.path, ds=im.ds) for im in group)  # one per file
+        else:
+            volumes.append(_read_group(group, path))
     volumes.sort(key=lambda v: (v.meta.get("series_number", 0), v.name))
     if skipped:
         note = f"{path}: skipped {len(skipped)} non-image/localizer object(s): " + ", ".join(
@@ -154,7 +159,7 @@ def _read_group(group: list[_Image], given: Path) -> Volume:
     series_label = _series_label(first)
     no_geometry = [im for im in group if "ImagePositionPatient" not in im.ds or _orientation_key(im.ds) is None]
     if len(group) == 1 or len(no_geometry) == len(group):
-        if len(group) == 1 or int(first.get("NumberOfFrames", 1) or 1) > 1:
+        if len(group) == 1:
             from napari_medprompt.io.dicom_2d import read_dicom_2d
 
             return read_dicom_2d(group[0].path, ds=group[0].ds)

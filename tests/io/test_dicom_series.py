@@ -119,3 +119,26 @@ def test_native_fast_path_equals_pydicom(name):
     ref = ds.pixel_array
     assert fast.dtype == ref.dtype
     np.testing.assert_array_equal(fast, ref)
+
+
+def test_enhanced_multiframe_ct_matches_the_single_frame_series(tmp_path):
+    """A legacy-converted enhanced CT (one multi-frame file, highdicom) opens like its series."""
+    import highdicom as hd
+
+    vol = ct_volume(shape=(8, 24, 20))
+    c, s = np.cos(0.2), np.sin(0.2)
+    vol.affine[:3, :3] = np.array([[c, -s, 0], [s, c, 0], [0, 0, 1.0]]) @ vol.affine[:3, :3]
+    paths = write_dicom_series(vol, tmp_path / "series")
+    mf = hd.legacy.LegacyConvertedEnhancedCTImage(
+        legacy_datasets=[pydicom.dcmread(p) for p in paths[::-1]], series_instance_uid=hd.UID(),
+        series_number=9, sop_instance_uid=hd.UID(), instance_number=1)
+    (tmp_path / "mf").mkdir()
+    mf.save_as(tmp_path / "mf" / "enhanced.dcm")
+    (single,) = read_image(tmp_path / "series")
+    (multi,) = read_image(tmp_path / "mf" / "enhanced.dcm")
+    assert multi.data.dtype == np.int16
+    np.testing.assert_array_equal(multi.data, single.data)
+    np.testing.assert_allclose(multi.affine, single.affine, atol=1e-4)
+    assert multi.spacing == pytest.approx(single.spacing, rel=1e-5)
+    (from_folder,) = read_image(tmp_path / "mf")
+    np.testing.assert_array_equal(from_folder.data, single.data)
