@@ -235,7 +235,7 @@ def _extend_to_edges(
     return wider
 
 
-def reference_band(values: np.ndarray, is_ct: bool, spread_floor: float, k: float = 3.0) -> Band:
+def reference_band(values: np.ndarray, is_ct: bool, spread_floor: float, k: float = 2.5) -> Band:
     """A fixed band for an object from its pixels (propagation): tissue-aware on CT, else +- k spread."""
     med, sd = robust_stats(values)
     sd = max(sd, spread_floor)
