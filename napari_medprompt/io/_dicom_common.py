@@ -167,17 +167,46 @@ def decode_pixels(ds, path) -> np.ndarray:
 
 
 def read_dataset(path, stop_before_pixels: bool = False, defer_size: str | None = None):
-    """``pydicom.dcmread`` with errors turned into :class:`ImageReadError`."""
-    import pydicom
+    """``pydicom.dcmread`` with errors turned into :class:`ImageReadError`.
 
+    A file without the Part 10 preamble and file meta (older "raw" DICOM, typically named .dcm)
+    is read with ``force=True`` and accepted when it has image attributes; its transfer syntax is
+    set from the encoding pydicom detected.
+    """
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    kw = dict(stop_before_pixels=stop_before_pixels, defer_size=defer_size)
     try:
-        return pydicom.dcmread(
-            str(path), stop_before_pixels=stop_before_pixels, defer_size=defer_size
-        )
+        return pydicom.dcmread(str(path), **kw)
     except FileNotFoundError:
         raise
-    except Exception as e:  # InvalidDicomError, EOFError, struct errors on a corrupt header ...
+    except InvalidDicomError as e:
+        try:
+            ds = pydicom.dcmread(str(path), force=True, **kw)
+        except Exception:
+            ds = None
+        if ds is None or "Rows" not in ds or "Columns" not in ds:
+            raise ImageReadError(path, f"not a readable DICOM file ({e})") from e
+        _set_transfer_syntax(ds)
+        return ds
+    except Exception as e:  # EOFError, struct errors on a corrupt header ...
         raise ImageReadError(path, f"not a readable DICOM file ({type(e).__name__}: {e})") from e
+
+
+def _set_transfer_syntax(ds) -> None:
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+    meta = getattr(ds, "file_meta", None)
+    if meta is None:
+        meta = ds.file_meta = FileMetaDataset()
+    if "TransferSyntaxUID" in meta:
+        return
+    implicit, little = ds.original_encoding
+    meta.TransferSyntaxUID = (
+        ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian if little else ExplicitVRBigEndian
+    )
 
 
 def rescale_params(ds) -> tuple[float, float]:

@@ -10,7 +10,9 @@
 - Localizers (ImageType LOCALIZER, or an orientation different from the rest of the series) and
   non-image objects (SEG, RTSTRUCT, SR, no pixel data ...) are skipped.
 - Single-image series without a 3D position (CR/DX radiographs) are read by
-  :mod:`napari_medprompt.io.dicom_2d`.
+  :mod:`napari_medprompt.io.dicom_2d`; enhanced multi-frame files (one volume per file) by
+  :mod:`napari_medprompt.io.dicom_multiframe`. Files without the Part 10 preamble are accepted
+  when they are named .dcm/.dicom/.ima and hold image attributes.
 - Only whitelisted, non-identifying attributes go into ``Volume.meta``; the source file list goes
   into ``meta["dicom_files"]`` (in slice order) for DICOM SEG export.
 """
@@ -55,7 +57,7 @@ def list_dicom_files(folder: str | Path) -> list[Path]:
     for root, _dirs, files in os.walk(folder):
         for name in files:
             p = Path(root) / name
-            if is_dicom_file(p):
+            if is_dicom_file(p) or p.suffix.lower() in (".dcm", ".dicom", ".ima"):
                 out.append(p)
     return sorted(out)
 

@@ -55,7 +55,7 @@ def _folder_has_dicom(folder: Path) -> bool:
         for name in files:
             if name.startswith("."):
                 continue
-            if is_dicom_file(Path(root) / name):
+            if name.lower().endswith(DICOM_SUFFIXES) or is_dicom_file(Path(root) / name):
                 return True
             seen += 1
             if seen >= _MAX_FILES_SNIFFED:

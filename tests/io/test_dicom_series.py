@@ -142,3 +142,20 @@ def test_enhanced_multiframe_ct_matches_the_single_frame_series(tmp_path):
     assert multi.spacing == pytest.approx(single.spacing, rel=1e-5)
     (from_folder,) = read_image(tmp_path / "mf")
     np.testing.assert_array_equal(from_folder.data, single.data)
+
+
+def test_raw_dicom_without_preamble_or_file_meta(tmp_path):
+    vol = ct_volume(shape=(4, 12, 10))
+    paths = write_dicom_series(vol, tmp_path / "p10")
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for i, p in enumerate(paths):
+        ds = pydicom.dcmread(p)
+        ds.preamble = None
+        del ds.file_meta
+        pydicom.dcmwrite(raw / f"s{i}.dcm", ds, implicit_vr=True, little_endian=True)
+    assert (raw / "s0.dcm").read_bytes()[128:132] != b"DICM"
+    (back,) = read_image(raw)
+    np.testing.assert_array_equal(back.data, vol.data)
+    (one,) = read_image(raw / "s2.dcm")
+    np.testing.assert_array_equal(one.data, vol.data)
