@@ -39,6 +39,7 @@ class SessionPersistence:
             image["affine"] = np.asarray(affine, dtype=float).tolist()
         return {
             "software": f"napari-medprompt {__version__}",
+            "session_id": self.uid,
             "created": self.created,
             "saved": utc_now(),
             "image": image,

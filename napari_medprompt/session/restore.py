@@ -54,6 +54,7 @@ def load_session(cls, folder, *, image_key=None, shape=None, reference=None, aut
         raise SessionCorruptError(f"{store.manifest_path}: object records malformed ({err})", folder) from err
     session.objects = {o.id: o for o in objects}
     session.created = manifest.get("created", session.created)
+    session.uid = str(manifest.get("session_id") or session.uid)
     # the folder is bound without rewriting it: everything loaded is already on disk
     session.folder = folder
     session._store = store

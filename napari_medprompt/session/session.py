@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import uuid
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -85,6 +86,7 @@ class AnnotationSession(SessionPersistence):
         self.objects: dict[int, SegObject] = {}
         self.history = History()
         self.created = utc_now()
+        self.uid = uuid.uuid4().hex  # tells this session's folder from another session's
         self.last_save_error: SessionSaveError | None = None
         self.last_save_seconds: float | None = None
         self.last_commit_info: dict[str, Any] = {}

@@ -5,7 +5,7 @@ Layout::
     <folder>/session.json          objects, prompts, status, provenance, image key/shape/spacing,
                                     format version, and for every non-empty slice of the label map
                                     where it is: {"pack", "offset", "length", "crc32"}
-    <folder>/labels/g000017.pack    the slices written by save #17, one after the other, each
+    <folder>/labels/g000017-<id>.pack  the slices written by save #17, one after the other, each
                                     zlib-compressed little-endian uint16, row-major
 
 Saving compresses only the slices that changed since the last save into one *new* pack file,
@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
 import zlib
 from pathlib import Path
 from typing import Any
@@ -38,7 +39,7 @@ SLICE_DIR = "labels"
 MAX_PACKS = 48  # more packs than this are merged into one on the next save
 COMPACT_SLACK = 4 << 20  # bytes of superseded slices tolerated before merging
 LABEL_DTYPE = np.dtype("<u2")
-_PACK_RE = re.compile(r"^g(\d+)\.pack$")
+_PACK_RE = re.compile(r"^g(\d+)(-[0-9a-f]+)?\.pack$")
 
 
 class SessionError(Exception):
@@ -62,8 +63,8 @@ class SessionMismatchError(SessionError, ValueError):
     """A session folder that belongs to another image (different key or shape)."""
 
 
-def _pack_name(generation: int) -> str:
-    return f"g{generation:06d}.pack"
+def _pack_name(generation: int, token: str) -> str:
+    return f"g{generation:06d}-{token}.pack"
 
 
 def encode_slice(plane: np.ndarray) -> tuple[bytes, int]:
@@ -94,6 +95,7 @@ class SessionStore:
         self.folder = Path(folder)
         self.fsync = fsync  # False only for tests/benchmarks of the in-process cost
         self.max_packs = MAX_PACKS
+        self.token = secrets.token_hex(4)  # pack names never collide between two writers
         self.compact_slack = COMPACT_SLACK
         self.generation = 0
         self.slice_files: dict[int, dict[str, Any]] = {}  # z -> {"file", "crc32"}
@@ -112,11 +114,13 @@ class SessionStore:
         Raises :class:`SessionSaveError` naming the folder when anything cannot be written; in
         that case the previous snapshot on disk is untouched.
         """
+        if self.generation == 0:
+            self._refuse_foreign_session(state)
         gen = self.generation + 1
         entries = dict(self.slice_files)
         todo = range(labels.shape[0]) if dirty is None else sorted(dirty)
         blobs: list[bytes] = []
-        pack_name = _pack_name(gen)
+        pack_name = _pack_name(gen, self.token)
         offset = 0
 
         def add(z: int, blob: bytes, crc: int) -> None:
@@ -179,6 +183,23 @@ class SessionStore:
         self.generation = gen
         self.slice_files = entries
         self.remove_unreferenced()
+
+    def _refuse_foreign_session(self, state: dict[str, Any]) -> None:
+        """A first save never replaces a session folder that belongs to another session."""
+        if not self.manifest_path.exists():
+            return
+        try:
+            other = json.loads(self.manifest_path.read_text(encoding="utf-8"))
+            other_id, saved = other.get("session_id"), other.get("saved", "?")
+        except (OSError, ValueError, AttributeError):
+            other_id, saved = None, "?"
+        if other_id is None or other_id != state.get("session_id"):
+            raise SessionSaveError(
+                f"{self.folder} already holds another annotation session (last saved {saved}); it was "
+                "not overwritten. Restore that session, or move it away or choose another folder "
+                "for this one. Nothing was lost: this session is kept in memory.",
+                self.folder,
+            )
 
     def _needs_compaction(self, entries: dict[int, dict[str, Any]]) -> bool:
         """True when old packs hold mostly superseded slices (or are too many)."""

@@ -178,3 +178,19 @@ def test_export_nifti_with_sidecar(tmp_path):
     assert ref.spacing == pytest.approx(SPACING)  # NIfTI stores float32 zooms
     assert info[1]["name"] == "liver" and info[2]["color"] == [26, 51, 230]
     assert info[1]["provenance"]["backend"] == "classic" and info[1]["accepted_slices"] == [5, 6, 7]
+
+
+def test_new_session_never_overwrites_another_sessions_folder(tmp_path):
+    folder = tmp_path / "ct.medprompt"
+    first = _build(folder)
+    manifest = (folder / "session.json").read_bytes()
+    second = AnnotationSession(SHAPE, SPACING, image_key=KEY, folder=folder)
+    with pytest.raises(SessionSaveError, match="already holds another annotation session"):
+        second.new_object("other")
+    assert (folder / "session.json").read_bytes() == manifest
+    assert "other" in [x.name for x in second.objects.values()]  # kept in memory
+    # the session that owns the folder (and a restored copy of it) keep saving there
+    first.rename(1, "liver (checked)")
+    restored = AnnotationSession.load(folder)
+    restored.rename(2, "left kidney")
+    assert AnnotationSession.load(folder).objects[2].name == "left kidney"
