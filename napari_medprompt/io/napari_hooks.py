@@ -74,3 +74,30 @@ def _label_info(metadata: dict, attributes: dict) -> dict[int, dict] | None:
     for k, name in (metadata.get("label_names") or {}).items():
         info.setdefault(int(k), {})["name"] = str(name)
     return info or None
+
+
+def write_labels_dicom_seg(path: str, data: Any, attributes: dict) -> list[str]:
+    """napari single-layer writer for Labels drawn on a DICOM series: a DICOM SEG referencing it.
+
+    Needs the image's source file list (``attributes["metadata"]["medprompt"]["dicom_files"]``,
+    copied from the image layer); raises LabelWriteError with the reason otherwise.
+    """
+    from napari_medprompt.io.dicom_seg import export_dicom_seg
+    from napari_medprompt.io.errors import LabelWriteError
+
+    import numpy as np
+
+    metadata = dict(attributes.get("metadata") or {})
+    md = metadata.get(META_KEY) or {}
+    files = md.get("dicom_files") or []
+    if len(files) < 1:
+        raise LabelWriteError(
+            f"{path}: DICOM SEG export needs a label layer drawn on an image read from a DICOM "
+            "series; save it as NIfTI (.nii.gz) instead"
+        )
+    p = Path(path)
+    if p.suffix.lower() != ".dcm":
+        p = p.with_name(p.name + ".dcm")
+    export_dicom_seg(p, np.asarray(data), files, _label_info(metadata, attributes),
+                     series_description=f"{attributes.get('name', 'labels')} (MedPrompt)")
+    return [str(p)]

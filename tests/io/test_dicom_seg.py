@@ -62,3 +62,21 @@ def test_seg_export_of_series_without_uids_says_why(tmp_path):
     labels[5, 100:120, 100:120] = 1
     with pytest.raises(LabelWriteError, match="no .*SOPInstanceUID.*NIfTI instead"):
         export_dicom_seg(tmp_path / "seg.dcm", labels, vol.meta["dicom_files"])
+
+
+def test_seg_writer_hook_uses_the_image_metadata(tmp_path):
+    from napari_medprompt.io.layers import volume_to_layer_data
+    from napari_medprompt.io.napari_hooks import write_labels_dicom_seg
+
+    write_dicom_series(ct_volume(shape=(6, 16, 16)), tmp_path / "series")
+    (vol,) = read_image(tmp_path / "series")
+    _, kw, _ = volume_to_layer_data(vol)
+    labels = np.zeros(vol.data.shape, np.uint8)
+    labels[2:4, 4:9, 4:9] = 1
+    attrs = {"name": "tumour", "metadata": {"medprompt": kw["metadata"]["medprompt"], "label_names": {1: "lesion"}}}
+    (out,) = write_labels_dicom_seg(str(tmp_path / "seg.dcm"), labels, attrs)
+    back, info = read_dicom_seg(out, vol.meta["dicom_files"])
+    np.testing.assert_array_equal(back, labels)
+    assert info[1]["name"] == "lesion"
+    with pytest.raises(LabelWriteError, match="needs a label layer drawn on an image read from a DICOM"):
+        write_labels_dicom_seg(str(tmp_path / "x.dcm"), labels, {"metadata": {}})
