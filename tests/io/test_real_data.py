@@ -125,3 +125,22 @@ def test_chest_xray_png_and_dicom():
     assert 40 < dcm.data.mean() < 220 and dcm.data.std() > 20  # a real decoded radiograph
     flat = json.dumps(dcm.meta)
     assert "16d7f894" not in flat  # the (pseudonymised) patient name/id is not copied
+
+
+def test_real_dicom_series_renamed_and_shuffled(tmp_path):
+    import random
+    import shutil
+
+    folder = shared_file(TS + "example_ct_dicom")
+    files = sorted(folder.iterdir())
+    order = list(range(len(files)))
+    random.Random(7).shuffle(order)
+    for new_index, i in enumerate(order):
+        shutil.copy(files[i], tmp_path / f"img_{new_index:02d}")  # names say nothing about order
+    (orig,) = read_image(folder)
+    (copy,) = read_image(tmp_path)
+    np.testing.assert_array_equal(copy.data, orig.data)
+    np.testing.assert_allclose(copy.affine, orig.affine)
+    z = [float(__import__("pydicom").dcmread(f, stop_before_pixels=True).ImagePositionPatient[2])
+         for f in copy.meta["dicom_files"]]
+    assert z == sorted(z)  # ascending along the slice normal (+z here)
