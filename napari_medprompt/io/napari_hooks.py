@@ -54,6 +54,14 @@ def write_labels(path: str, data: Any, attributes: dict) -> list[str]:
     metadata = dict(attributes.get("metadata") or {})
     md = metadata.get(META_KEY)
     if isinstance(md, dict) and "affine" in md:
+        image_shape = tuple(md.get("shape") or labels.shape)
+        if tuple(labels.shape) != image_shape:
+            from napari_medprompt.io.errors import LabelWriteError
+
+            raise LabelWriteError(
+                f"{path}: label layer shape {tuple(labels.shape)} does not match its image "
+                f"{md.get('name', '')!r} of shape {image_shape}; nothing was written"
+            )
         reference = volume_from_layer(labels, {META_KEY: md})
     else:
         reference = volume_from_layer(labels, None, scale=attributes.get("scale"))

@@ -102,6 +102,10 @@ def test_layer_metadata_round_trip_and_writer_hook(tmp_path):
     np.testing.assert_allclose(geom.affine, vol.affine)
     assert info[1]["name"] == "liver"
 
+    with pytest.raises(LabelWriteError, match="does not match its image"):
+        write_labels(str(tmp_path / "bad.nii.gz"), lab[:-1], attrs)
+    assert not (tmp_path / "bad.nii.gz").exists()
+
 
 def test_writer_hook_without_image_metadata_uses_scale(tmp_path):
     lab = _labels((8, 24, 20))
