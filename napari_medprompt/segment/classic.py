@@ -4,8 +4,9 @@ Prompts (array order, see :mod:`napari_medprompt.segment.base`):
 
 - positive points: seeds; the intensity band is learned from their neighbourhood
   (:mod:`napari_medprompt.segment.region_grow`);
-- a box: a hard limit (nothing outside it); with no positive point the seed is found inside the box
-  (Otsu threshold of the box content, the class that touches the box border least, its deepest point);
+- a box: a hard limit (nothing outside it); with no positive point, candidate seeds inside the box
+  (its centre, and the deepest point of each Otsu class of its content) are grown and the region
+  whose bounding box fits the drawn box best is kept;
 - negative points: background markers; the region is cut between them and the seeds;
 - a previous mask (a model's or the user's correction): its interior seeds the growth, its
   intensities set the band, and the result stays within a few millimetres of it (refinement).
@@ -62,6 +63,7 @@ class ClassicSegmenter:
         self.step_mm = float(step_mm)  # propagate: how far the outline may move from one slice to the next
         self._image: np.ndarray | None = None
         self._smoothed: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()  # the GUI may predict while a worker propagates
 
     # ------------------------------------------------------------------ binding
     def bind(
@@ -101,7 +103,8 @@ class ClassicSegmenter:
 
                 window = default_model_window(arr, self.modality or "OTHER")
             self.spread_floor = 0.02 * abs(float(window[1]) - float(window[0])) or 1e-6
-        self._smoothed.clear()
+        with self._lock:
+            self._smoothed.clear()
 
     @property
     def is_2d(self) -> bool:
@@ -124,14 +127,16 @@ class ClassicSegmenter:
 
     def _slice(self, z: int) -> np.ndarray:
         """The smoothed slice ``z`` (float32), cached for a few slices."""
-        if z in self._smoothed:
-            self._smoothed.move_to_end(z)
-            return self._smoothed[z]
+        with self._lock:
+            if z in self._smoothed:
+                self._smoothed.move_to_end(z)
+                return self._smoothed[z]
         img = self._require_image()
         s = smooth(img if img.ndim == 2 else img[z], self.px.smooth_sigma)
-        self._smoothed[z] = s
-        while len(self._smoothed) > _SMOOTH_CACHE_SLICES:
-            self._smoothed.popitem(last=False)
+        with self._lock:
+            self._smoothed[z] = s
+            while len(self._smoothed) > _SMOOTH_CACHE_SLICES:
+                self._smoothed.popitem(last=False)
         return s
 
     # ------------------------------------------------------------------ prediction
@@ -222,9 +227,10 @@ class ClassicSegmenter:
             inner = depth >= max(float(np.median(depth[core])), 1.0)
             stats_from = inner if np.count_nonzero(inner) >= 4 else core
         else:
-            stats_from = seed_neighbourhood(pos, px.seed_radius)
-            if allowed is not None:
-                stats_from &= allowed
+            around = seed_neighbourhood(pos, px.seed_radius)
+            stats_from = around & allowed if allowed is not None else around
+            if not stats_from.any():  # a click outside the box: its own neighbourhood still counts
+                stats_from = around
         med, sd = robust_stats(s[stats_from])
         keep_off = seed_neighbourhood(neg, px.seed_radius) if neg.any() else None
         seeds = pos

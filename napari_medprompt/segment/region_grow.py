@@ -210,9 +210,7 @@ def _extend_to_edges(
     gap = max(int(np.ceil(2 * blur_px)), 2)  # beyond the blurred edge
     win = _crop(region, gap + 4)
     dist_out = ndi.distance_transform_edt(~region[win])  # distance from the region
-    ring = (dist_out > gap) & (dist_out <= gap + 3)
-    if allowed is not None:
-        ring &= allowed[win]
+    ring = (dist_out > gap) & (dist_out <= gap + 3)  # may lie outside a box: it only informs
     vals = s[win][ring]
     if vals.size < 8:
         return band

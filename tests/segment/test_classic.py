@@ -317,3 +317,14 @@ def test_connected_mode_for_high_contrast_and_unknown_modes(ct_case, classic):
     assert dice(vol, ref) >= 0.92  # measured 0.963
     with pytest.raises(PromptError, match="no propagation mode 'memory'"):
         classic.propagate({1: {z: first.mask}}, PropagationSettings(mode="memory"))
+
+
+def test_a_tight_box_keeps_the_blurred_edge():
+    img = np.zeros((50, 50), np.float32)
+    img[10:40, 10:40] = 100.0
+    truth = img > 0
+    seg = create_segmenter("classic")
+    seg.bind(img, modality="CT", spacing=(1.0, 1.0))
+    free = seg.predict(0, Prompt(points=[(20, 20)], labels=[1])).mask
+    boxed = seg.predict(0, Prompt(points=[(20, 20)], labels=[1], box=(10, 10, 39, 39))).mask
+    assert dice(free, truth) >= 0.98 and dice(boxed, truth) >= 0.98
