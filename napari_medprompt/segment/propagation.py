@@ -110,7 +110,8 @@ def _run(
         mask = np.asarray(mask, dtype=bool)
         if mask.shape != seed_mask.shape:
             raise ValueError(
-                f"predict_next returned a mask of shape {mask.shape} for slice {z}; expected {seed_mask.shape}"
+                f"predict_next returned a mask of shape {mask.shape} for slice {z}; "
+                f"expected {seed_mask.shape}"
             )
         res = SliceResult(
             slice_index=z,
@@ -194,7 +195,10 @@ def _drive(predict_next, checked, plans, settings) -> Iterator[SliceResult]:
 
 
 def mask_to_box(mask: np.ndarray, margin: float = 0.0) -> tuple[float, float, float, float] | None:
-    """Bounding box ``(row0, col0, row1, col1)`` of ``mask`` grown by ``margin`` px, clipped; None if empty."""
+    """Bounding box ``(row0, col0, row1, col1)`` of ``mask`` grown by ``margin`` px and clipped.
+
+    None for an empty mask.
+    """
     m = np.asarray(mask, dtype=bool)
     rows = np.flatnonzero(m.any(axis=1))
     if rows.size == 0:
