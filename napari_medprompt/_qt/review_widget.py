@@ -199,9 +199,18 @@ class ReviewWidget(QWidget):
         """Show the slice the viewer displays in bold with a marker, and keep it in view."""
         if self.session is None:
             return
-        z = self.ctrl.current_slice() if self.ctrl.image_layer is not None else int(self.viewer.dims.current_step[0])
-        if z == self._current_z and event is not None:
-            return
+        try:
+            z = self._shown_slice()
+            if z == self._current_z and event is not None:
+                return
+            self._mark_row(z)
+        except RuntimeError:  # the panel was closed while the viewer lives on
+            try:
+                self.viewer.dims.events.current_step.disconnect(self._mark_current_slice)
+            except Exception:
+                pass
+
+    def _mark_row(self, z: int) -> None:
         self._current_z = z
         for r in range(self.slices.rowCount()):
             it = self.slices.item(r, 0)
