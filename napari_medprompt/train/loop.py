@@ -19,10 +19,11 @@ draws each class equally often per epoch.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -51,8 +52,6 @@ class TrainConfig:
     stop_event: Any = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict:
-        from dataclasses import fields
-
         return {f.name: copy.deepcopy(getattr(self, f.name)) for f in fields(self) if f.name != "stop_event"}
 
 
@@ -72,9 +71,8 @@ class TrainEvent:
     model: Any = field(default=None, repr=False)
 
     def as_dict(self) -> dict:
-        d = asdict(self)
-        d.pop("model", None)
-        return d
+        """The event as plain data (without the model), e.g. for JSON logs."""
+        return {f.name: copy.deepcopy(getattr(self, f.name)) for f in fields(self) if f.name != "model"}
 
 
 def resolve_device(name: str = "auto"):
@@ -111,6 +109,22 @@ def build_model(config: TrainConfig, classes: list[str], device=None):
 
     backbone = create_backbone(config.backbone, config.pretrained, device=device or "cpu")
     return method_class(config.method)(backbone, classes, **config.method_options)
+
+
+def _adapter_state(model) -> dict:
+    """A copy of the method's own tensors (the backbone's too when it trains), cheap for big backbones."""
+    if getattr(model, "trains_backbone", False):
+        return {k: v.detach().clone() for k, v in model.state_dict().items()}
+    out = {}
+    for name, child in model.named_children():
+        if name != "backbone":
+            out.update({f"{name}.{k}": v.detach().clone() for k, v in child.state_dict().items()})
+    for name, p in model.named_parameters(recurse=False):
+        out[name] = p.detach().clone()
+    for name, b in model.named_buffers(recurse=False):
+        if name not in model._non_persistent_buffers_set:
+            out[name] = b.detach().clone()
+    return out
 
 
 def _stopping(config) -> bool:
@@ -159,7 +173,7 @@ def train_iter(config: TrainConfig, data: FewShotData, model=None) -> Iterator[T
     )
 
     def autocast():
-        return torch.autocast("cuda", dtype=torch.float16) if amp else torch.autocast(device.type, enabled=False)
+        return torch.autocast("cuda", dtype=torch.float16) if amp else contextlib.nullcontext()
 
     bs = max(1, int(config.batch_size))
     if cached:
@@ -258,9 +272,13 @@ def train_iter(config: TrainConfig, data: FewShotData, model=None) -> Iterator[T
                         m = None if tr[1] is None else tr[1][idx].to(device)
                         loss, _ = model.training_loss(tr[0][idx].to(device), m, y)
                 opt.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(opt)
-                scaler.update()
+                if amp:
+                    scaler.scale(loss).backward()
+                    scaler.step(opt)
+                    scaler.update()
+                else:
+                    loss.backward()
+                    opt.step()
                 sched.step()
                 done_steps += 1
                 losses.append(float(loss.detach()))
@@ -274,9 +292,7 @@ def train_iter(config: TrainConfig, data: FewShotData, model=None) -> Iterator[T
             monitor = metrics["loss"] if metrics is not None else train_loss
             improved = monitor < best["loss"] - 1e-6
             if improved:
-                best.update(loss=monitor, epoch=epoch, metrics=metrics,
-                            state={k: v.detach().clone() for k, v in model.state_dict().items()
-                                   if getattr(model, "trains_backbone", False) or not k.startswith("backbone.")})
+                best.update(loss=monitor, epoch=epoch, metrics=metrics, state=_adapter_state(model))
                 bad_epochs = 0
             else:
                 bad_epochs += 1
