@@ -47,6 +47,7 @@ from napari_medprompt.segment.validate import check_image, check_prompt, check_s
 
 _SMOOTH_CACHE_SLICES = 8
 PROPAGATION_MODES = ("auto", "projection", "connected")
+ASSUMED_FOV_MM = 400.0  # field of view assumed when bind() gets no spacing
 
 
 class ClassicSegmenter:
@@ -78,7 +79,8 @@ class ClassicSegmenter:
         """Use ``image`` ((z, y, x) or (y, x)) from now on; it is read, never modified.
 
         The classic backend works on the image's own values (HU for CT); ``window`` only scales the
-        minimum intensity spread for non-CT images (2% of its width).
+        minimum intensity spread for non-CT images (2% of its width). Its settings are in millimetres,
+        so pass ``spacing``; without it the slice is assumed to span 400 mm (a body field of view).
         """
         arr = check_image(image)
         self._image = arr
@@ -86,7 +88,9 @@ class ClassicSegmenter:
         self.is_ct = self.modality == "CT"
         self.key = key
         if spacing is None:
-            sp = (1.0, 1.0)
+            # unknown pixel size: assume the slice spans a typical 400 mm body field of view
+            px_mm = ASSUMED_FOV_MM / max(arr.shape[-2:])
+            sp = (px_mm, px_mm)
         else:
             sp_all = tuple(float(v) for v in spacing)
             if len(sp_all) < 2 or any(not np.isfinite(v) or v <= 0 for v in sp_all):
