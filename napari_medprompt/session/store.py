@@ -6,7 +6,8 @@ Layout::
                                     format version, and for every non-empty slice of the label map
                                     where it is: {"pack", "offset", "length", "crc32"}
     <folder>/labels/g000017-<id>.pack  the slices written by save #17, one after the other, each
-                                    zlib-compressed little-endian uint16, row-major
+                                    zlib-compressed, row-major, uint8 when every label of
+                                    the slice fits a byte ("bpv": 1) else little-endian uint16
 
 Saving compresses only the slices that changed since the last save into one *new* pack file,
 fsyncs it, then replaces ``session.json`` atomically (temp file + fsync + rename) and only then
@@ -67,25 +68,29 @@ def _pack_name(generation: int, token: str) -> str:
     return f"g{generation:06d}-{token}.pack"
 
 
-def encode_slice(plane: np.ndarray) -> tuple[bytes, int]:
-    raw = np.ascontiguousarray(plane, dtype=LABEL_DTYPE).tobytes()
-    return zlib.compress(raw, 1), zlib.crc32(raw)
+def encode_slice(plane: np.ndarray) -> tuple[bytes, int, int]:
+    """``(zlib blob, CRC-32 of the raw bytes, bytes per voxel)``; slices whose labels all fit in
+    a byte are stored as uint8 (half the bytes to compress), others as little-endian uint16."""
+    bpv = 1 if int(plane.max()) <= 255 else 2
+    raw = np.ascontiguousarray(plane, dtype=np.uint8 if bpv == 1 else LABEL_DTYPE).tobytes()
+    return zlib.compress(raw, 1), zlib.crc32(raw), bpv
 
 
-def decode_slice(blob: bytes, shape: tuple[int, int], crc: int, path: Path, z: int) -> np.ndarray:
+def decode_slice(blob: bytes, shape: tuple[int, int], crc: int, path: Path, z: int, bpv: int = 2) -> np.ndarray:
     folder = path.parent.parent
     try:
         raw = zlib.decompress(blob)
     except zlib.error as err:
         raise SessionCorruptError(f"{path}: slice {z} is corrupt ({err})", folder) from err
-    expected = int(np.prod(shape)) * LABEL_DTYPE.itemsize
+    dtype = np.dtype(np.uint8) if bpv == 1 else LABEL_DTYPE
+    expected = int(np.prod(shape)) * dtype.itemsize
     if len(raw) != expected:
         raise SessionCorruptError(
             f"{path}: slice {z} holds {len(raw)} bytes, expected {expected} for a {shape} slice", folder
         )
     if zlib.crc32(raw) != crc:
         raise SessionCorruptError(f"{path}: slice {z} fails its checksum (file damaged)", folder)
-    return np.frombuffer(raw, dtype=LABEL_DTYPE).reshape(shape).astype(np.uint16)
+    return np.frombuffer(raw, dtype=dtype).reshape(shape).astype(np.uint16)
 
 
 class SessionStore:
@@ -123,25 +128,27 @@ class SessionStore:
         pack_name = _pack_name(gen, self.token)
         offset = 0
 
-        def add(z: int, blob: bytes, crc: int) -> None:
+        def add(z: int, blob: bytes, crc: int, bpv: int) -> None:
             nonlocal offset
             blobs.append(blob)
-            entries[z] = {"pack": pack_name, "offset": offset, "length": len(blob), "crc32": crc}
+            entries[z] = {"pack": pack_name, "offset": offset, "length": len(blob), "crc32": crc, "bpv": bpv}
             offset += len(blob)
 
         pack_path = self.folder / SLICE_DIR / pack_name
         try:
+            filled = []
             for z in todo:
-                plane = labels[z]
-                if not plane.any():
+                if labels[z].any():
+                    filled.append(z)
+                else:
                     entries.pop(z, None)
-                    continue
-                blob, crc = encode_slice(plane)
-                add(z, blob, crc)
+            for z, enc in zip(filled, _encode_all(labels, filled)):
+                add(z, *enc)
             rewritten = set(todo)
             if self._needs_compaction(entries):  # copy the other live slices into this pack
-                for z, blob, crc in self._read_blobs({z: e for z, e in entries.items() if z not in rewritten}):
-                    add(z, blob, crc)
+                keep = {z: e for z, e in entries.items() if z not in rewritten}
+                for z, blob, crc in self._read_blobs(keep):
+                    add(z, blob, crc, int(keep[z].get("bpv", 2)))
             if blobs:
                 pack_path.parent.mkdir(parents=True, exist_ok=True)
                 with open(pack_path, "wb") as f:
@@ -282,6 +289,8 @@ class SessionStore:
             for e in entries.values():
                 e["pack"], e["offset"], e["length"], e["crc32"] = (
                     str(e["pack"]), int(e["offset"]), int(e["length"]), int(e["crc32"]))
+                if int(e.get("bpv", 2)) not in (1, 2):
+                    raise ValueError(f"bytes per voxel {e['bpv']!r}")
         except (KeyError, TypeError, ValueError) as err:
             raise SessionCorruptError(f"{path}: label section is missing or malformed ({err})", self.folder) from err
         if len(shape) != 3:
@@ -291,10 +300,21 @@ class SessionStore:
             raise SessionCorruptError(f"{path}: slice {bad[0]} outside the volume {shape}", self.folder)
         labels = np.zeros(shape, dtype=np.uint16)
         for z, blob, crc in self._read_blobs(entries):
-            labels[z] = decode_slice(blob, shape[1:], crc, self.folder / SLICE_DIR / entries[z]["pack"], z)
+            labels[z] = decode_slice(blob, shape[1:], crc, self.folder / SLICE_DIR / entries[z]["pack"], z,
+                                     int(entries[z].get("bpv", 2)))
         self.generation = int(manifest.get("generation", 0))
         self.slice_files = entries
         return manifest, labels
+
+
+def _encode_all(labels: np.ndarray, zs: list[int]) -> list[tuple[bytes, int, int]]:
+    """Encode slices, on two threads for larger batches (zlib releases the GIL)."""
+    if len(zs) < 4:
+        return [encode_slice(labels[z]) for z in zs]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+        return list(pool.map(lambda z: encode_slice(labels[z]), zs))
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -194,3 +194,16 @@ def test_new_session_never_overwrites_another_sessions_folder(tmp_path):
     restored = AnnotationSession.load(folder)
     restored.rename(2, "left kidney")
     assert AnnotationSession.load(folder).objects[2].name == "left kidney"
+
+
+def test_label_ids_above_255_round_trip(tmp_path):
+    s = AnnotationSession(SHAPE, SPACING, image_key=KEY, folder=tmp_path / "s")
+    big = s.new_object("vessel", object_id=40000)
+    small = s.new_object("liver", object_id=3)
+    s.commit_slices(big.id, {z: kidney(z) for z in range(4, 9)}, "propagated")
+    s.commit_slices(small.id, {z: liver(z) for z in range(6, 12)}, "propagated")
+    entries = json.loads((tmp_path / "s" / "session.json").read_text())["labels"]["slices"]
+    assert entries["5"]["bpv"] == 2 and entries["10"]["bpv"] == 1  # uint8 where ids fit a byte
+    r = AnnotationSession.load(tmp_path / "s")
+    np.testing.assert_array_equal(r.labels, s.labels)
+    assert (r.labels == 40000).sum() == sum(kidney(z).sum() for z in range(4, 9))
