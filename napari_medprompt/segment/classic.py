@@ -57,9 +57,15 @@ class ClassicSegmenter:
     random_weights = False
 
     def __init__(
-        self, params: GrowParams | None = None, refine_mm: float = 9.0, step_mm: float = 4.0
+        self,
+        params: GrowParams | None = None,
+        refine_mm: float = 9.0,
+        step_mm: float = 4.0,
+        regrow_ratio: float | None = 1.5,
     ) -> None:
         self.params = params or GrowParams()
+        # propagation also stops where an object that had shrunk grows again (slid into a neighbour)
+        self.regrow_ratio = regrow_ratio
         self.refine_mm = float(refine_mm)  # predict: how far a result may move from a mask prompt
         self.step_mm = float(step_mm)  # propagate: how far the outline may move from one slice to the next
         self._image: np.ndarray | None = None
@@ -305,7 +311,9 @@ class ClassicSegmenter:
                 mask = grow(s, seeds, ref, self.px, allowed=allowed)
             return mask, boundary_support(s, mask, ref), presence
 
-        return propagate_by_projection(predict_next, seeds, self.n_slices, settings)
+        return propagate_by_projection(
+            predict_next, seeds, self.n_slices, settings, regrow_ratio=self.regrow_ratio
+        )
 
     def prefetch(self, slices: Sequence[int], cancel: threading.Event | None = None) -> Iterator[int]:
         """Nothing to precompute (no embeddings): yields each valid index, honouring ``cancel``."""

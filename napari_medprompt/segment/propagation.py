@@ -96,9 +96,10 @@ def _run(
     step: int,
     end: int,
     settings: PropagationSettings,
+    regrow_ratio: float | None = None,
 ) -> Iterator[SliceResult | None]:
     """One direction from one seed. Yields None when cancelled (the caller stops everything)."""
-    rule = StopRule(settings)
+    rule = StopRule(settings, regrow_ratio=regrow_ratio)
     rule.reset(seed_mask)
     prev = seed_mask
     pending: list[SliceResult] = []
@@ -143,8 +144,13 @@ def propagate_by_projection(
     seeds: Mapping[int, Mapping[int, np.ndarray]],
     n_slices: int,
     settings: PropagationSettings | None = None,
+    *,
+    regrow_ratio: float | None = None,
 ) -> Iterator[SliceResult]:
     """Propagate every object from its seed slices through ``n_slices`` slices, yielding as it goes.
+
+    ``regrow_ratio`` turns on the stop rule's shrink-then-regrow check (see
+    :class:`~napari_medprompt.segment.stop_rule.StopRule`); off by default.
 
     ``seeds`` maps object id -> {slice index -> (H, W) bool mask}. Never yields a seed slice. Raises
     :class:`PromptError` at the call itself (before any prediction) for bad seeds or a bad slice range.
@@ -163,7 +169,7 @@ def propagate_by_projection(
         raise PromptError(f"seed masks must be 2D slices, got shape {shape}")
     checked = check_seeds(seeds, n_slices, shape)
     first, last = check_slice_range(settings.slice_range, n_slices)
-    StopRule(settings)  # validates patience / ratio before anything runs
+    StopRule(settings, regrow_ratio=regrow_ratio)  # validates the settings before anything runs
 
     plans = {}
     for oid, per_slice in checked.items():
@@ -179,13 +185,14 @@ def propagate_by_projection(
             "segment it on a slice inside the range, or widen the range"
         )
 
-    return _drive(predict_next, checked, plans, settings)
+    return _drive(predict_next, checked, plans, settings, regrow_ratio)
 
 
-def _drive(predict_next, checked, plans, settings) -> Iterator[SliceResult]:
+def _drive(predict_next, checked, plans, settings, regrow_ratio) -> Iterator[SliceResult]:
     for oid, runs in plans.items():
         for seed, step, end in runs:
-            for res in _run(predict_next, checked[oid][seed], oid, seed, step, end, settings):
+            run = _run(predict_next, checked[oid][seed], oid, seed, step, end, settings, regrow_ratio)
+            for res in run:
                 if res is None:
                     return
                 yield res

@@ -10,6 +10,11 @@ each new slice and calls it *bad* when
 
 After ``settings.patience`` consecutive bad slices the object counts as lost and that direction
 stops. A good slice resets the count and becomes the new area reference.
+
+Optionally (``regrow_ratio``), a slice is also bad when the object had shrunk to less than
+``shrink_fraction`` of its largest area in this run and then grows again by more than
+``regrow_ratio`` over its smallest area since: an organ's cross-section rarely narrows and widens
+again, while a segmenter that slid off the end of the organ into a neighbour does exactly that.
 """
 
 from __future__ import annotations
@@ -28,8 +33,18 @@ class StopRule:
     ``streak`` how many bad slices are in the current run of bad ones.
     """
 
-    def __init__(self, settings: PropagationSettings | None = None) -> None:
+    def __init__(
+        self,
+        settings: PropagationSettings | None = None,
+        *,
+        regrow_ratio: float | None = None,
+        shrink_fraction: float = 0.5,
+    ) -> None:
         self.settings = settings if settings is not None else PropagationSettings()
+        if regrow_ratio is not None and regrow_ratio <= 1.0:
+            raise ValueError(f"regrow_ratio must be greater than 1, got {regrow_ratio}")
+        self.regrow_ratio = regrow_ratio
+        self.shrink_fraction = float(shrink_fraction)
         if self.settings.patience < 1:
             raise ValueError(f"patience must be at least 1, got {self.settings.patience}")
         if self.settings.max_area_ratio <= 1.0:
@@ -37,6 +52,8 @@ class StopRule:
                 f"max_area_ratio must be greater than 1, got {self.settings.max_area_ratio}"
             )
         self.reference_area: float = 0.0
+        self.max_area = 0.0
+        self.min_after_shrink: float | None = None
         self.streak = 0
         self.last_ok = True
         self.reason = ""
@@ -44,6 +61,8 @@ class StopRule:
     def reset(self, seed_mask: np.ndarray | None) -> None:
         """Start a run from ``seed_mask`` (its area is the first reference)."""
         self.reference_area = float(np.count_nonzero(seed_mask)) if seed_mask is not None else 0.0
+        self.max_area = self.reference_area
+        self.min_after_shrink = None
         self.streak = 0
         self.last_ok = True
         self.reason = ""
@@ -61,6 +80,9 @@ class StopRule:
             ratio = max(area / ref, ref / area)
             if ratio > s.max_area_ratio:
                 return f"area jumped by x{ratio:.1f} (> x{s.max_area_ratio:g})"
+        low = self.min_after_shrink
+        if self.regrow_ratio is not None and low is not None and area > self.regrow_ratio * low:
+            return f"area grew again (x{area / low:.1f}) after the object had shrunk"
         return ""
 
     def update(self, mask: np.ndarray, object_score: float | None = None) -> bool:
@@ -68,8 +90,14 @@ class StopRule:
         self.reason = self.judge(mask, object_score)
         self.last_ok = not self.reason
         if self.last_ok:
+            area = float(np.count_nonzero(mask))
             self.streak = 0
-            self.reference_area = float(np.count_nonzero(mask))
+            self.reference_area = area
+            self.max_area = max(self.max_area, area)
+            if self.min_after_shrink is not None:
+                self.min_after_shrink = min(self.min_after_shrink, area)
+            elif area < self.shrink_fraction * self.max_area:
+                self.min_after_shrink = area
             return False
         self.streak += 1
         return self.streak >= self.settings.patience

@@ -99,7 +99,7 @@ def test_single_click_slice_dice(ct_case, classic, name, minimum):
     np.testing.assert_array_equal(ct, before)  # the HU values are never modified
 
 
-# measured: liver 0.887 (z 45-111 vs reference 69-111), left lung 0.956, right lung 0.963,
+# measured: liver 0.891 (z 55-111 vs reference 69-111), left lung 0.956, right lung 0.963,
 # left kidney 0.903 (z 73-103 vs 72-104)
 @pytest.mark.parametrize(
     "name, minimum", [("liver", 0.83), ("lung_left", 0.92), ("lung_right", 0.92), ("kidney_left", 0.86)]
@@ -140,27 +140,37 @@ def test_any_deep_click_works_not_just_the_deepest(ct_case, classic, name):
     assert min(scores) >= 0.88, scores
 
 
-def test_a_corrected_slice_reenters_as_a_seed_and_fixes_the_propagation(ct_case, classic):
-    # seeded on slice 83 the left kidney's lower pole slides into a neighbour (measured 3D Dice
-    # 0.32); the user corrects slice 74 (here: the reference outline) and propagation from both
-    # seeds recovers it (measured 0.93)
+def _kidney_3d_dice(seg, ref, seeds) -> float:
+    vol = np.zeros_like(ref)
+    for z, m in seeds.items():
+        vol[z] = m
+    for res in seg.propagate({1: seeds}):
+        assert res.slice_index not in seeds
+        if not res.lost:
+            vol[res.slice_index] = res.mask
+    return dice(vol, ref)
+
+
+def test_a_corrected_slice_reenters_as_a_seed_and_fixes_the_propagation(ct_case):
+    # with the plain stop rule, seeded on slice 83 the left kidney's lower pole slides into a
+    # neighbour and on down the body (measured 3D Dice 0.32); the user corrects slice 74 (here: the
+    # reference outline) and propagation from both seeds recovers it (measured 0.93)
+    ct, labels, spacing = ct_case
+    ref = np.isin(labels, ORGANS["kidney_left"])
+    seg = create_segmenter("classic", regrow_ratio=None)
+    seg.bind(ct, modality="CT", spacing=spacing)
+    first = seg.predict(83, Prompt(points=[deepest_point(ref[83])], labels=[1])).mask
+    before = _kidney_3d_dice(seg, ref, {83: first})
+    after = _kidney_3d_dice(seg, ref, {83: first, 74: ref[74]})
+    assert after >= 0.88 and after > before + 0.2
+
+
+def test_regrowth_after_shrinking_stops_the_slide_into_a_neighbour(ct_case, classic):
+    # the same seed with the classic default (stop where a shrinking object grows again): 0.87
     _, labels, _ = ct_case
     ref = np.isin(labels, ORGANS["kidney_left"])
-
-    def run(seeds):
-        vol = np.zeros_like(ref)
-        for z, m in seeds.items():
-            vol[z] = m
-        for res in classic.propagate({1: seeds}):
-            assert res.slice_index not in seeds
-            if not res.lost:
-                vol[res.slice_index] = res.mask
-        return dice(vol, ref)
-
     first = classic.predict(83, Prompt(points=[deepest_point(ref[83])], labels=[1])).mask
-    before = run({83: first})
-    after = run({83: first, 74: ref[74]})
-    assert after >= 0.88 and after > before + 0.2
+    assert _kidney_3d_dice(classic, ref, {83: first}) >= 0.83
 
 
 def test_box_is_a_hard_limit(ct_case, classic):

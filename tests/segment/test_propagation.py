@@ -216,3 +216,20 @@ def test_errors_are_raised_at_the_call_before_any_prediction():
     with pytest.raises(PromptError, match="out of range"):
         propagate_by_projection(pred, {1: {40: disk()}}, 30, PropagationSettings())
     assert pred.calls == []
+
+
+def test_regrowth_check_is_passed_to_the_stop_rule():
+    # the object shrinks from radius 8 to 4 and then grows again (a neighbour): only stopped when asked
+    radii = {11: 7, 12: 6, 13: 5, 14: 4, 15: 5, 16: 6, 17: 7, 18: 8}
+
+    def predict_next(z, prev, oid):
+        return disk(radii.get(z, 8)), 0.9, None
+
+    settings = PropagationSettings(directions=("forward",), patience=2)
+    plain = list(propagate_by_projection(predict_next, {1: {10: disk(8)}}, 19, settings))
+    assert not any(r.lost for r in plain)
+    checked = list(
+        propagate_by_projection(predict_next, {1: {10: disk(8)}}, 19, settings, regrow_ratio=1.5)
+    )
+    assert [r.slice_index for r in checked if not r.lost] == [11, 12, 13, 14]
+    assert [r.slice_index for r in checked if r.lost] == [15, 16]

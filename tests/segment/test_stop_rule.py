@@ -73,3 +73,23 @@ def test_bad_settings_are_refused():
         StopRule(PropagationSettings(patience=0))
     with pytest.raises(ValueError, match="max_area_ratio"):
         StopRule(PropagationSettings(max_area_ratio=1.0))
+
+
+def test_regrowth_after_shrinking_is_bad_only_when_asked():
+    areas = [100, 80, 45, 30, 40, 50, 60]  # shrinks below half of 100, then grows x2 over 30
+    plain = StopRule(PropagationSettings(patience=2, max_area_ratio=2.5))
+    plain.reset(square(10))
+    assert not any(plain.update(square(int(round(np.sqrt(a))))) for a in areas)
+    rule = StopRule(PropagationSettings(patience=2, max_area_ratio=2.5), regrow_ratio=1.5)
+    rule.reset(square(10))
+    lost_at = [i for i, a in enumerate(areas) if rule.update(square(int(round(np.sqrt(a)))))]
+    # 36 px (6x6) after 25 (5x5) is x1.44: fine; 49 (7x7) is x1.96: bad; 64: bad -> lost there
+    assert lost_at and lost_at[0] == 6 and "grew again" in rule.reason
+    with pytest.raises(ValueError, match="regrow_ratio"):
+        StopRule(regrow_ratio=1.0)
+
+
+def test_an_object_that_only_grows_is_not_cut_by_the_regrowth_check():
+    rule = StopRule(PropagationSettings(patience=1), regrow_ratio=1.5)
+    rule.reset(square(5))
+    assert not any(rule.update(square(n)) for n in (6, 7, 8, 10, 12, 14))
