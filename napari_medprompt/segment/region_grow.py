@@ -5,17 +5,19 @@ Everything works on the slice's own intensities (Hounsfield units for CT), light
 1. **Intensity band** from the seeds: median and robust spread (MAD) of the smoothed pixels around
    the positive clicks (or inside a previous mask). On CT the tissue class sets the band's shape:
    air / lung seeds (median below -400 HU) take everything darker than halfway to water, dense seeds
-   (bone, contrast, above 300 HU) everything brighter than halfway to soft tissue; soft-tissue seeds
-   (and every other modality) take ``median +- k * spread``, with ``k`` swept upwards and stopped
-   just before the grown area jumps after a stable step (the moment the region leaks into a
-   neighbour).
+   (bone, contrast, above 180 HU) everything brighter than halfway to soft tissue (at most 150 HU,
+   so cancellous bone is in); soft-tissue seeds (and every other modality) take
+   ``median +- k * spread``, with ``k`` swept upwards and stopped just before the grown area jumps
+   after a stable step (the moment the region leaks into a neighbour). Where most of the region's
+   rim is clearly different, that band limit moves halfway towards it (blurred high-contrast edges).
 2. **Flood fill**: the connected part of the band (inside the allowed area: box, neighbourhood of a
    previous mask) that touches the seeds.
-3. **Leak cut** (soft tissue only, where neighbours share the intensity): a morphological opening
-   splits the region at narrow bridges; the pieces that do not hold a seed, and the negative clicks,
-   become competing markers of a watershed on the intensity gradient, and only the seeds' share is
-   kept, trimmed to just beyond the opened core.
-4. **Clean-up**: small holes filled, only components holding a positive seed kept.
+3. **Leak cut** (soft tissue and bone, where neighbours share the intensity): a morphological
+   opening splits the region at narrow bridges; the pieces that do not hold a seed become competing
+   markers of a watershed on the intensity gradient, negative clicks cut the region by a random
+   walker, and only the seeds' share is kept, trimmed to just beyond the opened core.
+4. **Clean-up**: small holes filled (all holes for bone: the marrow), only components holding a
+   positive seed kept.
 """
 
 from __future__ import annotations
