@@ -114,14 +114,19 @@ def _load(path: Path):
 def _read_array(img) -> np.ndarray:
     """The voxels with the header's scaling applied, without a float64 upcast when avoidable."""
     dataobj = img.dataobj
-    slope, inter = img.header.get_slope_inter()
-    raw = np.asanyarray(dataobj.get_unscaled()) if hasattr(dataobj, "get_unscaled") else None
-    if raw is None:
+    if not hasattr(dataobj, "get_unscaled"):
         return np.asanyarray(dataobj)
+    # The scaling lives on the array proxy: nibabel resets scl_slope/scl_inter to NaN in a loaded
+    # image's header (so img.header.get_slope_inter() is always (None, None) there).
+    slope = float(np.asarray(getattr(dataobj, "slope", 1.0)))
+    inter = float(np.asarray(getattr(dataobj, "inter", 0.0)))
+    if not np.isfinite(slope) or slope == 0.0:
+        slope = 1.0
+    if not np.isfinite(inter):
+        inter = 0.0
+    raw = np.asanyarray(dataobj.get_unscaled())
     if isinstance(raw, np.memmap):  # uncompressed .nii: copy-on-write map, never writes the file
         raw = np.asarray(raw)
-    slope = 1.0 if slope is None or not np.isfinite(slope) else float(slope)
-    inter = 0.0 if inter is None or not np.isfinite(inter) else float(inter)
     if slope == 1.0 and inter == 0.0:
         return raw
     if raw.dtype.kind in "iu" and slope == 1.0 and float(inter).is_integer():
