@@ -56,10 +56,19 @@ def run(args) -> list[Record]:
             s.commit_slices(other.id, {z: _blob(shape[1:], z + 3) for z in range(z0, z0 + 8)}, "propagated")
 
         t8 = time_repeats(batch8, repeats=repeats)
-        flip = iter(range(10**9))
+        third = s.new_object("kidney")
+        shift = iter(range(10**9))
+        n_big = min(100, shape[0] // 2)
+
+        variants = [{z: np.roll(_blob(shape[1:], z), 5 * k, axis=1) for z in range(n_big)} for k in range(4)]
+
+        def batch100() -> None:  # a whole propagation committed at once (masks built beforehand)
+            s.commit_slices(third.id, variants[next(shift) % 4], "propagated", overwrite=True)
+
+        t100 = time_repeats(batch100, repeats=3)
 
         def accept_range() -> None:
-            # alternate accept / re-propagate-free status changes on the liver (labels unchanged)
+            # a review change: status and provenance only, the label voxels stay the same
             s.set_status(liver.id, filled, "accepted")
 
         ta = time_repeats(accept_range, repeats=repeats)
@@ -86,6 +95,8 @@ def run(args) -> list[Record]:
                    notes=f"commit + autosave, {dims} uint16, fsync on; baseline = whole-volume .npy atomic write"),
             Record("session.autosave_commit_8_slices", "median", median(t8) * 1e3, "ms", base * 1e3,
                    notes="propagation batch of 8 slices"),
+            Record(f"session.autosave_commit_{n_big}_slices", "median", median(t100) * 1e3, "ms", base * 1e3,
+                   notes="a whole propagation in one commit"),
             Record("session.autosave_accept_120_slices", "median", median(ta) * 1e3, "ms", base * 1e3,
                    notes="status change only: session.json rewritten, no slice files"),
             Record("session.full_save", "median", median(tf) * 1e3, "ms", base * 1e3,

@@ -6,8 +6,9 @@ Layout::
                                     format version, and for every non-empty slice of the label map
                                     where it is: {"pack", "offset", "length", "crc32"}
     <folder>/labels/g000017-<id>.pack  the slices written by save #17, one after the other, each
-                                    zlib-compressed, row-major, uint8 when every label of
-                                    the slice fits a byte ("bpv": 1) else little-endian uint16
+                                    zlib-compressed, row-major, only the labelled rows
+                                    ("rows"), uint8 when every label fits a byte ("bpv": 1)
+                                    else little-endian uint16
 
 Saving compresses only the slices that changed since the last save into one *new* pack file,
 fsyncs it, then replaces ``session.json`` atomically (temp file + fsync + rename) and only then
@@ -68,29 +69,43 @@ def _pack_name(generation: int, token: str) -> str:
     return f"g{generation:06d}-{token}.pack"
 
 
-def encode_slice(plane: np.ndarray) -> tuple[bytes, int, int]:
-    """``(zlib blob, CRC-32 of the raw bytes, bytes per voxel)``; slices whose labels all fit in
-    a byte are stored as uint8 (half the bytes to compress), others as little-endian uint16."""
-    bpv = 1 if int(plane.max()) <= 255 else 2
-    raw = np.ascontiguousarray(plane, dtype=np.uint8 if bpv == 1 else LABEL_DTYPE).tobytes()
-    return zlib.compress(raw, 1), zlib.crc32(raw), bpv
+def encode_slice(plane: np.ndarray) -> tuple[bytes, dict[str, Any]]:
+    """``(zlib blob, {"crc32", "bpv", "rows"})`` for a non-empty slice.
+
+    Only the rows between the first and last labelled row are stored (``rows`` = [first, last+1]),
+    as uint8 when every label fits a byte (``bpv`` 1) else little-endian uint16; the CRC-32 is of
+    those raw bytes. Cropping and byte-wide storage cut the bytes to compress several-fold.
+    """
+    filled = np.flatnonzero(plane.any(axis=1))
+    r0, r1 = int(filled[0]), int(filled[-1]) + 1
+    part = plane[r0:r1]
+    bpv = 1 if int(part.max()) <= 255 else 2
+    raw = np.ascontiguousarray(part, dtype=np.uint8 if bpv == 1 else LABEL_DTYPE).tobytes()
+    return zlib.compress(raw, 1), {"crc32": zlib.crc32(raw), "bpv": bpv, "rows": [r0, r1]}
 
 
-def decode_slice(blob: bytes, shape: tuple[int, int], crc: int, path: Path, z: int, bpv: int = 2) -> np.ndarray:
+def decode_slice(blob: bytes, shape: tuple[int, int], entry: dict[str, Any], path: Path, z: int) -> np.ndarray:
+    """Inverse of :func:`encode_slice`; raises :class:`SessionCorruptError` naming the file."""
     folder = path.parent.parent
     try:
         raw = zlib.decompress(blob)
     except zlib.error as err:
         raise SessionCorruptError(f"{path}: slice {z} is corrupt ({err})", folder) from err
-    dtype = np.dtype(np.uint8) if bpv == 1 else LABEL_DTYPE
-    expected = int(np.prod(shape)) * dtype.itemsize
+    dtype = np.dtype(np.uint8) if int(entry.get("bpv", 2)) == 1 else LABEL_DTYPE
+    r0, r1 = (int(v) for v in entry.get("rows", (0, shape[0])))
+    if not 0 <= r0 < r1 <= shape[0]:
+        raise SessionCorruptError(f"{path}: slice {z} has an invalid row range {r0}-{r1}", folder)
+    expected = (r1 - r0) * shape[1] * dtype.itemsize
     if len(raw) != expected:
         raise SessionCorruptError(
-            f"{path}: slice {z} holds {len(raw)} bytes, expected {expected} for a {shape} slice", folder
+            f"{path}: slice {z} holds {len(raw)} bytes, expected {expected} for rows {r0}-{r1} of a "
+            f"{shape} slice", folder
         )
-    if zlib.crc32(raw) != crc:
+    if zlib.crc32(raw) != int(entry["crc32"]):
         raise SessionCorruptError(f"{path}: slice {z} fails its checksum (file damaged)", folder)
-    return np.frombuffer(raw, dtype=dtype).reshape(shape).astype(np.uint16)
+    plane = np.zeros(shape, dtype=np.uint16)
+    plane[r0:r1] = np.frombuffer(raw, dtype=dtype).reshape(r1 - r0, shape[1])
+    return plane
 
 
 class SessionStore:
@@ -103,7 +118,7 @@ class SessionStore:
         self.token = secrets.token_hex(4)  # pack names never collide between two writers
         self.compact_slack = COMPACT_SLACK
         self.generation = 0
-        self.slice_files: dict[int, dict[str, Any]] = {}  # z -> {"file", "crc32"}
+        self.slice_files: dict[int, dict[str, Any]] = {}  # z -> {"pack", "offset", "length", "crc32", ...}
 
     @property
     def manifest_path(self) -> Path:
@@ -128,10 +143,12 @@ class SessionStore:
         pack_name = _pack_name(gen, self.token)
         offset = 0
 
-        def add(z: int, blob: bytes, crc: int, bpv: int) -> None:
+        def add(z: int, blob: bytes, meta: dict[str, Any]) -> None:
             nonlocal offset
             blobs.append(blob)
-            entries[z] = {"pack": pack_name, "offset": offset, "length": len(blob), "crc32": crc, "bpv": bpv}
+            entries[z] = {"pack": pack_name, "offset": offset, "length": len(blob),
+                          "crc32": int(meta["crc32"]), "bpv": int(meta.get("bpv", 2)),
+                          "rows": list(meta.get("rows", [0, labels.shape[1]]))}
             offset += len(blob)
 
         pack_path = self.folder / SLICE_DIR / pack_name
@@ -147,8 +164,8 @@ class SessionStore:
             rewritten = set(todo)
             if self._needs_compaction(entries):  # copy the other live slices into this pack
                 keep = {z: e for z, e in entries.items() if z not in rewritten}
-                for z, blob, crc in self._read_blobs(keep):
-                    add(z, blob, crc, int(keep[z].get("bpv", 2)))
+                for z, blob, _crc in self._read_blobs(keep):
+                    add(z, blob, keep[z])
             if blobs:
                 pack_path.parent.mkdir(parents=True, exist_ok=True)
                 with open(pack_path, "wb") as f:
@@ -291,6 +308,8 @@ class SessionStore:
                     str(e["pack"]), int(e["offset"]), int(e["length"]), int(e["crc32"]))
                 if int(e.get("bpv", 2)) not in (1, 2):
                     raise ValueError(f"bytes per voxel {e['bpv']!r}")
+                if "rows" in e and len(e["rows"]) != 2:
+                    raise ValueError(f"row range {e['rows']!r}")
         except (KeyError, TypeError, ValueError) as err:
             raise SessionCorruptError(f"{path}: label section is missing or malformed ({err})", self.folder) from err
         if len(shape) != 3:
@@ -300,14 +319,13 @@ class SessionStore:
             raise SessionCorruptError(f"{path}: slice {bad[0]} outside the volume {shape}", self.folder)
         labels = np.zeros(shape, dtype=np.uint16)
         for z, blob, crc in self._read_blobs(entries):
-            labels[z] = decode_slice(blob, shape[1:], crc, self.folder / SLICE_DIR / entries[z]["pack"], z,
-                                     int(entries[z].get("bpv", 2)))
+            labels[z] = decode_slice(blob, shape[1:], entries[z], self.folder / SLICE_DIR / entries[z]["pack"], z)
         self.generation = int(manifest.get("generation", 0))
         self.slice_files = entries
         return manifest, labels
 
 
-def _encode_all(labels: np.ndarray, zs: list[int]) -> list[tuple[bytes, int, int]]:
+def _encode_all(labels: np.ndarray, zs: list[int]) -> list[tuple[bytes, dict[str, Any]]]:
     """Encode slices, on two threads for larger batches (zlib releases the GIL)."""
     if len(zs) < 4:
         return [encode_slice(labels[z]) for z in zs]

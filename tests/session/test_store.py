@@ -207,3 +207,21 @@ def test_label_ids_above_255_round_trip(tmp_path):
     r = AnnotationSession.load(tmp_path / "s")
     np.testing.assert_array_equal(r.labels, s.labels)
     assert (r.labels == 40000).sum() == sum(kidney(z).sum() for z in range(4, 9))
+
+
+def test_slice_encoding_round_trip_edges(tmp_path):
+    from napari_medprompt.session.store import decode_slice, encode_slice
+
+    rng = np.random.default_rng(0)
+    for plane in [np.zeros((7, 5), np.uint16), np.zeros((7, 5), np.uint16), rng.integers(0, 3, (7, 5)).astype(np.uint16)]:
+        plane[0, 0] = 1
+        plane[-1, -1] = 65535 if plane.sum() % 2 else 2
+        blob, meta = encode_slice(plane)
+        np.testing.assert_array_equal(decode_slice(blob, plane.shape, meta, tmp_path / "x" / "p", 0), plane)
+    one = np.zeros((9, 4), np.uint16)
+    one[4, 2] = 7
+    blob, meta = encode_slice(one)
+    assert meta["rows"] == [4, 5] and meta["bpv"] == 1
+    np.testing.assert_array_equal(decode_slice(blob, one.shape, meta, tmp_path / "x" / "p", 0), one)
+    with pytest.raises(SessionCorruptError, match="slice 3 fails its checksum"):
+        decode_slice(blob, one.shape, {**meta, "crc32": meta["crc32"] ^ 1}, tmp_path / "x" / "p", 3)
