@@ -23,7 +23,9 @@ class SliceCounts:
     def counts(self, z: int) -> np.ndarray:
         c = self._counts.get(z)
         if c is None:
-            c = np.bincount(self.labels[z].ravel())
+            plane = self.labels[z]
+            # an empty slice (most of a CT) is one fast check instead of a histogram
+            c = np.bincount(plane.ravel()) if plane.any() else np.array([plane.size])
             self._counts[z] = c
         return c
 
