@@ -85,12 +85,14 @@ class EmbeddingCache:
     """LRU of per-slice features in memory (``max_bytes``), backed by an optional disk folder.
 
     Use: ``open(signature, key, disk_root)`` when an image is bound, then ``get(z)`` / ``put(z, feats)``.
-    ``feats`` is a dict of tensors. Thread-safe (prefetch runs beside clicks). ``hits``, ``misses``,
+    ``feats`` is a dict of tensors; ``prepare`` (optional) turns features read from disk into the form
+    the caller keeps in memory. Thread-safe (prefetch runs beside clicks). ``hits``, ``misses``,
     ``disk_hits`` and ``disk_writes`` count what happened (benchmarks and tests read them).
     """
 
-    def __init__(self, max_bytes: int = 1 << 30, disk_dtype: str = "float16") -> None:
+    def __init__(self, max_bytes: int = 1 << 30, disk_dtype: str = "float16", prepare=None) -> None:
         self.max_bytes = int(max_bytes)
+        self.prepare = prepare  # applied to features read from disk (dtype / memory layout)
         self.disk_dtype = disk_dtype
         self._mem: OrderedDict[tuple[str, int], dict] = OrderedDict()
         self._bytes = 0
@@ -145,8 +147,8 @@ class EmbeddingCache:
         p = self._disk_path(z)
         return p is not None and p.exists()
 
-    def get(self, z: int, device=None) -> dict | None:
-        """Features of slice ``z`` (memory first, then disk), or None."""
+    def get(self, z: int, device=None, dtype=None) -> dict | None:
+        """Features of slice ``z`` (memory first, then disk, as ``dtype`` on ``device``), or None."""
         key = (self.sig_id, int(z))
         with self._lock:
             feats = self._mem.get(key)
@@ -157,7 +159,9 @@ class EmbeddingCache:
         p = self._disk_path(z)
         if p is not None and p.exists():
             try:
-                feats = _load(p, device)
+                feats = _load(p, device, dtype)
+                if self.prepare is not None:
+                    feats = self.prepare(feats)
             except Exception as err:  # a torn or foreign file: recompute rather than fail
                 log.warning("ignoring unreadable embedding file %s: %s", p, err)
                 p.unlink(missing_ok=True)
@@ -224,9 +228,9 @@ def _save(path: Path, feats: Mapping, dtype: str) -> None:
     _atomic_write(path, save(tensors))
 
 
-def _load(path: Path, device=None) -> dict:
+def _load(path: Path, device=None, dtype=None) -> dict:
     import torch
     from safetensors.torch import load_file
 
     out = load_file(str(path), device="cpu")
-    return {k: v.to(device or "cpu", torch.float32) for k, v in out.items()}
+    return {k: v.to(device or "cpu", dtype or torch.float32) for k, v in out.items()}

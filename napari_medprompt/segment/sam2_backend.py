@@ -18,9 +18,10 @@ ImageNet normalisation (``SAM2ImagePredictor``'s transforms). Coordinates: napar
 
 Speed (CPU): embeddings are cached per slice (:mod:`embedding_cache`), the dense positional
 encoding of the decoder is computed once, only the chosen mask is upsampled, everything runs under
-``torch.inference_mode`` and, on CPUs with bfloat16 support, the decoder runs under bfloat16
-autocast (``decoder_bf16``; measured in ``benchmarks/bench_segment.py``). On CUDA the encoder and
-decoder run under bfloat16 autocast.
+``torch.inference_mode`` and, on CPUs with bfloat16 support, clicks run a bfloat16 copy of the mask
+decoder on bfloat16 features (``decoder_bf16``; autocast would re-cast weights and features on
+every click) and memory-mode tracking runs under bfloat16 autocast (``memory_bf16``); measured in
+``benchmarks/bench_segment.py``. On CUDA everything runs under bfloat16 autocast, as SAM2 does.
 """
 
 from __future__ import annotations
@@ -35,9 +36,15 @@ from pathlib import Path
 import numpy as np
 
 from napari_medprompt.imaging.normalize import default_model_window, window_to_unit
-from napari_medprompt.models.sam2_weights import build_model, model_spec, resolve_checkpoint
+from napari_medprompt.models.sam2_weights import RANDOM_SEED, build_model, model_spec, resolve_checkpoint
 from napari_medprompt.segment.base import PromptError, PropagationSettings, Prompt, SliceResult
 from napari_medprompt.segment.embedding_cache import EmbeddingCache, file_fingerprint, image_digest
+from napari_medprompt.segment.sam2_decoder import (
+    build_cpu_decoder,
+    channels_last,
+    decode_masks,
+    mask_to_logits,
+)
 from napari_medprompt.segment.validate import (
     check_image,
     check_prompt,
@@ -49,7 +56,6 @@ log = logging.getLogger(__name__)
 
 MODES = ("auto", "memory", "projection")
 DEFAULT_CACHE_BYTES = 1 << 30  # ~64 slices of SAM2 features (16 MiB each)
-MASK_LOGIT = 10.0  # a binary mask prompt becomes logits of +-10 (as SAM2 does for mask inputs)
 
 
 def pick_device(device: str = "auto") -> str:
@@ -80,20 +86,6 @@ def _cpu_has_bf16() -> bool:
         return False
 
 
-def mask_to_logits(mask: np.ndarray, size: int = 256):
-    """A binary ``(H, W)`` mask as SAM's low-res mask prompt: ``(1, 1, size, size)`` logits of +-10.
-
-    SAM2 resizes the slice to a square, so the mask is resized the same way (area-weighted,
-    antialiased), then the fraction covered maps to ``[-10, 10]``.
-    """
-    import torch
-    import torch.nn.functional as F
-
-    m = torch.from_numpy(np.ascontiguousarray(mask, dtype=np.float32))[None, None]
-    low = F.interpolate(m, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-    return low * (2 * MASK_LOGIT) - MASK_LOGIT
-
-
 class Sam2Segmenter:
     """SAM2 backend. See the module docstring for conventions and modes.
 
@@ -101,8 +93,9 @@ class Sam2Segmenter:
     None to use / download the published file), ``device`` ("auto", "cuda", "mps", "cpu"),
     ``propagation_mode`` ("auto": memory on CUDA, projection elsewhere), ``cache_dir`` (disk cache of
     embeddings: None = memory only, True = ``<cache>/sam2_embeddings``, or a folder), ``cache_bytes``
-    (memory budget), ``progress`` (download callback), ``decoder_bf16`` (None = on where the CPU
-    supports bfloat16), ``memory_frames`` (memory mode: how many past frames the memory bank holds,
+    (memory budget), ``progress`` (download callback), ``decoder_bf16`` / ``memory_bf16`` (bfloat16
+    autocast for clicks / memory-mode tracking on the CPU; None = on where the CPU supports
+    bfloat16; always on for CUDA, as SAM2 itself runs), ``memory_frames`` (memory mode: how many past frames the memory bank holds,
     SAM2's default 6; fewer is faster, see :mod:`sam2_video`).
 
     ``weights_status()`` returns what the GUI shows (model, checkpoint, random weights, device).
@@ -120,7 +113,7 @@ class Sam2Segmenter:
         progress=None,
         decoder_bf16: bool | None = None,
         memory_frames: int | None = None,
-        memory_bf16: bool = False,
+        memory_bf16: bool | None = None,
     ) -> None:
         import torch
         from sam2.sam2_image_predictor import SAM2ImagePredictor
@@ -136,17 +129,22 @@ class Sam2Segmenter:
         self._transforms = self.predictor._transforms
         self.propagation_mode = propagation_mode
         self.cuda = self.device.startswith("cuda")
-        self.decoder_bf16 = self.cuda or (_cpu_has_bf16() if decoder_bf16 is None else bool(decoder_bf16))
-        self.memory_bf16 = self.cuda or bool(memory_bf16)
+        cpu_bf16 = self.device == "cpu" and _cpu_has_bf16()
+        self.decoder_bf16 = self.cuda or (cpu_bf16 if decoder_bf16 is None else bool(decoder_bf16))
+        self.memory_bf16 = self.cuda or (cpu_bf16 if memory_bf16 is None else bool(memory_bf16))
         self.memory_frames = memory_frames
-        self.cache = EmbeddingCache(cache_bytes)
+        # On a bfloat16 CPU the decoder runs as a bfloat16 copy (no per-call casts of weights and
+        # features, which autocast would do on every click) and features are cached in bfloat16.
+        self.feature_dtype = torch.bfloat16 if (self.cuda or (self.decoder_bf16 and cpu_bf16)) else torch.float32
+        self._decoder_cpu: dict = {}
+        self.cache = EmbeddingCache(cache_bytes, prepare=self._as_feature_dtype)
         if cache_dir is True:
             from napari_medprompt.models.cache import cache_dir as _cache_dir
 
             cache_dir = _cache_dir("sam2_embeddings")
         self.cache_root = Path(cache_dir) if cache_dir not in (None, False) else None
         self.weights_id = (
-            f"random-seed{0}" if self.checkpoint_path is None else file_fingerprint(self.checkpoint_path)
+            f"random-seed{RANDOM_SEED}" if self.checkpoint_path is None else file_fingerprint(self.checkpoint_path)
         )
         self.encoder_calls = 0
         self._pos_enc = None
@@ -247,11 +245,16 @@ class Sam2Segmenter:
 
     def features(self, z: int) -> dict:
         """Encoder features of slice ``z`` (cached), as ``{"fpn0", "fpn1", "fpn2"}`` tensors."""
-        feats = self.cache.get(z, self.device)
+        feats = self.cache.get(z, self.device, self.feature_dtype)
         if feats is None:
-            feats = self._encode(z)
+            feats = self._as_feature_dtype(self._encode(z))
             self.cache.put(z, feats)
         return feats
+
+    def _as_feature_dtype(self, feats: dict) -> dict:
+        """Features as kept in the cache: ``feature_dtype``; channels_last off CUDA (fast decoder)."""
+        fmt = (lambda t: t) if self.cuda else channels_last
+        return {k: fmt(v.to(self.feature_dtype)) for k, v in feats.items()}
 
     def pos_enc(self, feats: dict) -> list:
         """The neck's positional encodings for the three levels (the same for every slice)."""
@@ -274,7 +277,7 @@ class Sam2Segmenter:
             if cancel is not None and cancel.is_set():
                 return
             if not self.cache.contains(z):
-                self.cache.put(z, self._encode(z))
+                self.cache.put(z, self._as_feature_dtype(self._encode(z)))
             yield z
 
     # ------------------------------------------------------------------ prediction
@@ -318,19 +321,32 @@ class Sam2Segmenter:
                     if concat is None
                     else (torch.cat([box_pts, concat[0]], 1), torch.cat([box_lab, concat[1]], 1))
                 )
-            with self._autocast(self.decoder_bf16):
+            if self.cuda:  # SAM2's own module under bfloat16 autocast, as SAM2 runs on a GPU
+                with self._autocast(True):
+                    sparse, dense = self.net.sam_prompt_encoder(points=concat, boxes=None, masks=mask_input)
+                    image_embed = feats["fpn2"]
+                    if self.net.directly_add_no_mem_embed:  # what SAM2ImagePredictor.set_image adds
+                        image_embed = image_embed + self.net.no_mem_embed.view(1, -1, 1, 1)
+                    low_res, iou, _, obj_logits = self.net.sam_mask_decoder(
+                        image_embeddings=image_embed,
+                        image_pe=self._dense_pe,
+                        sparse_prompt_embeddings=sparse,
+                        dense_prompt_embeddings=dense,
+                        multimask_output=multimask,
+                        repeat_image=False,
+                        high_res_features=[feats["fpn0"], feats["fpn1"]],
+                    )
+            else:  # CPU / MPS: channels_last layout, a bfloat16 decoder copy where the CPU has bf16
+                decoder, dense_pe, no_mem, no_mask_dense = self._cpu_decoder()
+                dtype = dense_pe.dtype
                 sparse, dense = self.net.sam_prompt_encoder(points=concat, boxes=None, masks=mask_input)
-                image_embed = feats["fpn2"]
-                if self.net.directly_add_no_mem_embed:  # what SAM2ImagePredictor.set_image adds
-                    image_embed = image_embed + self.net.no_mem_embed.view(1, -1, 1, 1)
-                low_res, iou, _, obj_logits = self.net.sam_mask_decoder(
-                    image_embeddings=image_embed,
-                    image_pe=self._dense_pe,
-                    sparse_prompt_embeddings=sparse,
-                    dense_prompt_embeddings=dense,
-                    multimask_output=multimask,
-                    repeat_image=False,
-                    high_res_features=[feats["fpn0"], feats["fpn1"]],
+                dense = no_mask_dense if mask_input is None else channels_last(dense.to(dtype))
+                image_embed = feats["fpn2"].to(dtype)
+                if self.net.directly_add_no_mem_embed:
+                    image_embed = image_embed + no_mem
+                hr = [channels_last(feats["fpn0"].to(dtype)), channels_last(feats["fpn1"].to(dtype))]
+                low_res, iou, obj_logits = decode_masks(
+                    decoder, channels_last(image_embed), dense_pe, sparse.to(dtype), dense, hr, multimask
                 )
             best = int(torch.argmax(iou[0]))
             logits = low_res[:, best : best + 1].float()
@@ -339,6 +355,20 @@ class Sam2Segmenter:
             score = float(iou[0, best].float())
             obj = float(torch.sigmoid(obj_logits.float()).reshape(-1)[0])
         return mask, score, obj
+
+    @property
+    def click_decoder(self):
+        """The mask decoder module clicks and projection mode run (a bfloat16 copy on bf16 CPUs)."""
+        return self.net.sam_mask_decoder if self.cuda else self._cpu_decoder()[0]
+
+    def _cpu_decoder(self):
+        """The decoder set-up for the CPU (bfloat16 copy when ``decoder_bf16``), built once per dtype."""
+        import torch
+
+        dtype = torch.bfloat16 if self.decoder_bf16 else torch.float32
+        if dtype not in self._decoder_cpu:
+            self._decoder_cpu[dtype] = build_cpu_decoder(self.net, self._dense_pe, dtype)
+        return self._decoder_cpu[dtype]
 
     # ------------------------------------------------------------------ propagation
     def projection_step(self, z: int, prev_mask: np.ndarray, object_id: int = 1):

@@ -69,10 +69,14 @@ def new_inference_state(seg, offload_state: bool = False) -> dict:
     h, w = seg.slice_shape
     device = torch.device(seg.device)
 
+    dtype = None if seg.memory_bf16 else torch.float32  # autocast takes bfloat16 features as they are
+
     def features(z: int):
         f = seg.features(int(z))
         fpn = [f["fpn0"], f["fpn1"], f["fpn2"]]
-        return fpn, seg.pos_enc(f)
+        if dtype is not None:
+            fpn = [t.to(dtype) for t in fpn]
+        return fpn, [p.to(fpn[0].dtype) for p in seg.pos_enc(f)]
 
     return {
         "images": None,  # never read: frames come from `medprompt_features`

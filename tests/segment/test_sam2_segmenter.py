@@ -16,7 +16,8 @@ from tests.segment.sam2_support import MODEL, checkpoint_file, torch
 
 from napari_medprompt.segment import PropagationSettings, Prompt, PromptError, Segmenter
 from napari_medprompt.segment.embedding_cache import prefetch_order
-from napari_medprompt.segment.sam2_backend import Sam2Segmenter, mask_to_logits
+from napari_medprompt.segment.sam2_backend import Sam2Segmenter
+from napari_medprompt.segment.sam2_decoder import channels_last, decode_masks, mask_to_logits
 from napari_medprompt.segment.sam2_video import memory_bank
 
 H = W = 64
@@ -109,7 +110,15 @@ def _spy(monkeypatch, module, store):
 def test_napari_row_col_become_sam_x_y(seg, monkeypatch):
     prompts, decodes = [], []
     _spy(monkeypatch, seg.net.sam_prompt_encoder, prompts)
-    _spy(monkeypatch, seg.net.sam_mask_decoder, decodes)
+    import napari_medprompt.segment.sam2_backend as backend
+
+    real_decode = backend.decode_masks
+
+    def decode_spy(*args):
+        decodes.append({"multimask_output": args[-1]})
+        return real_decode(*args)
+
+    monkeypatch.setattr(backend, "decode_masks", decode_spy)
     s = 1024 / 64
     # a point near the bottom-left corner: row 60, col 3 -> x = 3, y = 60 (in 1024-pixel model space)
     seg.predict(1, Prompt(points=[[60, 3]], labels=[1]))
@@ -138,6 +147,25 @@ def test_a_mask_prompt_becomes_low_res_logits(seg, monkeypatch):
     res = seg.predict(1, Prompt(mask=m))
     torch.testing.assert_close(prompts[-1]["masks"], logits)
     assert res.mask.shape == (H, W)
+
+
+@pytest.mark.parametrize("multimask", [True, False])
+def test_channels_last_decoder_computes_what_sam2s_decoder_computes(seg, multimask):
+    g = torch.Generator().manual_seed(0)
+    dec = seg.net.sam_mask_decoder
+    embed = torch.randn(1, 256, 64, 64, generator=g)
+    hr = [torch.randn(1, 32, 256, 256, generator=g), torch.randn(1, 64, 128, 128, generator=g)]
+    with torch.inference_mode():
+        sparse, dense = seg.net.sam_prompt_encoder(
+            points=(torch.tensor([[[100.0, 900.0]]]), torch.tensor([[1]], dtype=torch.int)), boxes=None, masks=None
+        )
+        ref = dec(image_embeddings=embed, image_pe=seg._dense_pe, sparse_prompt_embeddings=sparse,
+                  dense_prompt_embeddings=dense, multimask_output=multimask, repeat_image=False,
+                  high_res_features=hr)
+        got = decode_masks(dec, channels_last(embed), channels_last(seg._dense_pe), sparse,
+                           channels_last(dense.contiguous()), [channels_last(t) for t in hr], multimask)
+    for r, o in zip((ref[0], ref[1], ref[3]), got):
+        torch.testing.assert_close(o, r, rtol=1e-4, atol=1e-4)
 
 
 def test_bad_input_gets_clear_errors(seg, rebind):
@@ -231,14 +259,16 @@ def test_stop_rule_ends_where_the_object_score_drops(seg, monkeypatch, mode):
         return features(z)
 
     monkeypatch.setattr(seg, "features", tracking_features)
-    decoder = seg.net.sam_mask_decoder
-    real_head = decoder.pred_obj_score_head
-    decoder.pred_obj_score_head = head  # (monkeypatch cannot restore nn.Module children)
+    decoders = {id(d): d for d in (seg.net.sam_mask_decoder, seg.click_decoder)}.values()
+    real_heads = [d.pred_obj_score_head for d in decoders]
+    for d in decoders:
+        d.pred_obj_score_head = head  # (monkeypatch cannot restore nn.Module children)
     try:
         settings = _loose(mode=mode, patience=1, min_object_score=0.5)
         res = {r.slice_index: r for r in seg.propagate({1: {1: _disc(14)}}, settings)}
     finally:
-        decoder.pred_obj_score_head = real_head
+        for d, h in zip(decoders, real_heads):
+            d.pred_obj_score_head = h
     assert sorted(res) == [0, 2, 3]
     assert not res[0].lost and not res[2].lost
     assert res[2].object_score == pytest.approx(torch.sigmoid(torch.tensor(8.0)).item(), rel=1e-2)
