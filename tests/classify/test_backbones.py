@@ -99,3 +99,8 @@ def test_resnet_feature_map_pool_and_local_weights(tmp_path):
     with pytest.raises(ValueError, match="cannot read weights"):
         (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
         create_backbone("test-resnet", pretrained=str(tmp_path / "bad.pt"))
+
+
+def test_hf_hub_model_offline_says_how_to_fix_it():
+    with pytest.raises(WeightsUnavailable, match="Hugging Face hub.*offline"):
+        create_backbone("hf-hub:microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224")

@@ -135,3 +135,21 @@ def test_bad_input_errors(bb, data):
     nomask = FewShotData(data.images, data.labels, data.classes)
     with pytest.raises(DataError, match="needs a mask for every image"):
         next(train_iter(TrainConfig(method=mask_methods[0], backbone="test-vit-tiny", pretrained="random"), nomask))
+
+
+def test_training_on_mixed_sizes_channels_and_bit_depths(bb):
+    t = blob_task(6, seed=6)
+    items = []
+    for i, (img, m, c) in enumerate(t.as_items()):
+        if i % 3 == 1:  # 16-bit, larger
+            img = np.kron((img * 65535).astype(np.uint16), np.ones((2, 2), np.uint16))
+        elif i % 3 == 2:  # 8-bit RGB, cropped to another size
+            img = np.repeat((img[:, 8:] * 255).astype(np.uint8)[..., None], 3, axis=-1)
+        items.append((img, None, c))
+    data = from_annotations(items, classes=t.classes)
+    assert {im.dtype.name for im in data.images} == {"float32", "uint16", "uint8"}
+    model = method_class("linear-probe")(bb, data.classes)
+    done = list(train_iter(TrainConfig(epochs=2, val_fraction=0.0), data, model))[-1]
+    assert done.kind == "done"
+    probs = predict(model, data.images)
+    assert probs.shape == (len(data), 2) and np.isfinite(probs).all()
