@@ -5,8 +5,9 @@
     {"labels": [{"id": 1, "name": "liver", "color": [r, g, b]}, ...],
      "source_image": "...", "shape": [z, y, x], "spacing": [dz, dy, dx]}
 
-Both files are written atomically (temporary file, fsync, rename), so a failed save leaves the
-previous files intact. A label map reloads voxel for voxel and overlays its image exactly.
+Both files are written atomically and together (temporary files, fsync, then the renames), so a
+failed save leaves the previous pair intact. A label map reloads voxel for voxel and overlays its
+image exactly.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_medprompt.io.atomic import atomic_write, atomic_write_text
+from napari_medprompt.io.atomic import atomic_write_group
 from napari_medprompt.io.errors import ImageReadError, LabelWriteError
 from napari_medprompt.io.volume import Volume
 
@@ -81,12 +82,21 @@ def save_label_map(
     dtype = _label_dtype(labels)
     img = _nifti_image(labels.astype(dtype, copy=False), reference)
     payload = img.to_bytes()
-    with atomic_write(path, "wb") as f:
+    # The sidecar is made before anything is written: a label info that cannot be stored fails
+    # here, and the label map and its sidecar are then replaced together (or not at all).
+    sidecar_text = json.dumps(_sidecar(labels, reference, label_info), indent=2) + "\n"
+    with atomic_write_group([path, sidecar_path(path)], "wb") as (f, fs):
         if path.name.lower().endswith(".gz"):
             with gzip.GzipFile(fileobj=f, mode="wb", compresslevel=6, mtime=0) as gz:
                 gz.write(payload)
         else:
             f.write(payload)
+        fs.write(sidecar_text.encode("utf-8"))
+    return path
+
+
+def _sidecar(labels: np.ndarray, reference: Volume, label_info: dict[int, dict] | None) -> dict:
+    """The JSON sidecar: label ids, names and colours, plus the image geometry."""
     ids = sorted(int(i) for i in np.unique(labels) if i != 0)
     info = {int(k): dict(v) for k, v in (label_info or {}).items()}
     entries = []
@@ -94,21 +104,35 @@ def save_label_map(
         if i == 0:
             continue
         d = info.get(i, {})
+        color = d.get("color")
+        color = default_color(i) if color is None or len(color) < 3 else color
         entries.append({
             "id": i,
             "name": str(d.get("name", f"label {i}")),
-            "color": [int(c) for c in (d.get("color") or default_color(i))[:3]],
-            **{k: v for k, v in d.items() if k not in ("id", "name", "color")},
+            "color": [int(c) for c in list(color)[:3]],
+            **{str(k): _jsonable(v) for k, v in d.items() if k not in ("id", "name", "color")},
         })
-    sidecar = {
+    return {
         "labels": entries,
         "source_image": reference.source,
         "shape": [int(n) for n in labels.shape],
         "spacing": [float(s) for s in reference.spacing],
         "affine": np.asarray(reference.affine, dtype=float).tolist(),
     }
-    atomic_write_text(sidecar_path(path), json.dumps(sidecar, indent=2) + "\n")
-    return path
+
+
+def _jsonable(v):
+    if isinstance(v, dict):
+        return {str(k): _jsonable(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    if isinstance(v, np.generic):
+        return v.item()
+    if v is None or isinstance(v, (str, int, float, bool)):
+        return v
+    return str(v)
 
 
 def _nifti_image(labels_zyx: np.ndarray, reference: Volume):
@@ -118,10 +142,12 @@ def _nifti_image(labels_zyx: np.ndarray, reference: Volume):
     img = nib.Nifti1Image(labels_zyx.T, aff)
     zooms = tuple(reversed([float(s) for s in reference.spacing]))
     img.header.set_zooms(zooms[: labels_zyx.ndim])
-    img.header.set_sform(aff, code=1)
+    # Keep the source NIfTI's coordinate codes (e.g. 2 = aligned), else 1 = scanner.
+    sform_code = int(reference.meta.get("sform_code") or 0) or int(reference.meta.get("qform_code") or 0) or 1
+    img.header.set_sform(aff, code=sform_code)
     rzs = aff[:3, :3]
     orthogonal = np.allclose((rzs.T @ rzs) - np.diag(np.diag(rzs.T @ rzs)), 0, atol=1e-4)
-    img.header.set_qform(aff, code=1 if orthogonal else 0)  # qform cannot hold a shear
+    img.header.set_qform(aff, code=sform_code if orthogonal else 0)  # qform cannot hold a shear
     img.header.set_intent("label", name="labels")
     img.header.set_xyzt_units("mm")
     return img
