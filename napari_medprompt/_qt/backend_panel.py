@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import logging
 import os
+import sys
 from pathlib import Path
 
 from qtpy.QtCore import QObject, Signal
@@ -29,6 +31,8 @@ from qtpy.QtWidgets import (
 
 from napari_medprompt._qt.workers import start_worker
 from napari_medprompt.segment.registry import available_segmenters, create_segmenter
+
+log = logging.getLogger(__name__)
 
 RANDOM_BANNER = (
     "<b>RANDOM WEIGHTS</b>: this model has no trained weights, its masks are meaningless "
@@ -97,6 +101,48 @@ def _factory_params(name: str) -> set[str]:
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         return {"checkpoint", "device", "progress"}
     return set(params)
+
+
+def avoid_llvm_clash() -> bool:
+    """Keep triton out of a process whose OpenGL is Mesa's LLVM-based software renderer.
+
+    torchvision imports triton (torch's kernel compiler) when it is installed; triton carries its own
+    LLVM, and loading it into a process where Mesa's llvmpipe has already loaded libLLVM crashes
+    the process (seen under Xvfb and on machines without a GPU driver). SAM2 inference never uses
+    triton, so in that case triton is made unimportable for this process. Returns True if it did.
+    """
+    if "triton" in sys.modules:
+        return False
+    try:
+        with open("/proc/self/maps") as f:
+            mesa_llvm = any("libLLVM" in line for line in f)
+    except OSError:  # not Linux: no llvmpipe clash known
+        return False
+    if mesa_llvm:
+        sys.modules["triton"] = None  # `import triton` now raises ImportError; torch copes
+        log.warning("OpenGL runs on Mesa's LLVM renderer: triton is disabled in this process "
+                    "(it would load a second LLVM and crash); inference does not need it")
+    return mesa_llvm
+
+
+def preimport(name: str) -> None:
+    """Import the backend's module (and torch / sam2 for model backends) on the main thread.
+
+    Importing these native libraries for the first time from a worker thread is avoided on
+    purpose (one-off, a few seconds); loading, binding and inference then run in workers.
+    """
+    info = available_segmenters()[name]
+    if info.needs_weights:
+        avoid_llvm_clash()
+        import torch  # noqa: F401
+        import torchvision  # noqa: F401
+
+        try:
+            import sam2.build_sam  # noqa: F401
+            import sam2.sam2_image_predictor  # noqa: F401
+        except ImportError:
+            pass
+    _factory_params(name)
 
 
 def load_segmenter(name: str, checkpoint: str = "", device: str = "auto", random_weights=False, progress=None):
@@ -203,6 +249,12 @@ class BackendPanel(QWidget):
         self.set_status("info", f"Loading {name} …")
         self.bar.setVisible(True)
         self.bar.setRange(0, 0)
+        try:
+            preimport(name)
+        except Exception as err:  # missing optional dependency: say so, keep the viewer alive
+            self._failed(err)
+            self._done()
+            return
         self._worker = start_worker(
             load_segmenter,
             name,

@@ -112,6 +112,9 @@ class SegmentWidget(QWidget):
         napari_viewer.layers.events.removed.connect(self._on_layer_removed)
         napari_viewer.dims.events.current_step.connect(lambda _e: self._step_timer.start())
         bind_shortcuts([napari_viewer], self._actions())
+        from qtpy.QtWidgets import QApplication
+
+        QApplication.instance().aboutToQuit.connect(self.shutdown)
         self._refresh_layer_choices()
         self._update_buttons()
 
@@ -390,6 +393,7 @@ class SegmentWidget(QWidget):
         rec = self.prompts.as_record(z)
         self._session_call("record_prompt", oid, z, rec["points"], rec["labels"], rec["box"])
         seg, t0 = self.ctrl.segmenter, time.perf_counter()
+        self.prefetcher.stop()  # the click comes first; prefetch resumes after the preview
 
         def job():
             t1 = time.perf_counter()
@@ -409,6 +413,7 @@ class SegmentWidget(QWidget):
         self.ui.status.setText(f"Preview on slice {z}: {int(mask.sum())} px, score {result.score:.2f}. "
                                "A = accept")
         self.preview_updated.emit(z)
+        self._step_timer.start()  # resume prefetching around the viewed slice
 
     def _predict_failed(self, err: BaseException) -> None:
         self._warn(f"Prediction failed: {err}")
@@ -587,8 +592,16 @@ class SegmentWidget(QWidget):
     def _update_buttons(self) -> None:
         segment_ui.update_buttons(self.ui, self.ctrl.session, self.run is not None, self._seg_ready)
 
-    def closeEvent(self, event) -> None:  # noqa: N802 - Qt API
+    def shutdown(self, wait_ms: int = 60000) -> None:
+        """Stop every job and wait (up to ``wait_ms``) for the worker threads to end."""
+        from napari_medprompt._qt.workers import worker_pool
+
+        self._step_timer.stop()
         self._cancel_all()
+        worker_pool().waitForDone(wait_ms)
+
+    def closeEvent(self, event) -> None:  # noqa: N802 - Qt API
+        self.shutdown()
         if self._unsubscribe:
             self._unsubscribe()
         super().closeEvent(event)

@@ -13,6 +13,35 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from napari.qt.threading import create_worker
+from qtpy.QtCore import QThreadPool
+
+_POOL: QThreadPool | None = None
+
+
+def worker_pool() -> QThreadPool:
+    """The thread pool the widget's workers run in (not Qt's global pool; see :func:`start_worker`)."""
+    global _POOL
+    if _POOL is None:
+        _POOL = QThreadPool()
+        _POOL.setMaxThreadCount(8)
+    return _POOL
+
+
+def _start(worker) -> None:
+    """Start ``worker`` in :func:`worker_pool`.
+
+    napari/superqt start workers in ``QThreadPool.globalInstance()``, which Qt itself uses for
+    parallel image conversion (e.g. the activity dock's progress animation): with the few threads
+    of a small machine all busy in workers waiting for the GIL that the main thread holds while it
+    waits for that conversion, the viewer deadlocks. A pool of our own keeps the global one free.
+    """
+    try:
+        worker._worker_set.add(worker)  # what WorkerBase.start() does before pooling the runnable
+        worker._finished.connect(worker._set_discard)
+    except AttributeError:  # another superqt: fall back to its own start
+        worker.start()
+        return
+    worker_pool().start(worker)
 
 
 def start_worker(
@@ -26,7 +55,9 @@ def start_worker(
     **kwargs,
 ):
     """Run ``func(*args, **kwargs)`` (a function or a generator) in a thread; returns the worker."""
-    worker = create_worker(func, *args, _progress=progress or None, _ignore_errors=True, **kwargs)
+    worker = create_worker(
+        func, *args, _progress=progress or None, _ignore_errors=True, _start_thread=False, **kwargs
+    )
     if on_result is not None:
         worker.returned.connect(on_result)
     if on_yield is not None and hasattr(worker, "yielded"):
@@ -35,7 +66,7 @@ def start_worker(
         worker.errored.connect(on_error)
     if on_finish is not None:
         worker.finished.connect(on_finish)
-    worker.start()
+    _start(worker)
     return worker
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 from tests.conftest import shared_file
 
@@ -85,6 +86,7 @@ def make_widget(make_napari_viewer, monkeypatch, tmp_path, restore=True, add_ima
     if add_image is not None:
         add_image(viewer)
     widget = SegmentWidget(viewer)
+    _WIDGETS.append(widget)
     viewer.window.add_dock_widget(widget, name="Segment")
     return viewer, widget
 
@@ -95,3 +97,22 @@ def click_and_preview(qtbot, widget, z, r, c, positive=None, timeout=30000):
     with qtbot.waitSignal(widget.preview_updated, timeout=timeout):
         widget.prompts.add_point(z, r, c, positive=positive)
     return widget.preview_layer.data[z] > 0
+
+
+@pytest.fixture(autouse=True)
+def stop_workers_after_test(make_napari_viewer):
+    """Let no worker thread outlive its test (torn down before the viewer is closed)."""
+    yield
+    from napari_medprompt._qt.workers import worker_pool
+
+    for w in list(_WIDGETS):
+        try:
+            w._step_timer.stop()
+            w._cancel_all()
+        except RuntimeError:  # the Qt side is already gone
+            pass
+    _WIDGETS.clear()
+    worker_pool().waitForDone(60000)
+
+
+_WIDGETS: list = []

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from qtpy.QtCore import Qt
 
-from tests._qt._helpers import (
+from tests._qt._helpers import (  # noqa: F401 (autouse fixture)
+    stop_workers_after_test,
     click_and_preview,
     deepest_point,
     dice,

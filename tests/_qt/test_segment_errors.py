@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 from qtpy.QtCore import Qt
 
-from tests._qt._helpers import (
+from tests._qt._helpers import (  # noqa: F401 (autouse fixture)
+    stop_workers_after_test,
     click_and_preview,
     deepest_point,
     load_backend,
