@@ -9,7 +9,7 @@ Records (SAM2.1-tiny, random weights: the same FLOPs as the published ones):
   value = our median (ms), baseline = ``SAM2ImagePredictor.predict`` on the same network and
   embedding in the same run. Notes: p95, and the float32 variant of our path.
 - ``segment.embed_first`` / ``segment.embed_cached``: a slice's first visit (encoder) vs a revisit.
-- ``segment.propagate_cold`` / ``_cached`` / ``_cached_fast`` / ``_projection``: seconds per slice
+- ``segment.propagate_cold`` / ``_cached`` / ``_cached_fp32`` / ``_cached_fast`` / ``_projection``: seconds per slice
   through a 512 x 512 x N phantom CT, end to end, against the path other napari SAM2 plugins take
   (slices written as JPEGs, ``init_state(folder)``, ``add_new_mask``, ``propagate_in_video`` forward
   then backward) on the same volume and model. Each scenario runs in its own process so its peak
@@ -78,8 +78,13 @@ def bench_click(quick: bool, dev: str) -> list[Record]:
     seg.features(z)
     first = time.perf_counter() - t0
     revisit = time_repeats(lambda: seg.features(z), repeats=5 if quick else 20)
-    recs.append(Record("segment.embed_first", "s/slice", first, "s", device=dev,
-                       notes="image encoder on a 512x512 slice (1024x1024 model input)"))
+    enc_bf16 = seg.encoder_bf16
+    seg.encoder_bf16 = False
+    fp32 = time_repeats(lambda: seg._encode(z), repeats=1 if quick else 3, warmup=0)
+    seg.encoder_bf16 = enc_bf16
+    recs.append(Record("segment.embed_first", "s/slice", first, "s", baseline=median(fp32), device=dev,
+                       notes=f"image encoder on a 512x512 slice (1024x1024 model input), bf16 autocast={enc_bf16}; "
+                             f"baseline = the float32 encoder"))
     recs.append(Record("segment.embed_cached", "s/slice", median(revisit), "s", baseline=first, device=dev,
                        notes="revisit: embedding from the in-memory cache"))
 
@@ -139,7 +144,8 @@ def _child(args) -> dict:
 
     from napari_medprompt.segment.sam2_backend import Sam2Segmenter
 
-    data, liver, z = _phantom(args.slices, args.size)
+    saved = np.load(Path(args.cache) / "phantom.npz")
+    data, liver, z = saved["data"], saved["liver"], int(saved["z"])
     seed = {1: {z: liver[z]}}
     n = data.shape[0]
     out: dict = {"scenario": args.child, "slices": n}
@@ -169,9 +175,9 @@ def _child(args) -> dict:
         mode = "projection" if args.child == "projection" else "memory"
         seg = Sam2Segmenter(
             MODEL, checkpoint="random", device="cpu",
-            cache_dir=None if args.child == "cold" else args.cache,
+            cache_dir=None if args.child == "cold" else Path(args.cache) / "embeddings",
             memory_frames=2 if args.child == "cached_fast" else None,
-            memory_bf16=args.child == "cached_fast",
+            memory_bf16=False if args.child == "cached_fp32" else None,
         )
         seg.bind(data, modality="CT", key="bench-phantom")
         if args.child == "prefetch":
@@ -187,43 +193,60 @@ def _child(args) -> dict:
             out["seconds"] = time.perf_counter() - t0
             out["frames"] = len(res)
             out["encoder_calls"] = seg.encoder_calls
-    out["peak_rss_mb"] = peak_rss_mb()
+    out["peak_rss_mb"] = _own_peak_rss_mb()
     return out
 
 
-def _run_child(name: str, slices: int, size: int, cache: str) -> dict:
-    cmd = [sys.executable, "-m", "benchmarks.bench_segment", "--child", name, "--slices", str(slices),
-           "--size", str(size), "--cache", cache]
+def _own_peak_rss_mb() -> float:
+    """This process's own peak RSS (VmHWM; ru_maxrss would include the parent's size at fork)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return peak_rss_mb()
+
+
+def _run_child(name: str, cache: str) -> dict:
+    cmd = [sys.executable, "-m", "benchmarks.bench_segment", "--child", name, "--cache", cache]
     repo = Path(__file__).resolve().parents[1]
+    load0 = os.getloadavg()[0]
     p = subprocess.run(cmd, capture_output=True, text=True, cwd=repo)
     if p.returncode != 0:
         raise RuntimeError(f"scenario {name} failed:\n{p.stderr[-3000:]}")
-    return json.loads(p.stdout.strip().splitlines()[-1])
+    out = json.loads(p.stdout.strip().splitlines()[-1])
+    out["load"] = max(load0, os.getloadavg()[0])
+    return out
 
 
 def bench_propagation(quick: bool, dev: str) -> list[Record]:
     slices = 6 if quick else 24
     recs = []
     with tempfile.TemporaryDirectory() as cache:
-        base = _run_child("jpeg", slices, SIZE, cache)
+        data, liver, z = _phantom(slices)
+        np.savez(Path(cache) / "phantom.npz", data=data, liver=liver, z=z)
+        base = _run_child("jpeg", cache)
         b = base["seconds"] / slices
-        note0 = f"{slices} slices {SIZE}x{SIZE}; JPEG-folder path {b:.2f} s/slice, peak {base['peak_rss_mb']:.0f} MiB"
-        cold = _run_child("cold", slices, SIZE, cache)
+        note0 = (f"{slices} slices {SIZE}x{SIZE}; JPEG-folder path {b:.2f} s/slice, peak {base['peak_rss_mb']:.0f} MiB"
+                 f" (load {base['load']:.1f})")
+        cold = _run_child("cold", cache)
         recs.append(Record("segment.propagate_cold", "s/slice", cold["seconds"] / slices, "s", baseline=b,
-                           device=dev, notes=f"memory mode from cold, peak {cold['peak_rss_mb']:.0f} MiB; {note0}"))
-        pre = _run_child("prefetch", slices, SIZE, cache)
+                           device=dev, notes=f"memory mode from cold, peak {cold['peak_rss_mb']:.0f} MiB, load {cold['load']:.1f}; {note0}"))
+        pre = _run_child("prefetch", cache)
         recs.append(Record("segment.prefetch", "s/slice", pre["seconds"] / slices, "s", device=dev,
                            notes="background prefetch: encoder + float16 disk cache write"))
         for name, what in (
-            ("cached", "memory mode, embeddings precomputed"),
-            ("cached_fast", "memory mode, embeddings precomputed, memory_frames=2 + bf16 autocast"),
+            ("cached", "memory mode (bf16 autocast), embeddings precomputed"),
+            ("cached_fp32", "memory mode in float32, embeddings precomputed"),
+            ("cached_fast", "memory mode (bf16), embeddings precomputed, memory_frames=2 (fast setting)"),
             ("projection", "projection mode, embeddings precomputed"),
         ):
-            r = _run_child(name, slices, SIZE, cache)
+            r = _run_child(name, cache)
             assert r["encoder_calls"] == r["encoder_calls_before"] == 0, r
             rec = "propagate_projection" if name == "projection" else f"propagate_{name}"
             recs.append(Record(f"segment.{rec}", "s/slice", r["seconds"] / slices, "s", baseline=b, device=dev,
-                               notes=f"{what}, peak {r['peak_rss_mb']:.0f} MiB; {note0}"))
+                               notes=f"{what}, peak {r['peak_rss_mb']:.0f} MiB, load {r['load']:.1f}; {note0}"))
     return recs
 
 
@@ -273,7 +296,5 @@ def run(args) -> list[Record]:
 if __name__ == "__main__":
     p = argparse.ArgumentParser()
     p.add_argument("--child", required=True)
-    p.add_argument("--slices", type=int, default=24)
-    p.add_argument("--size", type=int, default=SIZE)
-    p.add_argument("--cache", default=None)
+    p.add_argument("--cache", required=True)
     print(json.dumps(_child(p.parse_args())))

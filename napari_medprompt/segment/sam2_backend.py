@@ -20,8 +20,9 @@ Speed (CPU): embeddings are cached per slice (:mod:`embedding_cache`), the dense
 encoding of the decoder is computed once, only the chosen mask is upsampled, everything runs under
 ``torch.inference_mode`` and, on CPUs with bfloat16 support, clicks run a bfloat16 copy of the mask
 decoder on bfloat16 features (``decoder_bf16``; autocast would re-cast weights and features on
-every click) and memory-mode tracking runs under bfloat16 autocast (``memory_bf16``); measured in
-``benchmarks/bench_segment.py``. On CUDA everything runs under bfloat16 autocast, as SAM2 does.
+every click), and the image encoder and memory-mode tracking run under bfloat16 autocast
+(``encoder_bf16``, ``memory_bf16``); measured in ``benchmarks/bench_segment.py``. On CUDA
+everything runs under bfloat16 autocast, as SAM2 does.
 """
 
 from __future__ import annotations
@@ -93,9 +94,9 @@ class Sam2Segmenter:
     None to use / download the published file), ``device`` ("auto", "cuda", "mps", "cpu"),
     ``propagation_mode`` ("auto": memory on CUDA, projection elsewhere), ``cache_dir`` (disk cache of
     embeddings: None = memory only, True = ``<cache>/sam2_embeddings``, or a folder), ``cache_bytes``
-    (memory budget), ``progress`` (download callback), ``decoder_bf16`` / ``memory_bf16`` (bfloat16
-    autocast for clicks / memory-mode tracking on the CPU; None = on where the CPU supports
-    bfloat16; always on for CUDA, as SAM2 itself runs), ``memory_frames`` (memory mode: how many past frames the memory bank holds,
+    (memory budget), ``progress`` (download callback), ``encoder_bf16`` / ``decoder_bf16`` /
+    ``memory_bf16`` (bfloat16 for the image encoder / clicks / memory-mode tracking on the CPU;
+    None = on where the CPU supports bfloat16; always on for CUDA, as SAM2 itself runs), ``memory_frames`` (memory mode: how many past frames the memory bank holds,
     SAM2's default 6; fewer is faster, see :mod:`sam2_video`).
 
     ``weights_status()`` returns what the GUI shows (model, checkpoint, random weights, device).
@@ -114,6 +115,7 @@ class Sam2Segmenter:
         decoder_bf16: bool | None = None,
         memory_frames: int | None = None,
         memory_bf16: bool | None = None,
+        encoder_bf16: bool | None = None,
     ) -> None:
         import torch
         from sam2.sam2_image_predictor import SAM2ImagePredictor
@@ -132,6 +134,7 @@ class Sam2Segmenter:
         cpu_bf16 = self.device == "cpu" and _cpu_has_bf16()
         self.decoder_bf16 = self.cuda or (cpu_bf16 if decoder_bf16 is None else bool(decoder_bf16))
         self.memory_bf16 = self.cuda or (cpu_bf16 if memory_bf16 is None else bool(memory_bf16))
+        self.encoder_bf16 = self.cuda or (cpu_bf16 if encoder_bf16 is None else bool(encoder_bf16))
         self.memory_frames = memory_frames
         # On a bfloat16 CPU the decoder runs as a bfloat16 copy (no per-call casts of weights and
         # features, which autocast would do on every click) and features are cached in bfloat16.
@@ -161,6 +164,7 @@ class Sam2Segmenter:
             "checkpoint": None if self.checkpoint_path is None else str(self.checkpoint_path),
             "random_weights": self.random_weights,
             "device": self.device,
+            "encoder_dtype": "bfloat16" if self.encoder_bf16 else "float32",
             "decoder_dtype": "bfloat16" if self.decoder_bf16 else "float32",
             "propagation_mode": self.resolved_mode(),
             "message": (
@@ -215,6 +219,7 @@ class Sam2Segmenter:
                     "shape": list(arr.shape),
                     "model": self.model_name,
                     "weights": self.weights_id,
+                    "encoder_dtype": "bfloat16" if self.encoder_bf16 else "float32",
                     "window": list(win),
                 },
                 key or digest,
@@ -237,7 +242,7 @@ class Sam2Segmenter:
         unit = self.slice_unit(z)
         rgb = np.repeat(unit[..., None], 3, axis=2)  # SAM2 expects RGB; ToTensor keeps float [0, 1]
         x = self._transforms(rgb)[None].to(self.device)
-        with torch.inference_mode(), self._autocast(self.cuda):
+        with torch.inference_mode(), self._autocast(self.encoder_bf16):
             out = self.net.forward_image(x)
         self.encoder_calls += 1
         fpn = out["backbone_fpn"]
