@@ -27,9 +27,9 @@ DIRECTIONS = {
 }
 
 
-def _button(text: str, action: str | None, tip: str) -> QPushButton:
+def _button(text: str, action: str | None, tip: str, key_in_label: bool = True) -> QPushButton:
     key = shortcut_for(action) if action else ""
-    b = QPushButton(f"{text} [{key}]" if key else text)
+    b = QPushButton(f"{text} [{key}]" if key and key_in_label else text)
     b.setToolTip(f"{tip} (shortcut: {key})" if key else tip)
     return b
 
@@ -87,8 +87,7 @@ def build(owner, backend_panel, objects_panel) -> SimpleNamespace:
                            "it stops by itself where the object ends")
     ui.cancel = _button("Cancel", "cancel", "Stop the running propagation (results so far are kept)")
     rng = QHBoxLayout()
-    rng.addWidget(ui.whole)
-    rng.addWidget(QLabel("slices"))
+    rng.addWidget(QLabel("or slices"))
     rng.addWidget(ui.first)
     rng.addWidget(QLabel("to"))
     rng.addWidget(ui.last)
@@ -96,12 +95,13 @@ def build(owner, backend_panel, objects_panel) -> SimpleNamespace:
     buttons.addWidget(ui.propagate)
     buttons.addWidget(ui.cancel)
     prl = QVBoxLayout(prop)
+    prl.addWidget(ui.whole)
     prl.addLayout(rng)
     prl.addWidget(ui.direction)
     prl.addLayout(buttons)
 
-    ui.undo = _button("Undo", "undo", "Undo the last commit, deletion, hand edit or propagation")
-    ui.redo = _button("Redo", "redo", "Redo")
+    ui.undo = _button("Undo", "undo", "Undo the last commit, deletion, hand edit or propagation", False)
+    ui.redo = _button("Redo", "redo", "Redo", False)
     ui.save = _button("Save segmentation…", None, "Write the label map as NIfTI with a JSON sidecar")
     hist = QHBoxLayout()
     hist.addWidget(ui.undo)
@@ -113,7 +113,7 @@ def build(owner, backend_panel, objects_panel) -> SimpleNamespace:
     keys = QLabel(" · ".join(f"<b>{k}</b> {d.split(':')[0].split(' (')[0].lower()}"
                              for k, d in keyboard_shortcuts()[:6]))
     keys.setWordWrap(True)
-    keys.setStyleSheet("color: #a0a0a0; font-size: 10px;")
+    keys.setStyleSheet("color: #b0b0b0; font-size: 11px;")
 
     inner = QWidget()
     v = QVBoxLayout(inner)
@@ -129,8 +129,15 @@ def build(owner, backend_panel, objects_panel) -> SimpleNamespace:
     ui.root = QScrollArea()
     ui.root.setWidgetResizable(True)
     ui.root.setWidget(inner)
-    ui.root.setMinimumWidth(330)
+    ui.root.setMinimumWidth(400)
     return ui
+
+
+def compact_combos(root: QWidget, chars: int = 8) -> None:
+    """Let combo boxes shrink to the dock's width (long layer or structure names are elided)."""
+    for cb in root.findChildren(QComboBox):
+        cb.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
+        cb.setMinimumContentsLength(chars)
 
 
 def fill_combo(combo: QComboBox, layers, current, placeholder: str) -> None:

@@ -89,6 +89,7 @@ class SegmentWidget(QWidget):
         self.ui = segment_ui.build(self, self.backend, self.objects)
         lay = QVBoxLayout(self)
         lay.addWidget(self.ui.root)
+        segment_ui.compact_combos(self)
 
         self.backend.loaded.connect(self._on_segmenter_loaded)
         self.backend.failed.connect(self._error)
