@@ -86,7 +86,7 @@ def read_dicom(path: str | Path) -> list[Volume]:
             files.insert(0, path)
     images, skipped = _scan(files, wanted_series)
     if not images:
-        what = f"; skipped: {', '.join(sorted(set(skipped)))}" if skipped else ""
+        what = f"; skipped: {_summary(skipped)}" if skipped else ""
         raise ImageReadError(path, f"no DICOM image series found{what}")
     volumes = []
     for group in _group_by_series(images).values():
@@ -98,12 +98,16 @@ def read_dicom(path: str | Path) -> list[Volume]:
             volumes.append(_read_group(group, path))
     volumes.sort(key=lambda v: (v.meta.get("series_number", 0), v.name))
     if skipped:
-        note = f"{path}: skipped {len(skipped)} non-image/localizer object(s): " + ", ".join(
-            sorted(set(skipped))
-        )
+        note = f"{path}: skipped {len(skipped)} non-image/localizer/unreadable object(s): {_summary(skipped)}"
         for v in volumes:
             v.warnings.append(note)
     return volumes
+
+
+def _summary(skipped: list[str], limit: int = 8) -> str:
+    kinds = sorted(set(skipped))
+    more = f", ... ({len(kinds) - limit} more)" if len(kinds) > limit else ""
+    return ", ".join(kinds[:limit]) + more
 
 
 def _scan(files: list[Path], wanted_series: str | None) -> tuple[list[_Image], list[str]]:
@@ -114,15 +118,15 @@ def _scan(files: list[Path], wanted_series: str | None) -> tuple[list[_Image], l
             # defer their pixel data until their series is known to be the one wanted.
             ds = read_dataset(p, defer_size="64 KB" if wanted_series is not None else None)
         except ImageReadError:
-            if wanted_series is None and len(files) > 1:
-                skipped.append("unreadable file")
+            if len(files) > 1:  # a broken neighbour never hides the readable images
+                skipped.append(f"unreadable file {p.name}")
                 continue
             raise
         if wanted_series is not None and _series_key(ds) != wanted_series:
             continue
         reason = non_image_reason(ds)
         if reason:
-            skipped.append(reason)
+            skipped.append(f"{reason} ({p.name})" if reason.startswith("corrupt") else reason)
             continue
         if is_localizer(ds):
             skipped.append("localizer")

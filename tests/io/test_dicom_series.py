@@ -159,3 +159,19 @@ def test_raw_dicom_without_preamble_or_file_meta(tmp_path):
     np.testing.assert_array_equal(back.data, vol.data)
     (one,) = read_image(raw / "s2.dcm")
     np.testing.assert_array_equal(one.data, vol.data)
+
+
+def test_broken_neighbour_file_does_not_block_the_series(tmp_path):
+    """Opening one file of a series (or its folder) works when the folder also holds files named
+    .dcm that are not readable DICOM; the skipped files are named in the warnings."""
+    vol = ct_volume(shape=(4, 12, 10))
+    paths = write_dicom_series(vol, tmp_path)
+    (tmp_path / "notes.dcm").write_text("scan notes, not DICOM\n")
+    (tmp_path / "junk.dcm").write_bytes(b"\0" * 128 + b"DICM" + b"\x02\x00\x10\x00UI\xff\xff" + b"\x01" * 20)
+    (one,) = read_image(paths[1])
+    np.testing.assert_array_equal(one.data, vol.data)
+    assert any("unreadable file notes.dcm" in w for w in one.warnings), one.warnings
+    (folder,) = read_image(tmp_path)
+    np.testing.assert_array_equal(folder.data, vol.data)
+    text = " ".join(folder.warnings)
+    assert "unreadable file notes.dcm" in text and "junk.dcm" in text, text
