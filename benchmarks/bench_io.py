@@ -20,18 +20,23 @@ import numpy as np
 from benchmarks.runner import Record, device_name, median, time_repeats
 
 TARGET = 1.3
+SIZE = 512  # in-plane matrix
+SLICES, QUICK_SLICES = 300, 60
 
 
-def _make_ct(n_slices: int) -> "Volume":  # noqa: F821
+def _make_ct(n_slices: int, size: int | None = None) -> "Volume":  # noqa: F821
     from napari_medprompt.imaging.phantom import make_abdominal_phantom
 
-    base, _, _ = make_abdominal_phantom(shape=(30, 512, 512), spacing=(10.0, 0.7, 0.7), seed=1)
+    size = size or SIZE
+    pixel = 0.7 * 512 / size
+    base, _, _ = make_abdominal_phantom(shape=(min(30, n_slices), size, size), spacing=(10.0, pixel, pixel),
+                                        seed=1)
     rng = np.random.default_rng(0)
     reps = int(np.ceil(n_slices / base.data.shape[0]))
     data = np.repeat(base.data, reps, axis=0)[:n_slices]
     data = data + rng.integers(-6, 7, data.shape, dtype=np.int16)  # every slice differs
     base.data = data.astype(np.int16)
-    base.spacing = (1.0, 0.7, 0.7)
+    base.spacing = (1.0, pixel, pixel)
     base.affine[2, 2] = 1.0
     return base
 
@@ -43,7 +48,7 @@ def run(args) -> list[Record]:
     from napari_medprompt.io.dicom_write import write_dicom_series
     from napari_medprompt.io.napari_hooks import get_reader
 
-    n = 60 if getattr(args, "quick", False) else 300
+    n = QUICK_SLICES if getattr(args, "quick", False) else SLICES
     repeats = 3 if getattr(args, "quick", False) else 5
     vol = _make_ct(n)
     dev = device_name()
@@ -70,7 +75,7 @@ def run(args) -> list[Record]:
         def bare_dicom():
             np.stack([pydicom.dcmread(f).pixel_array for f in files])
 
-        size = f"512x512x{n} int16"
+        size = f"{SIZE}x{SIZE}x{n} int16"
         for name, ours, base, what in (
             ("io.open_nifti", plugin_nifti, bare_nifti, "nibabel dataobj"),
             ("io.open_dicom", plugin_dicom, bare_dicom, "pydicom dcmread+pixel_array, stacked"),
