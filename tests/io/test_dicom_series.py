@@ -175,3 +175,16 @@ def test_broken_neighbour_file_does_not_block_the_series(tmp_path):
     np.testing.assert_array_equal(folder.data, vol.data)
     text = " ".join(folder.warnings)
     assert "unreadable file notes.dcm" in text and "junk.dcm" in text, text
+
+
+def test_uneven_spacing_is_reported(tmp_path):
+    vol = ct_volume(shape=(8, 8, 8), spacing=(2.5, 0.8, 0.7))
+    paths = write_dicom_series(vol, tmp_path)
+    ds = pydicom.dcmread(paths[3])
+    ipp = [float(v) for v in ds.ImagePositionPatient]
+    ds.ImagePositionPatient = [ipp[0], ipp[1], ipp[2] + 0.8]  # one slice 0.8 mm off its place
+    ds.save_as(paths[3])
+    (back,) = read_image(tmp_path)
+    assert back.data.shape[0] == 8
+    assert any("uneven slice spacing" in w and "median 2.500" in w for w in back.warnings), back.warnings
+    assert not any("gap" in w for w in back.warnings)

@@ -80,3 +80,19 @@ def test_tiff_16bit_and_stack(tmp_path):
     b = read_image2d(tmp_path / "b.tiff")
     assert b.data.shape == (5, 20, 24) and b.is_3d
     _make(volume_to_layer_data(b))
+
+
+def test_jpeg_grey_and_colour(tmp_path):
+    from PIL import Image
+
+    yy, xx = np.mgrid[0:48, 0:64]
+    grey = (yy * 4 + xx).astype(np.uint8)
+    Image.fromarray(grey).save(tmp_path / "xray.jpg", quality=95)
+    g = read_image2d(tmp_path / "xray.jpg")
+    assert g.data.shape == (48, 64) and not g.is_rgb and g.data.dtype == np.uint8
+    assert np.abs(g.data.astype(int) - grey).max() <= 8  # lossy, but the same picture
+    colour = np.stack([grey, grey[::-1], np.full_like(grey, 200)], -1)
+    Image.fromarray(colour).save(tmp_path / "photo.jpeg", quality=95)
+    c = read_image2d(tmp_path / "photo.jpeg")
+    assert c.is_rgb and c.data.shape == (48, 64, 3)
+    assert _make(volume_to_layer_data(c)).rgb
