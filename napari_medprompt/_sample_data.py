@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from napari_medprompt.imaging.phantom import make_abdominal_phantom
+from napari_medprompt.io import opened_images
 from napari_medprompt.io.labels_io import default_color
 from napari_medprompt.io.layers import META_KEY, volume_metadata, volume_to_layer_data
 
@@ -12,6 +13,7 @@ def make_sample_ct(seed: int = 0):
     vol, labels, names = make_abdominal_phantom(seed=seed)
     image = volume_to_layer_data(vol)
     md = volume_metadata(vol)
+    opened_images.remember(image[1]["metadata"][META_KEY])  # for label layers made on it later
     label_meta = {
         META_KEY: md,
         "label_names": {int(k): v for k, v in names.items()},

@@ -8,8 +8,10 @@ the hooks return and take plain layer tuples/dicts.
   (uneven slices, NaN voxels replaced, skipped localizers) are emitted as Python warnings, which
   napari shows as notifications.
 - ``write_labels(path, data, attributes)`` saves a Labels layer as NIfTI + JSON sidecar with the
-  geometry of the image it was drawn on (``attributes["metadata"]["medprompt"]``, which the plugin
-  copies from the image layer), else with the layer's scale.
+  geometry of the image it was drawn on: ``attributes["metadata"]["medprompt"]`` when the layer
+  carries it, else the one image opened in this session with the same shape and voxel size
+  (:mod:`napari_medprompt.io.opened_images`), else the layer's scale alone, with a warning that
+  the file will not line up with the image in other tools.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from napari_medprompt.io import opened_images
 from napari_medprompt.io.layers import META_KEY, volume_from_layer, volume_to_layer_data
 from napari_medprompt.io.read import read_image, sniff
 
@@ -40,8 +43,36 @@ def read_layers(path: str | list[str]) -> list[LayerData]:
         for vol in read_image(p):
             for w in vol.warnings:
                 warnings.warn(w if str(p) in w else f"{p}: {w}", UserWarning, stacklevel=2)
-            out.append(volume_to_layer_data(vol))
+            layer = volume_to_layer_data(vol)
+            opened_images.remember(layer[1]["metadata"][META_KEY])
+            out.append(layer)
     return out
+
+
+def _image_geometry(path, labels_shape, attributes: dict, need_dicom: bool = False) -> dict | None:
+    """The ``medprompt`` geometry dict for a label layer: its own, else the single opened image
+    that matches its shape and scale (with a warning saying which), else None (warned)."""
+    md = (attributes.get("metadata") or {}).get(META_KEY)
+    if isinstance(md, dict) and "affine" in md and (md.get("dicom_files") or not need_dicom):
+        return md
+    found = opened_images.matching(tuple(labels_shape), attributes.get("scale"))
+    if need_dicom:
+        found = [m for m in found if m.get("dicom_files")]
+    if len(found) == 1:
+        warnings.warn(
+            f"{path}: the label layer {attributes.get('name', '')!r} carries no image geometry; "
+            f"saved with the geometry of {found[0].get('name', 'the image')!r} "
+            f"({found[0].get('source')}), the one image opened with the same shape and voxel size",
+            UserWarning, stacklevel=3)
+        return found[0]
+    if not need_dicom:
+        why = (f"{len(found)} opened images have its shape and voxel size" if found
+               else "no opened image has its shape and voxel size")
+        warnings.warn(
+            f"{path}: the label layer {attributes.get('name', '')!r} carries no image geometry and "
+            f"{why}; saved with the layer's scale only (no orientation or origin), so it lines up "
+            "with the image in napari but not in other tools", UserWarning, stacklevel=3)
+    return None
 
 
 def write_labels(path: str, data: Any, attributes: dict) -> list[str]:
@@ -52,16 +83,18 @@ def write_labels(path: str, data: Any, attributes: dict) -> list[str]:
 
     labels = np.asarray(data)
     metadata = dict(attributes.get("metadata") or {})
-    md = metadata.get(META_KEY)
-    if isinstance(md, dict) and "affine" in md:
-        image_shape = tuple(md.get("shape") or labels.shape)
+    own = metadata.get(META_KEY)
+    if isinstance(own, dict) and "affine" in own:
+        image_shape = tuple(own.get("shape") or labels.shape)
         if tuple(labels.shape) != image_shape:
             from napari_medprompt.io.errors import LabelWriteError
 
             raise LabelWriteError(
                 f"{path}: label layer shape {tuple(labels.shape)} does not match its image "
-                f"{md.get('name', '')!r} of shape {image_shape}; nothing was written"
+                f"{own.get('name', '')!r} of shape {image_shape}; nothing was written"
             )
+    md = _image_geometry(path, labels.shape, attributes)
+    if md is not None:
         reference = volume_from_layer(labels, {META_KEY: md})
     else:
         reference = volume_from_layer(labels, None, scale=attributes.get("scale"))
@@ -96,7 +129,7 @@ def write_labels_dicom_seg(path: str, data: Any, attributes: dict) -> list[str]:
     import numpy as np
 
     metadata = dict(attributes.get("metadata") or {})
-    md = metadata.get(META_KEY) or {}
+    md = _image_geometry(path, np.shape(data), attributes, need_dicom=True) or {}
     files = md.get("dicom_files") or []
     if len(files) < 1:
         raise LabelWriteError(

@@ -109,7 +109,9 @@ def test_layer_metadata_round_trip_and_writer_hook(tmp_path):
 
 def test_writer_hook_without_image_metadata_uses_scale(tmp_path):
     lab = _labels((8, 24, 20))
-    written = write_labels(str(tmp_path / "x.nii.gz"), lab, {"name": "x", "scale": (2.0, 0.5, 0.25), "metadata": {}})
+    with pytest.warns(UserWarning, match="carries no image geometry.*not in other tools"):
+        written = write_labels(str(tmp_path / "x.nii.gz"), lab,
+                               {"name": "x", "scale": (2.0, 0.5, 0.25), "metadata": {}})
     img = nib.load(written[0])
     np.testing.assert_allclose(np.diag(img.affine)[:3], [0.25, 0.5, 2.0])
     np.testing.assert_array_equal(np.asanyarray(img.dataobj).T, lab)

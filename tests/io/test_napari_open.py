@@ -70,3 +70,48 @@ def test_broken_file_through_napari_names_the_file_and_viewer_carries_on(tmp_pat
     viewer.open(str(good), plugin=PLUGIN)
     assert [layer.name for layer in viewer.layers] == ["good"]
     assert tuple(viewer.layers[0].scale) == (2.0, 0.5, 0.5)
+
+
+def test_napari_new_labels_layer_saves_with_the_image_geometry(tmp_path, viewer_model):
+    """The layer napari's "new labels" button makes has no metadata, only the image's scale; the
+    writer still saves it with the source affine (the one opened image of that shape/voxel size)
+    and says so; with two candidate images it refuses to guess and warns."""
+    aff = np.array([[-0.7, 0, 0, 100.0], [0, -0.8, 0, 50.0], [0, 0, 2.5, -30.0], [0, 0, 0, 1]])
+    src = tmp_path / "ct.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((20, 24, 8), np.int16), aff), str(src))
+    viewer = viewer_model()
+    viewer.open(str(src), plugin=PLUGIN)
+    viewer._new_labels()  # what the layer-list button calls
+    labels = viewer.layers[-1]
+    assert not labels.metadata.get("medprompt")
+    labels.data[2:4, 3:6, 3:6] = 1
+    with pytest.warns(UserWarning, match=r"carries no image geometry; saved with the geometry of 'ct'"):
+        labels.save(str(tmp_path / "seg.nii.gz"), plugin=PLUGIN)
+    saved = nib.load(str(tmp_path / "seg.nii.gz"))
+    np.testing.assert_allclose(saved.affine, nib.load(str(src)).affine)
+    np.testing.assert_array_equal(np.asanyarray(saved.dataobj).T, labels.data)
+
+    other = tmp_path / "ct_flipped.nii.gz"  # same shape and voxel size, other orientation
+    nib.save(nib.Nifti1Image(np.zeros((20, 24, 8), np.int16), np.diag([0.7, 0.8, 2.5, 1.0])), str(other))
+    viewer.open(str(other), plugin=PLUGIN)
+    with pytest.warns(UserWarning, match="2 opened images have its shape and voxel size"):
+        labels.save(str(tmp_path / "seg2.nii.gz"), plugin=PLUGIN)
+
+
+def test_dicom_seg_writer_finds_the_series_of_a_plain_labels_layer(tmp_path, viewer_model):
+    from napari_medprompt.io.dicom_seg import read_dicom_seg
+    from napari_medprompt.io.dicom_write import write_dicom_series
+    from napari_medprompt.io.volume import Volume
+
+    vol = Volume(np.full((4, 12, 10), -1000, np.int16), (2.0, 0.8, 0.7),
+                 np.diag([-0.7, -0.8, 2.0, 1.0]), modality="CT")
+    write_dicom_series(vol, tmp_path / "series")
+    viewer = viewer_model()
+    viewer.open(str(tmp_path / "series"), plugin=PLUGIN)
+    viewer._new_labels()
+    labels = viewer.layers[-1]
+    labels.data[1:3, 2:6, 2:6] = 1
+    with pytest.warns(UserWarning, match="saved with the geometry of"):
+        labels.save(str(tmp_path / "seg.dcm"), plugin=PLUGIN)
+    back, _ = read_dicom_seg(tmp_path / "seg.dcm", viewer.layers[0].metadata["medprompt"]["dicom_files"])
+    np.testing.assert_array_equal(back, labels.data)
