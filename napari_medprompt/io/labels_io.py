@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -164,13 +165,39 @@ def load_label_map(path: str | Path) -> tuple[np.ndarray, Volume, dict[int, dict
             raise ImageReadError(path, "not a label map: the voxel values are not whole numbers")
         labels = labels.astype(np.int32)
     vol.data = labels
+    info, problems = read_sidecar(path)
+    vol.warnings.extend(problems)
+    return labels, vol, info
+
+
+def read_sidecar(path: str | Path) -> tuple[dict[int, dict], list[str]]:
+    """Label id -> {"name", "color", ...} from the JSON sidecar beside ``path`` (empty when there
+    is none), and the problems found reading it."""
     info: dict[int, dict] = {}
     sc = sidecar_path(path)
-    if sc.exists():
-        try:
-            doc = json.loads(sc.read_text(encoding="utf-8"))
-            for e in doc.get("labels", []):
-                info[int(e["id"])] = {k: v for k, v in e.items() if k != "id"}
-        except (ValueError, KeyError, TypeError) as e:
-            vol.warnings.append(f"{sc}: label names could not be read ({e}); using ids")
-    return labels, vol, info
+    if not sc.is_file():
+        return info, []
+    try:
+        doc = json.loads(sc.read_text(encoding="utf-8"))
+        for e in doc.get("labels", []):
+            info[int(e["id"])] = {k: v for k, v in e.items() if k != "id"}
+    except (ValueError, KeyError, TypeError, AttributeError, OSError) as e:
+        return {}, [f"{sc}: label names could not be read ({e}); using ids"]
+    return info, []
+
+
+_LABEL_WORDS = {"seg", "segs", "segmentation", "label", "labels", "labelmap", "mask", "masks", "roi"}
+
+
+def looks_like_label_map(vol: Volume) -> bool:
+    """True for a label map: an integer volume saved as one (NIfTI intent "label", or a sidecar
+    with label names beside it), or named like one (``*_seg``, ``*label*``, ``*mask*``) with no
+    negative values."""
+    if vol.is_rgb or vol.data.dtype.kind not in "iub":
+        return False
+    if vol.meta.get("intent") == "label":
+        return True
+    if vol.source and read_sidecar(vol.source)[0]:
+        return True
+    words = set(re.split(r"[^a-z0-9]+", vol.name.lower()))
+    return bool(words & _LABEL_WORDS) and (vol.data.size == 0 or int(vol.data.min()) >= 0)

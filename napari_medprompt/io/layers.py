@@ -53,6 +53,33 @@ def volume_to_layer_data(vol: Volume) -> tuple[np.ndarray, dict, str]:
     return vol.data, kwargs, "image"
 
 
+def labels_to_layer_data(vol: Volume, label_info: dict[int, dict] | None = None) -> tuple[np.ndarray, dict, str]:
+    """A napari "labels" layer tuple for a label map ``vol`` (names and colours from
+    ``label_info``, kept in the metadata so that saving the layer writes them back)."""
+    info = {int(k): dict(v) for k, v in (label_info or {}).items()}
+    md: dict[str, Any] = {META_KEY: volume_metadata(vol)}
+    if info:
+        md["label_info"] = _jsonable(info)
+        md["label_names"] = {i: str(d["name"]) for i, d in info.items() if "name" in d}
+    kwargs: dict[str, Any] = {
+        "name": vol.name,
+        "scale": tuple(float(s) for s in vol.spacing),
+        "metadata": md,
+        "opacity": 0.5,
+    }
+    colours = {i: d["color"] for i, d in info.items() if d.get("color") is not None and len(d["color"]) >= 3}
+    if colours:
+        from napari_medprompt.io.labels_io import default_color
+
+        cmap: dict[Any, tuple] = {None: (0.0, 0.0, 0.0, 0.0)}
+        for i in np.unique(vol.data).tolist():
+            if i != 0:
+                c = colours.get(int(i)) or default_color(int(i))
+                cmap[int(i)] = (*(float(v) / 255.0 for v in list(c)[:3]), 1.0)
+        kwargs["colormap"] = cmap
+    return vol.data, kwargs, "labels"
+
+
 def volume_from_layer(data, metadata: dict | None, scale=None) -> Volume:
     """Rebuild a :class:`Volume` from layer data and its metadata (inverse of the above).
 

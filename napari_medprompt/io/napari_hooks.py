@@ -2,7 +2,9 @@
 the hooks return and take plain layer tuples/dicts.
 
 - ``get_reader(path)`` returns None for a path no reader of this package recognises (so other
-  plugins can try), else a function that returns image layer tuples. A recognised file that cannot
+  plugins can try), else a function that returns layer tuples: "image" layers, and "labels"
+  layers for label maps (see :func:`~napari_medprompt.io.labels_io.looks_like_label_map`; names
+  and colours from the JSON sidecar). A recognised file that cannot
   be read raises :class:`~napari_medprompt.io.errors.ImageReadError` naming the file and the
   problem; napari shows it as an error notification and keeps running. Problems found while reading
   (uneven slices, NaN voxels replaced, skipped localizers) are emitted as Python warnings, which
@@ -22,7 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from napari_medprompt.io import opened_images
-from napari_medprompt.io.layers import META_KEY, volume_from_layer, volume_to_layer_data
+from napari_medprompt.io.labels_io import looks_like_label_map, read_sidecar
+from napari_medprompt.io.layers import META_KEY, labels_to_layer_data, volume_from_layer, volume_to_layer_data
 from napari_medprompt.io.read import read_image, sniff
 
 LayerData = tuple[Any, dict, str]
@@ -43,6 +46,12 @@ def read_layers(path: str | list[str]) -> list[LayerData]:
         for vol in read_image(p):
             for w in vol.warnings:
                 warnings.warn(w if str(p) in w else f"{p}: {w}", UserWarning, stacklevel=2)
+            if looks_like_label_map(vol):
+                info, problems = read_sidecar(vol.source) if vol.source else ({}, [])
+                for w in problems:
+                    warnings.warn(w, UserWarning, stacklevel=2)
+                out.append(labels_to_layer_data(vol, info))
+                continue
             layer = volume_to_layer_data(vol)
             opened_images.remember(layer[1]["metadata"][META_KEY])
             out.append(layer)

@@ -68,6 +68,9 @@ def read_nifti(path: str | Path, modality: str | None = None) -> Volume:
         "sform_code": int(hdr["sform_code"]),
         "stored_dtype": str(hdr.get_data_dtype()),
     }
+    intent = hdr.get_intent()[0]
+    if intent and intent != "none":
+        meta["intent"] = str(intent)
     descrip = hdr["descrip"].tobytes().split(b"\0", 1)[0].decode("latin-1").strip()
     if descrip:
         meta["description"] = descrip
