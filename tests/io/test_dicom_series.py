@@ -188,3 +188,13 @@ def test_uneven_spacing_is_reported(tmp_path):
     assert back.data.shape[0] == 8
     assert any("uneven slice spacing" in w and "median 2.500" in w for w in back.warnings), back.warnings
     assert not any("gap" in w for w in back.warnings)
+
+
+def test_one_file_opens_only_its_own_series_when_series_share_a_folder(tmp_path):
+    a, b = ct_volume(shape=(5, 16, 16), seed=1), ct_volume(shape=(7, 16, 16), seed=2)
+    write_dicom_series(a, tmp_path, series_description="first", file_names=[f"a{i}.dcm" for i in range(5)])
+    pb = write_dicom_series(b, tmp_path, series_description="second", file_names=[f"b{i}.dcm" for i in range(7)])
+    (vol,) = read_image(pb[3])
+    np.testing.assert_array_equal(vol.data, b.data)
+    assert vol.name.startswith("second") and len(vol.meta["dicom_files"]) == 7
+    assert len(read_image(tmp_path)) == 2
