@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
+
+# The GUI tests load Mesa's llvmpipe (libLLVM) into this process; triton, which torchvision imports
+# when it is installed, carries its own LLVM and segfaults on import once Mesa's is loaded. No test
+# uses triton (nothing is compiled with torch.compile), so it is made unimportable for the test run,
+# as the widgets do at run time (napari_medprompt._qt.backend_panel.avoid_llvm_clash).
+if os.environ.get("MEDPROMPT_TEST_TRITON") != "1" and "triton" not in sys.modules:
+    sys.modules["triton"] = None
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("MEDPROMPT_SHARED_DATA", REPO.parent / "shared" / "data"))
