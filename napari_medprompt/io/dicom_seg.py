@@ -17,7 +17,7 @@ import numpy as np
 
 from napari_medprompt.io.atomic import atomic_write
 from napari_medprompt.io.errors import ImageReadError, LabelWriteError
-from napari_medprompt.io.labels_io import default_color
+from napari_medprompt.io.labels_io import rgb255
 
 _TRACK = re.compile(r"^label (\d+)$")
 
@@ -73,7 +73,7 @@ def export_dicom_seg(
     for number, label_id in enumerate(ids, start=1):
         segment_map[label_id] = number
         d = info.get(label_id, {})
-        color = d.get("color") or default_color(label_id)
+        color = rgb255(d.get("color"), label_id)
         descriptions.append(hd.seg.SegmentDescription(
             segment_number=number,
             segment_label=str(d.get("name", f"label {label_id}"))[:64],

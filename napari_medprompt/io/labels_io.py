@@ -36,6 +36,17 @@ def default_color(label_id: int) -> list[int]:
     return list(_PALETTE[(int(label_id) - 1) % len(_PALETTE)])
 
 
+def rgb255(color, label_id: int = 1) -> list[int]:
+    """``[r, g, b]`` in 0..255 from 0..255 integers or from 0..1 floats (napari's colours);
+    the label's default colour when ``color`` is missing."""
+    if color is None or len(color) < 3:
+        return default_color(label_id)
+    rgb = [c.item() if isinstance(c, np.generic) else c for c in list(color)[:3]]
+    if any(isinstance(c, float) for c in rgb) and max(rgb) <= 1.0:  # floats in 0..1
+        return [int(round(float(c) * 255)) for c in rgb]
+    return [int(min(255, max(0, round(float(c))))) for c in rgb]
+
+
 def sidecar_path(path: str | Path) -> Path:
     """``seg.nii.gz`` -> ``seg.json``; ``seg.nii`` -> ``seg.json``."""
     p = Path(path)
@@ -105,12 +116,10 @@ def _sidecar(labels: np.ndarray, reference: Volume, label_info: dict[int, dict] 
         if i == 0:
             continue
         d = info.get(i, {})
-        color = d.get("color")
-        color = default_color(i) if color is None or len(color) < 3 else color
         entries.append({
             "id": i,
             "name": str(d.get("name", f"label {i}")),
-            "color": [int(c) for c in list(color)[:3]],
+            "color": rgb255(d.get("color"), i),
             **{str(k): _jsonable(v) for k, v in d.items() if k not in ("id", "name", "color")},
         })
     return {

@@ -79,3 +79,16 @@ def test_real_label_maps_open_as_labels(image, label):
     (vol,) = read_image(shared_file(label))
     np.testing.assert_array_equal(lab[0], vol.data)
     assert isinstance(layers.Layer.create(*lab), layers.Labels)
+
+
+def test_colours_as_napari_floats_or_0_255_integers(tmp_path):
+    """napari gives colours as 0..1 floats; the sidecar and DICOM SEG store 0..255 integers."""
+    from napari_medprompt.io.labels_io import load_label_map, save_label_map
+
+    vol = ct_volume()
+    lab = np.zeros(vol.data.shape, np.uint8)
+    lab[1, 1, 1:4] = [1, 2, 3]
+    info = {1: {"color": [1, 0.6, 0]}, 2: {"color": np.array([1.0, 0.0, 0.0, 1.0])}, 3: {"color": [0, 0, 200]}}
+    out = save_label_map(tmp_path / "c.nii.gz", lab, vol, info)
+    got = {i: d["color"] for i, d in load_label_map(out)[2].items()}
+    assert got == {1: [255, 153, 0], 2: [255, 0, 0], 3: [0, 0, 200]}
