@@ -198,3 +198,19 @@ def test_one_file_opens_only_its_own_series_when_series_share_a_folder(tmp_path)
     np.testing.assert_array_equal(vol.data, b.data)
     assert vol.name.startswith("second") and len(vol.meta["dicom_files"]) == 7
     assert len(read_image(tmp_path)) == 2
+
+
+def test_fractional_and_per_slice_rescale(tmp_path):
+    """Rescale slope/intercept are applied per slice; fractional values become float32."""
+    vol = ct_volume(shape=(4, 8, 8))
+    paths = write_dicom_series(vol, tmp_path)
+    stored = []
+    for k, p in enumerate(paths):
+        ds = pydicom.dcmread(p)
+        ds.RescaleSlope, ds.RescaleIntercept = f"{0.5 * (k + 1)}", "-10"
+        ds.save_as(p)
+        stored.append(ds.pixel_array.astype(np.float64))
+    (back,) = read_image(tmp_path)
+    assert back.data.dtype == np.float32
+    expect = np.stack([s * 0.5 * (k + 1) - 10 for k, s in enumerate(stored)])
+    np.testing.assert_allclose(back.data, expect, rtol=1e-6)
