@@ -200,7 +200,8 @@ _LABEL_WORDS = {"seg", "segs", "segmentation", "label", "labels", "labelmap", "m
 
 def looks_like_label_map(vol: Volume) -> bool:
     """True for a label map: an integer volume saved as one (NIfTI intent "label", or a sidecar
-    with label names beside it), or named like one (``*_seg``, ``*label*``, ``*mask*``) with no
+    with label names beside it), or a medical-format volume (not PNG/JPEG/TIFF, where masks are
+    often anti-aliased greyscale) named like one (``*_seg``, ``*label*``, ``*mask*``) with no
     negative values."""
     if vol.is_rgb or vol.data.dtype.kind not in "iub":
         return False
@@ -208,5 +209,7 @@ def looks_like_label_map(vol: Volume) -> bool:
         return True
     if vol.source and read_sidecar(vol.source)[0]:
         return True
+    if str(vol.meta.get("format", "")).lower() in ("png", "jpg", "jpeg", "tif", "tiff"):
+        return False
     words = set(re.split(r"[^a-z0-9]+", vol.name.lower()))
     return bool(words & _LABEL_WORDS) and (vol.data.size == 0 or int(vol.data.min()) >= 0)

@@ -64,6 +64,14 @@ def test_images_are_not_taken_for_label_maps(tmp_path):
     assert looks_like_label_map(vol)
     vol.data = vol.data.astype(np.float32)
     assert not looks_like_label_map(vol)
+    from PIL import Image
+
+    mask = np.zeros((20, 30), np.uint8)
+    mask[5:15, 5:25] = 255
+    mask[5, 5:25] = 128  # anti-aliased edge, like the Shenzhen lung masks
+    Image.fromarray(mask).save(tmp_path / "lung_mask.png")
+    (png,) = _open(tmp_path / "lung_mask.png")
+    assert png[2] == "image"  # a greyscale picture, thresholded by the user if wanted
 
 
 @pytest.mark.parametrize("image,label", [
