@@ -125,6 +125,14 @@ def avoid_llvm_clash() -> bool:
     return mesa_llvm
 
 
+def leave_a_core_for_the_viewer(torch) -> None:
+    """Run torch on all but one CPU core, so the viewer's main thread is never starved by inference
+    on a machine without a GPU (on a 2-core machine: one thread for the model, one for the GUI)."""
+    cores = os.cpu_count() or 1
+    if cores > 1 and torch.get_num_threads() >= cores:
+        torch.set_num_threads(cores - 1)
+
+
 def preimport(name: str) -> None:
     """Import the backend's module (and torch / sam2 for model backends) on the main thread.
 
@@ -134,8 +142,10 @@ def preimport(name: str) -> None:
     info = available_segmenters()[name]
     if info.needs_weights:
         avoid_llvm_clash()
-        import torch  # noqa: F401
+        import torch
         import torchvision  # noqa: F401
+
+        leave_a_core_for_the_viewer(torch)
 
         try:
             import sam2.build_sam  # noqa: F401

@@ -102,6 +102,7 @@ class Prefetcher:
         self._cancel: threading.Event | None = None
         self.done: list[int] = []
         self.started = 0
+        self.error: BaseException | None = None  # the last prefetch failure (shown nowhere; for tests)
 
     def set_segmenter(self, segmenter, n_slices: int) -> None:
         self.stop()
@@ -124,8 +125,11 @@ class Prefetcher:
             self._cancel,
             on_yield=self.done.append,
             on_finish=lambda: self._finished(token),
-            on_error=lambda err: None,  # a failed prefetch only costs speed later; predict reports
+            on_error=self._failed,  # a failed prefetch only costs speed later; predict reports
         )
+
+    def _failed(self, err: BaseException) -> None:
+        self.error = err
 
     def _finished(self, token: int) -> None:
         if token == self.started:

@@ -83,6 +83,10 @@ class SegmentWidget(QWidget):
         self._step_timer.setSingleShot(True)
         self._step_timer.setInterval(150)
         self._step_timer.timeout.connect(self._follow_slice)
+        self._redraw_timer = QTimer(self)
+        self._redraw_timer.setSingleShot(True)
+        self._redraw_timer.setInterval(100)
+        self._redraw_timer.timeout.connect(lambda: self.preview_layer is not None and self.preview_layer.refresh())
 
         self.backend = BackendPanel()
         self.objects = ObjectsPanel()
@@ -350,6 +354,8 @@ class SegmentWidget(QWidget):
         if event.kind == "saved":
             self._save_failed_shown = False
             return
+        if event.kind == "prompts":  # no voxel changed
+            return
         if event.slices and self.ctrl.labels_layer is not None:
             self.ctrl.refresh_labels(event.slices)
         if event.kind in ("objects", "undo", "redo", "edit") or (
@@ -391,8 +397,6 @@ class SegmentWidget(QWidget):
         if not self.ctrl.current_object and not self.new_object(keep_prompts=True):
             return
         oid = self.ctrl.current_object
-        rec = self.prompts.as_record(z)
-        self._session_call("record_prompt", oid, z, rec["points"], rec["labels"], rec["box"])
         seg, t0 = self.ctrl.segmenter, time.perf_counter()
         self.prefetcher.stop()  # the click comes first; prefetch resumes after the preview
 
@@ -457,6 +461,10 @@ class SegmentWidget(QWidget):
             self._warn("Nothing to accept: click on the structure (or draw a box) to get a preview first.")
             return
         oid, masks = self.ctrl.current_object, dict(self._pending)
+        for z in masks:  # the prompts are saved with what they produced (not on every click)
+            rec = self.prompts.as_record(z) if self.prompts is not None else None
+            if rec and (rec["points"] or rec["box"]):
+                self._session_call("record_prompt", oid, z, rec["points"], rec["labels"], rec["box"])
         if self._session_call("commit_slices", oid, masks, "prompted", self._provenance()):
             blocked = self.ctrl.session.last_commit_info.get("blocked_voxels", 0)
             if blocked:
@@ -516,10 +524,12 @@ class SegmentWidget(QWidget):
         self._update_buttons()
 
     def _show_propagated(self, result) -> None:
+        """Draw a propagated slice in the preview layer; redraws are coalesced to <= 10 per second."""
         if self.preview_layer is not None:
             z = int(result.slice_index)
             self.preview_layer.data[z][result.mask] = self.run.object_id
-            self.preview_layer.refresh()
+            if not self._redraw_timer.isActive():
+                self._redraw_timer.start()
 
     def _propagation_done(self, run: PropagationRun) -> None:
         self.run = None
