@@ -158,6 +158,11 @@ def _nifti_image(labels_zyx: np.ndarray, reference: Volume):
     rzs = aff[:3, :3]
     orthogonal = np.allclose((rzs.T @ rzs) - np.diag(np.diag(rzs.T @ rzs)), 0, atol=1e-4)
     img.header.set_qform(aff, code=sform_code if orthogonal else 0)  # qform cannot hold a shear
+    src_q, src_s = reference.meta.get("qform"), reference.meta.get("sform")
+    if src_q is not None and src_s is not None and np.allclose(np.asarray(src_s, float), aff, atol=1e-4):
+        # The source's qform and sform differ: keep both, each tool then places the labels
+        # exactly where it places the image, whichever form it uses.
+        img.header.set_qform(np.asarray(src_q, float), code=int(reference.meta.get("qform_code") or 1))
     img.header.set_intent("label", name="labels")
     img.header.set_xyzt_units("mm")
     return img

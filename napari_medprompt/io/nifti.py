@@ -68,6 +68,7 @@ def read_nifti(path: str | Path, modality: str | None = None) -> Volume:
         "sform_code": int(hdr["sform_code"]),
         "stored_dtype": str(hdr.get_data_dtype()),
     }
+    _keep_both_forms(hdr, affine, meta, path, warnings)
     intent = hdr.get_intent()[0]
     if intent and intent != "none":
         meta["intent"] = str(intent)
@@ -83,6 +84,25 @@ def read_nifti(path: str | Path, modality: str | None = None) -> Volume:
         source=str(path),
         meta=meta,
         warnings=warnings,
+    )
+
+
+def _keep_both_forms(hdr, affine: np.ndarray, meta: dict, path: Path, warnings: list[str]) -> None:
+    """When the header has both a qform and an sform and they differ, keep both (``meta["qform"]``,
+    ``meta["sform"]``) so label maps saved over this image carry the same pair, and warn: nibabel
+    (and this reader) use the sform, ITK-based tools (ITK-SNAP, 3D Slicer) may use the qform."""
+    if int(hdr["qform_code"]) <= 0 or int(hdr["sform_code"]) <= 0:
+        return
+    qform, sform = hdr.get_qform(), hdr.get_sform()
+    if np.allclose(qform, sform, atol=1e-3):
+        return
+    meta["qform"] = np.asarray(qform, float).tolist()
+    meta["sform"] = np.asarray(sform, float).tolist()
+    shift = float(np.linalg.norm(qform[:3, 3] - sform[:3, 3]))
+    warnings.append(
+        f"{path}: the header's qform and sform place the image differently (origins {shift:.1f} mm "
+        "apart); shown with the sform (as nibabel does), while ITK-based tools (ITK-SNAP, 3D Slicer) "
+        "may use the qform. Label maps saved over it keep both, so they overlay it in either."
     )
 
 

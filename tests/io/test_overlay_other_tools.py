@@ -87,3 +87,28 @@ def test_labels_on_the_dicom_series_overlay_it_like_a_dcm2niix_conversion(tmp_pa
     on_series = sitk.Resample(ts, ct, sitk.Transform(), sitk.sitkNearestNeighbor, 0, ts.GetPixelID())
     np.testing.assert_array_equal(sitk.GetArrayFromImage(on_series), sitk.GetArrayFromImage(saved))
     np.testing.assert_array_equal(load_label_map(out)[0], labels)
+
+
+def test_source_with_disagreeing_qform_and_sform(tmp_path):
+    """nibabel uses the sform, ITK the qform: the label map keeps both forms of its source, so it
+    overlays the image in each tool; the user is told the two forms disagree."""
+    from napari_medprompt.io.layers import volume_to_layer_data
+    from napari_medprompt.io.napari_hooks import write_labels
+
+    q = np.diag([0.8, 0.8, 2.0, 1.0])
+    q[:3, 3] = [5, 6, 7]
+    s = np.diag([0.8, 0.8, 2.0, 1.0])
+    s[:3, 3] = [-50, -60, -70]
+    src = nib.Nifti1Image(np.zeros((10, 12, 6), np.int16), s)
+    src.set_qform(q, code=1)
+    src.set_sform(s, code=2)
+    nib.save(src, str(tmp_path / "img.nii.gz"))
+    (vol,) = read_image(tmp_path / "img.nii.gz")
+    assert any("qform and sform place the image differently" in w for w in vol.warnings)
+    data, kw, _ = volume_to_layer_data(vol)
+    labels = np.zeros(vol.data.shape, np.uint8)
+    labels[2, 3:5, 4:7] = 1
+    out, _ = write_labels(str(tmp_path / "seg.nii.gz"), labels, {"name": "seg", **kw})
+    np.testing.assert_allclose(nib.load(out).affine, nib.load(str(tmp_path / "img.nii.gz")).affine)
+    _assert_same_sitk_geometry(sitk.ReadImage(out), sitk.ReadImage(str(tmp_path / "img.nii.gz")))
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(sitk.ReadImage(out)), labels)
