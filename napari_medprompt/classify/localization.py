@@ -6,11 +6,18 @@ of ``target`` (default: the predicted class):
 
 - **CNN backbones (ResNet): Grad-CAM** (Selvaraju et al.) on the backbone's last stage
   (``feature_map``): channel weights = spatial mean of d logit / d feature map, map =
-  ReLU(sum_c w_c A_c), bilinearly upsampled to the input.
+  ReLU(sum_c w_c A_c), bilinearly upsampled to the input. A Grad-CAM needs a spatial grid: when the
+  last stage is coarser than 4x4 (small inputs, e.g. 64 px -> 2x2) and the backbone is a torchvision
+  ResNet, the stage before it (``layer3``, twice the resolution) is used instead.
 - **ViT backbones: gradient-weighted attention rollout** (Chefer et al., CVPR 2021, "Generic
   attention-model explainability"): for each block the attention probabilities A (heads, T, T) that
-  the block actually used and their gradients G give A' = mean_heads(ReLU(G * A)); the relevance
-  R = I is updated R <- R + A' R block by block, and the class token's row of R over the patch tokens
+  the block actually used and their gradients G = d logit / d A give the block's relevance
+  A' = mean_heads |A * (G - sum_k A_k G_k)|, which is |d logit / d S|, the gradient with respect to
+  the pre-softmax attention scores S (chain rule through the softmax). Chefer's ReLU(G * A) ignores
+  that the probabilities of a row sum to one, so a gradient shared by all keys of a row (e.g. the
+  common background content of the values) counts as relevance; on the test task it lit up the
+  background, while |d logit / d S| peaked on the class-deciding lesion. The relevance
+  R = I is updated R <- R + A' R block by block (Chefer's rule), and the class token's row of R over the patch tokens
   (the last grid**2 tokens; prompt tokens are skipped) is the patch-grid map. Attention probabilities
   are captured while the method's forward runs: ``nn.MultiheadAttention`` modules (open_clip CLIP
   towers) are run through an explicit, numerically equivalent attention that records them; timm /
@@ -53,21 +60,48 @@ def _normalise(m: torch.Tensor) -> torch.Tensor:
     return (m - lo) / (hi - lo) if float(hi - lo) > 1e-12 else torch.zeros_like(m)
 
 
+MIN_CAM_GRID = 4
+
+
+def _cam_stage(bb, x):
+    """The torchvision ResNet stage to hook, or None for ``feature_map`` (see module docstring)."""
+    model = getattr(bb, "model", None)
+    l3, l4 = getattr(model, "layer3", None), getattr(model, "layer4", None)
+    if l3 is None or l4 is None:
+        return None
+    sizes = []
+    hook = l4.register_forward_hook(lambda _m, _i, out: sizes.append(min(out.shape[-2:])))
+    try:
+        with torch.no_grad():
+            bb.feature_map(x.detach())
+    finally:
+        hook.remove()
+    return l3 if sizes and sizes[0] < MIN_CAM_GRID else None
+
+
 def _grad_cam(model, x, masks, target):
     bb = model.backbone
     captured: list[torch.Tensor] = []
-    original = bb.feature_map
+    stage = _cam_stage(bb, x)
+    if stage is not None:
+        handle = stage.register_forward_hook(lambda _m, _i, out: captured.append(out))
+        try:
+            logits = model(x, masks)
+        finally:
+            handle.remove()
+    else:
+        original = bb.feature_map
 
-    def recording_feature_map(images):
-        fmap = original(images)
-        captured.append(fmap)
-        return fmap
+        def recording_feature_map(images):
+            fmap = original(images)
+            captured.append(fmap)
+            return fmap
 
-    bb.feature_map = recording_feature_map
-    try:
-        logits = model(x, masks)
-    finally:
-        del bb.feature_map
+        bb.feature_map = recording_feature_map
+        try:
+            logits = model(x, masks)
+        finally:
+            del bb.feature_map
     if not captured:
         raise RuntimeError(f"backbone {bb.name!r}: encode_image does not go through feature_map; Grad-CAM cannot hook it")
     target = int(logits[0].argmax()) if target is None else int(target)
@@ -154,7 +188,8 @@ def _attention_rollout(model, x, masks, target):
     for a, g in zip(rec.store, grads):
         if g is None or a.shape[-1] != t:
             continue
-        cam = (g[0] * a[0]).clamp(min=0).mean(0).detach().float()
+        a0, g0 = a[0].detach().float(), g[0].float()
+        cam = (a0 * (g0 - (a0 * g0).sum(-1, keepdim=True))).abs().mean(0)
         rel = rel + cam @ rel
     g2 = bb.grid_size
     return rel[0, -g2 * g2 :].reshape(g2, g2), logits

@@ -6,7 +6,7 @@ Two kinds of head sit on the backbone's image features (``encode_image`` / ``hea
 - ``"linear"``: an ``nn.Linear(embed_dim, n_classes)`` (a linear probe);
 - ``"text"``: a CLIP-style cosine classifier whose class weights start as the normalised text
   embeddings of the class prompts (``templates`` filled with each class name, averaged over
-  templates), logits = ``logit_scale * cos(feature, class_weight)``. It is what zero-shot CLIP
+  templates; :func:`~._text.class_text_features`, shared with zero-shot), logits = ``logit_scale * cos(feature, class_weight)``. It is what zero-shot CLIP
   computes; ``trainable=False`` keeps it frozen (Bahng et al.'s visual prompting trains only the
   prompt against the frozen text classifier), otherwise the class weights fine-tune from the text
   initialisation.
@@ -21,7 +21,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-DEFAULT_TEMPLATES = ("a medical image showing {}.", "a photo of {}.")
+from napari_medprompt.classify.methods._text import DEFAULT_TEMPLATES, class_text_features
+
 DEFAULT_LOGIT_SCALE = 100.0  # CLIP's trained temperature (exp(4.605))
 HEAD_KINDS = ("auto", "linear", "text")
 
@@ -34,17 +35,6 @@ def resolve_head_kind(kind: str, backbone) -> str:
     if kind == "text" and not getattr(backbone, "has_text", False):
         raise ValueError(f"head 'text' needs a backbone with a text tower; {backbone.name!r} has none (use 'linear')")
     return kind
-
-
-@torch.no_grad()
-def text_class_weights(backbone, classes: list[str], templates=DEFAULT_TEMPLATES) -> torch.Tensor:
-    """(n_classes, embed_dim) unit-norm text embeddings, each averaged over the templates."""
-    templates = list(templates) or ["{}"]
-    rows = []
-    for c in classes:
-        emb = backbone.encode_text([t.format(c.replace("_", " ")) for t in templates]).float()
-        rows.append(F.normalize(F.normalize(emb, dim=-1).mean(0), dim=-1))
-    return torch.stack(rows)
 
 
 class ClassHead(nn.Module):
@@ -66,7 +56,7 @@ class ClassHead(nn.Module):
         if self.kind == "linear":
             self.linear = nn.Linear(d, n)
         else:
-            w = text_class_weights(backbone, classes, templates)
+            w = class_text_features(backbone, classes, templates)
             if trainable:
                 self.weight = nn.Parameter(w)
             else:

@@ -44,7 +44,8 @@ class SegPrompt(AdapterMethod):
 
     def mask_tokens(self, masks: torch.Tensor) -> torch.Tensor:
         """(B, N, width) tokens of the mask, one per image patch (row-major like the patch tokens)."""
-        return self.mask_tokenizer(masks.float()).flatten(2).transpose(1, 2)
+        area = float(self.mask_tokenizer.kernel_size[0] * self.mask_tokenizer.kernel_size[1])
+        return self.mask_tokenizer(masks.float() / area).flatten(2).transpose(1, 2)
 
     def features(self, images: torch.Tensor, masks: torch.Tensor | None) -> torch.Tensor:
         masks = self.require_masks(masks)
