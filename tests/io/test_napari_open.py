@@ -115,3 +115,13 @@ def test_dicom_seg_writer_finds_the_series_of_a_plain_labels_layer(tmp_path, vie
         labels.save(str(tmp_path / "seg.dcm"), plugin=PLUGIN)
     back, _ = read_dicom_seg(tmp_path / "seg.dcm", viewer.layers[0].metadata["medprompt"]["dicom_files"])
     np.testing.assert_array_equal(back, labels.data)
+
+
+def test_sample_data_opens_through_napari(viewer_model):
+    viewer = viewer_model()
+    viewer.open_sample(PLUGIN, "abdominal_ct")
+    image, labels = viewer.layers
+    assert image.data.dtype == np.int16 and image.data.min() < -900  # HU kept
+    assert tuple(image.contrast_limits) == (-160.0, 240.0)
+    assert type(labels).__name__ == "Labels" and labels.data.shape == image.data.shape
+    assert tuple(labels.scale) == tuple(image.scale) == (2.5, 1.5, 1.5)
