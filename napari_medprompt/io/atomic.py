@@ -83,12 +83,17 @@ def atomic_write_group(
             os.replace(tmp, p)
         for folder in {p.parent if str(p.parent) else Path(".") for p in paths}:
             _fsync_dir(folder)
-    except BaseException:
+    except BaseException as e:
         for f, tmp in opened:
             with contextlib.suppress(OSError):
                 f.close()
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
+        if isinstance(e, OSError) and e.errno is not None:
+            # "[Errno 28] No space left on device" alone does not say what was not saved.
+            names = ", ".join(str(p) for p in paths)
+            raise OSError(e.errno, f"{e.strerror or e}; not saved: {names} (any previous version "
+                                   "is unchanged)") from e
         raise
 
 

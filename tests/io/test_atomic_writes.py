@@ -47,9 +47,10 @@ def test_label_map_and_sidecar_are_replaced_together_or_not_at_all(tmp_path, mon
     out = save_label_map(tmp_path / "seg.nii.gz", _labels(vol), vol, {1: {"name": "liver"}})
     before = _snapshot(tmp_path)
     _fail_on_call(monkeypatch, failing_fsync)
-    with pytest.raises(OSError, match="No space"):
+    with pytest.raises(OSError, match="No space") as ei:
         save_label_map(out, _labels(vol, 2), vol, {2: {"name": "spleen"}})
     monkeypatch.undo()
+    assert str(out) in str(ei.value) and "unchanged" in str(ei.value)  # says what was not saved
     assert _snapshot(tmp_path) == before  # both files untouched, no temporary file left
     labels, _, info = load_label_map(out)
     assert set(np.unique(labels)) == {0, 1} and info[1]["name"] == "liver"
@@ -79,8 +80,9 @@ def test_read_only_folder_refuses_and_keeps_the_previous_save(tmp_path, monkeypa
         raise PermissionError(13, "Permission denied", str(tmp_path))
 
     monkeypatch.setattr(atomic.tempfile, "mkstemp", mkstemp)
-    with pytest.raises(PermissionError):
+    with pytest.raises(PermissionError) as ei, pytest.warns(UserWarning, match="no image geometry"):
         write_labels(str(out), _labels(vol, 3), {"name": "seg", "metadata": {}, "scale": vol.spacing})
+    assert str(out) in str(ei.value)  # names the file the user tried to save, not a temp file
     assert _snapshot(tmp_path) == before
 
 
