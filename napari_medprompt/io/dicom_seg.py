@@ -51,6 +51,11 @@ def export_dicom_seg(
     path = Path(path)
     labels = np.asarray(labels)
     sources = _source_datasets(source_files)
+    if any(int(ds.get("NumberOfFrames", 1) or 1) > 1 for ds in sources):
+        raise LabelWriteError(
+            f"{path}: DICOM SEG export of a multi-frame (enhanced) image is not supported; "
+            "save the label map as NIfTI (.nii.gz) instead; nothing was written"
+        )
     expected = (len(sources), int(sources[0].Rows), int(sources[0].Columns)) if sources else None
     if expected is None or labels.shape != expected:
         raise LabelWriteError(

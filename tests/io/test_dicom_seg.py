@@ -80,3 +80,19 @@ def test_seg_writer_hook_uses_the_image_metadata(tmp_path):
     assert info[1]["name"] == "lesion"
     with pytest.raises(LabelWriteError, match="needs a label layer drawn on an image read from a DICOM"):
         write_labels_dicom_seg(str(tmp_path / "x.dcm"), labels, {"metadata": {}})
+
+
+def test_seg_export_of_a_multiframe_image_says_it_is_not_supported(tmp_path):
+    import highdicom as hd
+
+    paths = write_dicom_series(ct_volume(shape=(4, 12, 10)), tmp_path / "series")
+    mf = hd.legacy.LegacyConvertedEnhancedCTImage(
+        legacy_datasets=[pydicom.dcmread(p) for p in paths], series_instance_uid=hd.UID(),
+        series_number=9, sop_instance_uid=hd.UID(), instance_number=1)
+    mf.save_as(tmp_path / "enhanced.dcm")
+    (vol,) = read_image(tmp_path / "enhanced.dcm")
+    labels = np.zeros(vol.data.shape, np.uint8)
+    labels[1, 2:5, 2:5] = 1
+    with pytest.raises(LabelWriteError, match="multi-frame .* not supported.*NIfTI"):
+        export_dicom_seg(tmp_path / "seg.dcm", labels, vol.meta["dicom_files"])
+    assert not (tmp_path / "seg.dcm").exists()
