@@ -96,8 +96,10 @@ class Sam2Segmenter:
     embeddings: None = memory only, True = ``<cache>/sam2_embeddings``, or a folder), ``cache_bytes``
     (memory budget), ``progress`` (download callback), ``encoder_bf16`` / ``decoder_bf16`` /
     ``memory_bf16`` (bfloat16 for the image encoder / clicks / memory-mode tracking on the CPU;
-    None = on where the CPU supports bfloat16; always on for CUDA, as SAM2 itself runs), ``memory_frames`` (memory mode: how many past frames the memory bank holds,
-    SAM2's default 6; fewer is faster, see :mod:`sam2_video`).
+    None = on where the CPU supports bfloat16; always on for CUDA, as SAM2 itself runs),
+    ``memory_frames`` (memory mode: how many past frames the memory bank holds, SAM2's default 6;
+    fewer is faster, see :mod:`sam2_video`), ``offload_state`` (memory mode on a GPU: keep SAM2's
+    per-frame memories in CPU memory).
 
     ``weights_status()`` returns what the GUI shows (model, checkpoint, random weights, device).
     """
@@ -116,6 +118,7 @@ class Sam2Segmenter:
         memory_frames: int | None = None,
         memory_bf16: bool | None = None,
         encoder_bf16: bool | None = None,
+        offload_state: bool = False,
     ) -> None:
         import torch
         from sam2.sam2_image_predictor import SAM2ImagePredictor
@@ -136,6 +139,7 @@ class Sam2Segmenter:
         self.memory_bf16 = self.cuda or (cpu_bf16 if memory_bf16 is None else bool(memory_bf16))
         self.encoder_bf16 = self.cuda or (cpu_bf16 if encoder_bf16 is None else bool(encoder_bf16))
         self.memory_frames = memory_frames
+        self.offload_state = bool(offload_state)
         # On a bfloat16 CPU the decoder runs as a bfloat16 copy (no per-call casts of weights and
         # features, which autocast would do on every click) and features are cached in bfloat16.
         self.feature_dtype = torch.bfloat16 if (self.cuda or (self.decoder_bf16 and cpu_bf16)) else torch.float32
@@ -402,7 +406,8 @@ class Sam2Segmenter:
             from napari_medprompt.segment.sam2_video import MemoryPropagator
 
             step = MemoryPropagator(
-                self, seeds, memory_frames=self.memory_frames, patience=settings.patience
+                self, seeds, memory_frames=self.memory_frames, patience=settings.patience,
+                offload_state=self.offload_state,
             ).predict_next
         else:
             step = self.projection_step

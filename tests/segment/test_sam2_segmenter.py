@@ -62,7 +62,9 @@ def test_segmenter_protocol_and_status(seg):
     assert st["model"] == MODEL and st["random_weights"] is False and st["device"] == "cpu"
     assert st["checkpoint"] == str(checkpoint_file())
     assert seg.resolved_mode() == "projection"  # auto on a CPU
-    assert Sam2Segmenter.__init__.__defaults__ is not None
+    assert seg.resolved_mode("memory") == "memory"
+    with pytest.raises(PromptError, match="unknown propagation mode"):
+        seg.resolved_mode("sideways")
 
 
 def test_model_input_is_the_windowed_slice_and_the_layer_is_untouched(seg):
@@ -330,3 +332,16 @@ def test_disk_cache_is_reused_after_a_restart_and_rejected_for_another_image_or_
     c.bind(changed, key="/data/ct.nii.gz", window=(-100.0, 200.0))  # another model
     assert c.cache.rejected_disk_cache and c.random_weights
     assert c.weights_status()["random_weights"] and "RANDOM" in c.weights_status()["message"]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_on_cuda_memory_mode_is_the_default_and_runs_in_bfloat16():
+    s = Sam2Segmenter(MODEL, checkpoint=checkpoint_file(), device="auto")
+    assert s.device == "cuda" and s.resolved_mode() == "memory"
+    assert s.encoder_bf16 and s.decoder_bf16 and s.memory_bf16
+    s.bind(VOLUME, modality="CT")
+    res = s.predict(1, Prompt(points=[[32, 30]], labels=[1]))
+    assert res.mask.shape == (H, W) and s.features(1)["fpn2"].dtype == torch.bfloat16
+    out = list(s.propagate({1: {1: _disc(14)}}, _loose()))
+    assert sorted(r.slice_index for r in out) == [0, 2, 3]
