@@ -24,10 +24,11 @@ from napari_medprompt._qt.backend_panel import BackendPanel
 from napari_medprompt._qt.controller import controller_for
 from napari_medprompt._qt.jobs import Prefetcher, PropagationRun
 from napari_medprompt._qt.objects_panel import ObjectsPanel
+from napari_medprompt._qt.segment_objects import ObjectsMixin
+from napari_medprompt._qt.segment_propagation import PropagationMixin
 from napari_medprompt._qt.prompt_layers import PromptLayers
 from napari_medprompt._qt.session_binding import (
     EditRecorder,
-    labels_colormap,
     layer_volume,
     make_labels_layer,
     make_preview_layer,
@@ -36,11 +37,9 @@ from napari_medprompt._qt.session_binding import (
 from napari_medprompt._qt.shortcuts import bind_shortcuts
 from napari_medprompt._qt.workers import LatestOnlyRunner, start_worker
 from napari_medprompt.imaging.window import contrast_limits, default_preset, preset_names
-from napari_medprompt.segment.base import PromptError, PropagationSettings
-from napari_medprompt.segment.validate import check_prompt, require_volume
-from napari_medprompt.session import SessionError, SessionSaveError
-
-SEED_STATUSES = ("prompted", "edited", "accepted")
+from napari_medprompt.segment.base import PromptError
+from napari_medprompt.segment.validate import check_prompt
+from napari_medprompt.session import SessionError
 
 
 def _ask_restore_dialog(folder: Path) -> bool:
@@ -53,7 +52,7 @@ def _ask_restore_dialog(folder: Path) -> bool:
     return answer == QMessageBox.Yes
 
 
-class SegmentWidget(QWidget):
+class SegmentWidget(ObjectsMixin, PropagationMixin, QWidget):
     """Dock widget over one viewer; see the module docstring."""
 
     preview_updated = Signal(int)  # slice index of a preview shown
@@ -225,32 +224,6 @@ class SegmentWidget(QWidget):
         self.prompts = self.preview_layer = self.edits = None
         self._pending.clear()
 
-    def _import_labels_layer(self) -> None:
-        """Copy a user's Labels layer into the session (their layer is only read)."""
-        src = self.ui.labels_source.currentData()
-        if src is None or not self._ready(need_segmenter=False):
-            return
-        session, image = self.ctrl.session, self.ctrl.image_layer
-        data = np.asarray(src.data)
-        expected = tuple(image.data.shape[: image.ndim])
-        self.ui.labels_source.setCurrentIndex(0)
-        if data.shape != expected or data.dtype.kind not in "iub":
-            self._error(f"The labels layer '{src.name}' has shape {data.shape} ({data.dtype}) but the "
-                        f"image '{image.name}' is {expected}: choose a label layer made for this image. "
-                        "Nothing was changed.")
-            return
-        vol = data if data.ndim == 3 else data[None]
-        try:
-            for oid in np.unique(vol[vol > 0]).tolist():
-                if oid not in session.objects:
-                    session.new_object(name=f"{src.name} {oid}", object_id=int(oid))
-            zs = np.flatnonzero((vol != session.labels).any(axis=(1, 2))).tolist()
-            session.apply_edit(None, {z: session.labels[z].copy() for z in zs}, {z: vol[z] for z in zs})
-        except SessionSaveError:
-            pass  # reported through the session's save_failed event
-        except (SessionError, ValueError) as err:
-            self._error(f"Could not import '{src.name}': {err}")
-
     # ------------------------------------------------------------------------------- backend
     def _on_segmenter_loaded(self, seg) -> None:
         self.ctrl.set_segmenter(seg)
@@ -280,92 +253,6 @@ class SegmentWidget(QWidget):
     def _follow_slice(self) -> None:
         if self._seg_ready and self.run is None:
             self.prefetcher.follow(self.ctrl.current_slice())
-
-    # ------------------------------------------------------------------------------- objects
-    def _sync_objects(self) -> None:
-        session = self.ctrl.session
-        if session is None:
-            return
-        if self.ctrl.current_object not in session.objects:
-            self.ctrl.current_object = 0
-        self.objects.set_objects(session.objects, self.ctrl.current_object)
-        if self.ctrl.labels_layer is not None:
-            self.ctrl.labels_layer.colormap = labels_colormap(session)
-            if self.ctrl.current_object:
-                self.ctrl.labels_layer.selected_label = self.ctrl.current_object
-        if self.preview_layer is not None:
-            self.preview_layer.colormap = labels_colormap(session)
-        self._update_buttons()
-
-    def new_object(self, name: str = "", keep_prompts: bool = False) -> int:
-        """Start a new object (the next label id); ``keep_prompts`` keeps the points just placed."""
-        if not self._ready(need_segmenter=False):
-            return 0
-        try:
-            obj = self.ctrl.session.new_object(name=name or self.objects.name.currentText().strip())
-        except SessionSaveError:
-            obj = max(self.ctrl.session.objects.values(), key=lambda o: o.id)
-        self.select_object(obj.id, keep_prompts=keep_prompts)
-        return obj.id
-
-    def select_object(self, object_id: int, keep_prompts: bool = False) -> None:
-        """Make ``object_id`` the object being prompted (its previews and prompts start empty)."""
-        if object_id == self.ctrl.current_object:
-            return
-        self._clear_preview()
-        if self.prompts is not None and not keep_prompts:
-            self.prompts.clear()
-        self.ctrl.current_object = int(object_id)
-        self._sync_objects()
-
-    def _step_object(self, delta: int) -> None:
-        ids = sorted(self.ctrl.session.objects) if self.ctrl.session else []
-        if ids:
-            cur = self.ctrl.current_object
-            i = ids.index(cur) + delta if cur in ids else 0
-            self.select_object(ids[i % len(ids)])
-
-    def _rename(self, oid: int, name: str) -> None:
-        self._session_call("rename", oid, name)
-
-    def delete_object(self, oid: int) -> None:
-        if self._session_call("delete_object", oid) and oid == self.ctrl.current_object:
-            self.select_object(0)
-
-    def _session_call(self, method: str, *args) -> bool:
-        if self.ctrl.session is None:
-            return False
-        try:
-            getattr(self.ctrl.session, method)(*args)
-            return True
-        except SessionSaveError:
-            return True  # applied in memory; the save failure was reported
-        except (SessionError, ValueError, KeyError) as err:
-            self._warn(str(err).strip("'\""))
-            self._sync_objects()
-            return False
-
-    def _on_session_change(self, event) -> None:
-        if event.kind == "save_failed":  # told once until a save succeeds again
-            if not self._save_failed_shown:
-                self._save_failed_shown = True
-                self._error(f"Autosave failed: {self.ctrl.session.last_save_error}")
-            return
-        if event.kind == "saved":
-            self._save_failed_shown = False
-            return
-        if event.kind == "prompts":  # no voxel changed
-            return
-        if event.slices and self.ctrl.labels_layer is not None:
-            self.ctrl.refresh_labels(event.slices)
-        if event.kind in ("objects", "undo", "redo", "edit") or (
-            event.object_id is not None and event.object_id not in self._known_ids()
-        ):
-            self._sync_objects()
-        self._update_buttons()
-
-    def _known_ids(self) -> set[int]:
-        return {int(self.objects.objects.itemData(i)) for i in range(self.objects.objects.count())}
 
     # ------------------------------------------------------------------------------- prompts
     def toggle_polarity(self) -> None:
@@ -480,79 +367,6 @@ class SegmentWidget(QWidget):
     def redo(self) -> None:
         if self.run is None and self.ctrl.session is not None:
             self._session_call("redo")
-
-    # ---------------------------------------------------------------------------- propagation
-    def propagate(self) -> None:
-        """Propagate the current object from its accepted / prompted / edited slices."""
-        if not self._ready() or self.run is not None:
-            return
-        image = self.ctrl.image_layer
-        try:
-            require_volume(image.ndim)
-        except PromptError as err:
-            self._error(str(err))
-            return
-        if self._pending:
-            self.accept()
-        session, oid = self.ctrl.session, self.ctrl.current_object
-        obj = session.objects.get(oid)
-        if obj is None:
-            self._error("No object selected: click on a structure and accept it before propagating.")
-            return
-        if obj.locked:
-            self._warn(f"'{obj.display_name}' is locked (finished): unlock it to propagate it again.")
-            return
-        seeds = {z: session.labels[z] == oid for z, s in obj.slice_status.items() if s in SEED_STATUSES}
-        seeds = {z: m for z, m in seeds.items() if m.any()}
-        if not seeds:
-            self._error(f"'{obj.display_name}' has no accepted, prompted or painted slice to start from: "
-                        "accept a preview (A) or paint the object on a slice first.")
-            return
-        settings = PropagationSettings(
-            slice_range=segment_ui.slice_range(self.ui), directions=segment_ui.directions(self.ui)
-        )
-        lo, hi = settings.slice_range or (0, image.data.shape[0] - 1)
-        self._clear_preview()
-        self.prefetcher.stop()
-        self.run = PropagationRun(
-            self.ctrl.segmenter, oid, seeds, settings,
-            on_slice=lambda r: self._show_propagated(r), on_done=self._propagation_done,
-            on_error=lambda e: self._error(f"Propagation failed: {e}"),
-            description=f"Propagating {obj.display_name}", expected=hi - lo + 1 - len(seeds),
-        )
-        self.ui.status.setText(f"Propagating '{obj.display_name}' from slices {sorted(seeds)} … (Esc cancels)")
-        self._update_buttons()
-
-    def _show_propagated(self, result) -> None:
-        """Draw a propagated slice in the preview layer; redraws are coalesced to <= 10 per second."""
-        if self.preview_layer is not None:
-            z = int(result.slice_index)
-            self.preview_layer.data[z][result.mask] = self.run.object_id
-            if not self._redraw_timer.isActive():
-                self._redraw_timer.start()
-
-    def _propagation_done(self, run: PropagationRun) -> None:
-        self.run = None
-        self._clear_preview()
-        n = len(run.results)
-        if run.results and run.object_id in (self.ctrl.session.objects if self.ctrl.session else {}):
-            self._session_call("commit_slices", run.object_id, run.results, "propagated",
-                               self._provenance(action="propagate"))
-        where = f"; the object ends at slice(s) {sorted(run.lost)}" if run.lost else ""
-        state = "cancelled" if run.cancelled else ("failed" if run.error else "done")
-        self.ui.status.setText(f"Propagation {state}: {n} slices in {run.t_end - run.t_start:.1f} s{where}.")
-        self._update_buttons()
-        self._follow_slice()
-        self.propagation_finished.emit(run)
-
-    def cancel(self) -> None:
-        if self.run is not None:
-            self.run.cancel()
-
-    def _cancel_all(self) -> None:
-        self.cancel()
-        self.prefetcher.stop()
-        self._runner.cancel()
 
     # ------------------------------------------------------------------------------- display
     def set_window(self, preset: str) -> None:

@@ -6,7 +6,6 @@ from napari.utils.key_bindings import coerce_keybinding
 
 from napari_medprompt._qt.shortcuts import SHORTCUTS, keyboard_shortcuts, markdown_table
 from tests._qt._helpers import (  # noqa: F401 (autouse fixture)
-    load_backend,
     make_widget,
     stop_workers_after_test,
 )
