@@ -180,3 +180,22 @@ def test_session_restore_offer(make_napari_viewer, qtbot, tmp_path, monkeypatch,
     assert np.array_equal(widget2.ctrl.labels_layer.data, saved)
     assert widget2.ctrl.session.objects and "Restored" in widget2.messages[-1][1]
     del asked
+
+
+def test_box_prompt_from_the_shapes_layer(ct_widget, qtbot, liver):
+    viewer, widget = ct_widget
+    ref, z, _ = liver
+    kidney = reference_mask("kidney_left")
+    zk = int(np.argmax(kidney.sum(axis=(1, 2))))
+    rows, cols = np.nonzero(kidney[zk])
+    widget.ctrl.jump_to_slice(zk)
+    with qtbot.waitSignal(widget.preview_updated, timeout=30000):
+        widget.prompts.add_box(zk, rows.min() - 2, cols.min() - 2, rows.max() + 2, cols.max() + 2)
+    preview = widget.preview_layer.data[zk] > 0
+    d = dice(preview, kidney[zk])
+    print(f"left kidney from a box on slice {zk}: Dice {d:.3f}")
+    assert d > 0.8
+    press(qtbot, widget.ui.accept)
+    oid = widget.ctrl.current_object
+    assert widget.ctrl.session.objects[oid].prompts[zk]["box"] is not None
+    assert len(widget.prompts.shapes.data) == 0  # accepted prompts are cleared from the layers
