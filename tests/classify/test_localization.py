@@ -113,3 +113,31 @@ def test_resize_map_back_to_the_original_image():
     out = resize_map(cam, (200, 120))
     assert out.shape == (200, 120) and out.min() >= 0 and out.max() <= 1
     assert out[75, 45] == pytest.approx(1.0) and out[190, 110] == pytest.approx(0.0)
+
+
+def test_attention_recorder_computes_the_same_attention_and_restores_the_modules():
+    """nn.MultiheadAttention (CLIP) is replaced by an explicit attention, timm's fused kernel is switched off."""
+    from napari_medprompt.classify.localization import _AttentionRecorder
+
+    timm = pytest.importorskip("timm")
+    torch.manual_seed(0)
+    clip_block = backbone("test-vit-tiny").blocks()[0]
+    timm_block = timm.models.vision_transformer.Block(dim=32, num_heads=2).eval()
+    bias = torch.randn(2, 2, 5, 5)
+    cases = ((clip_block, clip_block.attn.embed_dim, bias.reshape(4, 5, 5)), (timm_block, 32, bias))
+    for block, width, mask in cases:
+        x = torch.randn(2, 5, width)
+        with torch.no_grad():
+            plain = block(x, attn_mask=mask)
+        fused_before = getattr(block.attn, "fused_attn", None)
+        rec = _AttentionRecorder([block])
+        try:
+            with torch.no_grad():
+                recorded = block(x, attn_mask=mask)
+        finally:
+            rec.close()
+        torch.testing.assert_close(recorded, plain, rtol=1e-5, atol=1e-5)
+        assert len(rec.store) == 1 and rec.store[0].shape == (2, 2, 5, 5)
+        torch.testing.assert_close(rec.store[0].sum(-1), torch.ones(2, 2, 5))
+        assert "forward" not in block.attn.__dict__
+        assert getattr(block.attn, "fused_attn", None) == fused_before

@@ -68,6 +68,10 @@ def test_prompt_method_learns_the_visible_class(name, bb_name, options, parts, t
     assert n < 0.1 * visual_params(bb), f"{n} trainable vs {visual_params(bb)} in the image encoder"
     assert {k.split(".")[0] for k, p in model.named_parameters() if p.requires_grad} == parts
 
+    if model.uses_masks:  # the trained model reads the mask: another mask, other probabilities
+        moved = [np.roll(m, 20, axis=1) for m in test.masks]
+        assert np.abs(predict(model, list(test.images), moved) - probs).max() > 1e-3
+
     path = save_checkpoint(tmp_path / "adapter.safetensors", model)
     again = load_checkpoint(path, bb, method=name)
     np.testing.assert_allclose(predict(again, list(test.images), masks), probs, atol=1e-5)
