@@ -182,13 +182,12 @@ def train_iter(config: TrainConfig, data: FewShotData, model=None) -> Iterator[T
             if t is None:
                 continue
             out = []
-            with torch.no_grad():
-                for i in range(0, len(t[0]), bs):
-                    with autocast():
-                        out.append(bb.encode_image(t[0][i : i + bs].to(device)).float())
-                    yield TrainEvent("features", step=min(i + bs, len(t[0])), steps=len(t[0]), message=split)
-                    if _stopping(config):
-                        break
+            for i in range(0, len(t[0]), bs):
+                with torch.no_grad(), autocast():  # never yield inside: grad mode is thread state
+                    out.append(bb.encode_image(t[0][i : i + bs].to(device)).float())
+                yield TrainEvent("features", step=min(i + bs, len(t[0])), steps=len(t[0]), message=split)
+                if _stopping(config):
+                    break
             feats[split] = torch.cat(out) if out else None
         if _stopping(config):
             yield TrainEvent("stopped", message="stopped while computing features; nothing was trained")

@@ -153,3 +153,9 @@ def test_training_on_mixed_sizes_channels_and_bit_depths(bb):
     assert done.kind == "done"
     probs = predict(model, data.images)
     assert probs.shape == (len(data), 2) and np.isfinite(probs).all()
+
+
+def test_consumer_code_between_events_keeps_gradients_enabled(bb, data):
+    model = method_class("linear-probe")(bb, data.classes)
+    for ev in train_iter(TrainConfig(epochs=1), data, model):
+        assert torch.is_grad_enabled(), f"grad mode leaked out of the loop at a {ev.kind!r} event"
