@@ -193,3 +193,27 @@ def test_visual_prompt_on_clip_defaults_to_the_frozen_text_classifier(backbones)
     assert float(prompt[..., p:-p, p:-p].abs().sum()) == 0 and float(prompt[..., :p, :].abs().sum()) > 0
     trainable_text = method_class("visual-prompt")(bb, ["normal", "pneumonia"], head="text-init")
     assert {k.split(".")[0] for k, p in trainable_text.named_parameters() if p.requires_grad} == {"prompter", "classifier"}
+
+
+@pytest.mark.parametrize("name,options", [("segprompt", {"n_prompts": 2}), ("mask-guided-clip", {"attention_bias": "restrict"})])
+def test_mask_methods_by_name_through_train_iter(name, options):
+    """The CLI / GUI path: the loop builds the method by name; without masks the data is refused."""
+    from napari_medprompt.train.data import DataError, from_annotations
+    from napari_medprompt.train.loop import TrainConfig, train_iter
+
+    data, _ = task()
+    cfg = TrainConfig(method=name, backbone="test-vit-tiny", pretrained="random", method_options=options,
+                      epochs=1, batch_size=16, patience=0)
+    events = list(train_iter(cfg, data))
+    done = events[-1]
+    assert done.kind == "done" and done.model.name == name and done.model.method_config()["n_prompts"] == options.get("n_prompts", 0)
+    assert done.model.backbone.random_weights
+    no_masks = from_annotations([(im, None, c) for im, _m, c in blob_task_items()], classes=data.classes)
+    with pytest.raises(DataError, match="needs a mask"):
+        list(train_iter(cfg, no_masks))
+
+
+def blob_task_items():
+    from tests.classify.synthetic import blob_task
+
+    return blob_task(3, seed=5).as_items()
