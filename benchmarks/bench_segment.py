@@ -217,6 +217,7 @@ def _run_child(name: str, cache: str) -> dict:
         raise RuntimeError(f"scenario {name} failed:\n{p.stderr[-3000:]}")
     out = json.loads(p.stdout.strip().splitlines()[-1])
     out["load"] = max(load0, os.getloadavg()[0])
+    print(f"[segment] {name}: {json.dumps(out)}", file=sys.stderr, flush=True)  # progress on long runs
     return out
 
 
