@@ -44,7 +44,7 @@ CASES = [
     ("clip-adapter", "test-vit-tiny", {"ratio": 0.6}, dict(lr=1e-2, epochs=40)),
     ("clip-adapter", "test-resnet", {}, dict(lr=1e-2, epochs=30)),
     ("tip-adapter", "test-vit-tiny", {"text_weight": 0.0}, dict()),
-    ("tip-adapter-f", "test-vit-tiny", {"text_weight": 0.0}, dict(lr=1e-3, epochs=20)),
+    ("tip-adapter-f", "test-vit-tiny", {"text_weight": 0.0}, dict(lr=1e-3, epochs=40)),
     ("full-finetune", "test-vit-tiny", {}, dict(lr=1e-3, epochs=8)),
 ]
 
