@@ -37,6 +37,26 @@ class SliceDiff:
     def nbytes(self) -> int:
         return int(self.index.nbytes + self.old.nbytes + self.new.nbytes)
 
+    def then(self, later: SliceDiff) -> SliceDiff | None:
+        """The single diff doing ``self`` and then ``later`` (None when they cancel out)."""
+        index = np.union1d(self.index, later.index)
+        in_first = np.isin(index, self.index)
+        in_later = np.isin(index, later.index)
+        old = np.where(in_first, _lookup(self.index, self.old, index), _lookup(later.index, later.old, index))
+        new = np.where(in_later, _lookup(later.index, later.new, index), _lookup(self.index, self.new, index))
+        keep = old != new
+        if not keep.any():
+            return None
+        return SliceDiff(index[keep].astype(np.int32), old[keep].astype(self.old.dtype), new[keep].astype(self.new.dtype))
+
+
+def _lookup(keys: np.ndarray, values: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """``values`` at the positions of ``query`` in the sorted ``keys`` (0 where absent)."""
+    if keys.size == 0:
+        return np.zeros(query.shape, dtype=values.dtype)
+    pos = np.clip(np.searchsorted(keys, query), 0, keys.size - 1)
+    return np.where(keys[pos] == query, values[pos], 0).astype(values.dtype)
+
 
 @dataclass
 class Step:
@@ -60,7 +80,9 @@ class History:
     """A bounded undo/redo stack of :class:`Step` s.
 
     ``max_steps`` and ``max_bytes`` bound what is kept (the oldest steps go first); a new step
-    clears the redo side.
+    clears the redo side. Between :meth:`begin_group` and :meth:`end_group`, pushed steps are merged
+    into one step (e.g. a propagation committed in chunks is still undone in one go); an undo or
+    redo ends the group.
     """
 
     def __init__(self, max_steps: int = 200, max_bytes: int = 512 * 1024 * 1024) -> None:
@@ -68,8 +90,32 @@ class History:
         self.max_bytes = int(max_bytes)
         self._undo: list[Step] = []
         self._redo: list[Step] = []
+        self._group_label: str | None = None
+        self._group: Step | None = None
+
+    def begin_group(self, label: str) -> None:
+        """Merge the steps pushed from now until :meth:`end_group` into one step called ``label``."""
+        self._group_label = str(label)
+        self._group = None
+
+    def end_group(self) -> None:
+        self._group_label = None
+        self._group = None
+
+    @property
+    def grouping(self) -> bool:
+        return self._group_label is not None
 
     def push(self, step: Step) -> None:
+        if self._group_label is not None:
+            if self._group is not None and self._undo and self._undo[-1] is self._group:
+                _merge_into(self._group, step)
+                self._redo.clear()
+                self._trim()
+                return
+            step = Step(self._group_label, dict(step.diffs), dict(step.objects_before or {}),
+                        dict(step.objects_after or {}))
+            self._group = step
         self._undo.append(step)
         self._redo.clear()
         self._trim()
@@ -81,6 +127,7 @@ class History:
             self._undo.pop(0)
 
     def pop_undo(self) -> Step | None:
+        self._group = None  # later pushes of an open group start a new step
         if not self._undo:
             return None
         step = self._undo.pop()
@@ -88,6 +135,7 @@ class History:
         return step
 
     def pop_redo(self) -> Step | None:
+        self._group = None
         if not self._redo:
             return None
         step = self._redo.pop()
@@ -113,6 +161,24 @@ class History:
     @property
     def redo_label(self) -> str | None:
         return self._redo[-1].label if self._redo else None
+
+
+def _merge_into(group: Step, step: Step) -> None:
+    """Fold ``step`` (which happened after ``group``) into ``group``."""
+    for z, diff in step.diffs.items():
+        earlier = group.diffs.get(z)
+        merged = diff if earlier is None else earlier.then(diff)
+        if merged is None:
+            group.diffs.pop(z, None)
+        else:
+            group.diffs[z] = merged
+    if group.objects_before is None:
+        group.objects_before = {}
+    for oid, data in (step.objects_before or {}).items():
+        group.objects_before.setdefault(oid, data)
+    if group.objects_after is None:
+        group.objects_after = {}
+    group.objects_after.update(step.objects_after or {})
 
 
 def apply_step(labels: np.ndarray, step: Step, forward: bool) -> set[int]:

@@ -306,6 +306,16 @@ class AnnotationSession(SessionPersistence):
     def can_redo(self) -> bool:
         return self.history.can_redo
 
+    def begin_undo_group(self, label: str) -> None:
+        """Make the changes from now until :meth:`end_undo_group` one undo step (e.g. a propagation
+        committed and autosaved in chunks as it runs); an undo or redo ends the group."""
+        with self._lock:
+            self.history.begin_group(label)
+
+    def end_undo_group(self) -> None:
+        with self._lock:
+            self.history.end_group()
+
     def undo(self) -> bool:
         return self._step(self.history.pop_undo(), forward=False)
 
