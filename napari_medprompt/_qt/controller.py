@@ -113,12 +113,27 @@ class AnnotationController:
         axis = viewer.dims.ndim - layer.ndim
         viewer.dims.set_point(axis, world_z)
 
+    def shows_any(self, layer, slices: Iterable[int]) -> bool:
+        """Whether a redraw of ``layer`` is needed after a change to ``slices`` (first-axis indices):
+        False only when the viewer shows one 2D plane across the first axis and it is none of them."""
+        viewer = self.viewer
+        if viewer is None or layer is None or layer.ndim < 3:
+            return True
+        offset = viewer.dims.ndim - layer.ndim
+        if viewer.dims.ndisplay != 2 or [d - offset for d in viewer.dims.not_displayed if d >= offset] != [0]:
+            return True
+        z = float(layer.world_to_data(np.asarray(viewer.dims.point)[offset:])[0])
+        z = int(min(max(round(z), 0), layer.data.shape[0] - 1))
+        return z in {int(s) for s in slices}
+
     # -- layers --------------------------------------------------------------------------------
     def refresh_labels(self, slices: Iterable[int] | None = None) -> None:
         """Copy ``session.labels`` (all slices, or only ``slices``) into the Labels layer and redraw.
 
         The layer holds its own copy so that napari's paint tools never change the session behind
-        its back; hand edits reach the session through the Segment widget as recorded edits.
+        its back; hand edits reach the session through the Segment widget as recorded edits. The
+        layer is redrawn only when a changed slice is on screen (napari re-reads the data when the
+        viewer moves to another slice), so chunks committed during a propagation cost no redraw.
         """
         session, layer = self.session, self.labels_layer
         if session is None or layer is None:
@@ -140,7 +155,8 @@ class AnnotationController:
             refreshed = sorted({int(z) for z in slices})
             for z in refreshed:
                 dst[z] = src[z]
-        layer.refresh()
+        if refreshed is None or self.shows_any(layer, refreshed):
+            layer.refresh()
         self.labels_refreshed.emit(refreshed)
 
     def object_color(self, object_id: int):

@@ -1,9 +1,14 @@
 """Long-running jobs the Segment widget drives: propagation and embedding prefetch.
 
 Both run in napari ``thread_worker`` s; this module keeps their start / cancel / bookkeeping out of
-the widget. Propagation results are shown slice by slice as they arrive (``on_slice``) and handed
-over together when the run ends (``on_done``), so the widget commits one undo step per run; Cancel
-sets the engine's cancel event (checked between slices) and quits the worker.
+the widget. Propagation results are shown slice by slice as they arrive (``on_slice``; the widget
+commits them to the session in chunks, as one undo step per run) and are all in ``results`` when the
+run ends (``on_done``); Cancel sets the engine's cancel event (checked between slices) and quits the
+worker.
+
+The run's progress bar in napari's activity dock is updated at most every ``PROGRESS_INTERVAL_MS``:
+napari's bar calls ``QApplication.processEvents()`` on every value change, which repaints the whole
+window (the GL canvas included) from inside the call, so one update per slice stalled the viewer.
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ import numpy as np
 
 from napari_medprompt._qt.workers import prefetch_job, prefetch_order, propagation_job, start_worker
 from napari_medprompt.segment.base import PropagationSettings
+
+PROGRESS_INTERVAL_MS = 300
 
 
 class PropagationRun:
@@ -47,6 +54,7 @@ class PropagationRun:
         self._on_slice = on_slice
         self._on_done = on_done
         self._on_error = on_error
+        self._progress = _ThrottledProgress(max(int(expected), 0), description)
         self.worker = start_worker(
             propagation_job,
             segmenter,
@@ -55,7 +63,6 @@ class PropagationRun:
             on_yield=self._yielded,
             on_error=self._errored,
             on_finish=self._finished,
-            progress={"total": max(int(expected), 0), "desc": description},
         )
 
     @property
@@ -69,6 +76,7 @@ class PropagationRun:
         self.worker.quit()
 
     def _yielded(self, result) -> None:
+        self._progress.step()
         if result.object_id != self.object_id:
             return
         if result.lost:
@@ -85,7 +93,42 @@ class PropagationRun:
 
     def _finished(self) -> None:
         self.t_end = time.perf_counter()
+        self._progress.close()
         self._on_done(self)
+
+
+class _ThrottledProgress:
+    """A napari ``progress`` bar (activity dock) whose value is pushed at most every
+    ``PROGRESS_INTERVAL_MS`` (see the module docstring)."""
+
+    def __init__(self, total: int, description: str) -> None:
+        from napari.utils import progress
+        from qtpy.QtCore import QTimer
+
+        self.bar = progress(total=total, desc=description)
+        self.pending = 0
+        self.timer = QTimer()
+        self.timer.setInterval(PROGRESS_INTERVAL_MS)
+        self.timer.timeout.connect(self.flush)
+        self.timer.start()
+
+    def step(self) -> None:
+        self.pending += 1
+
+    def flush(self) -> None:
+        if not self.pending or self.bar is None:
+            return
+        bar, n = self.bar, self.pending
+        self.pending = 0
+        if bar.total and bar.n + n > bar.total:  # more slices than expected: indeterminate
+            bar.total = 0
+        bar.update(n)
+
+    def close(self) -> None:
+        self.timer.stop()
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
 
 
 class Prefetcher:
@@ -145,3 +188,49 @@ class Prefetcher:
     @property
     def running(self) -> bool:
         return self.worker is not None
+
+
+class BackgroundSaver:
+    """Autosaves a session in a worker thread, one save at a time (requests made meanwhile are
+    folded into one more save). The save's "saved" / "save_failed" event reaches the session's
+    ``on_change`` callbacks on the main thread. Used while a propagation commits chunks, so the
+    fsyncs of the session folder never block the viewer."""
+
+    def __init__(self) -> None:
+        self.worker = None
+        self._again = None  # session to save once more after the running save
+        self._waiters: list[Callable[[], None]] = []
+
+    @property
+    def busy(self) -> bool:
+        return self.worker is not None
+
+    def request(self, session, then: Callable[[], None] | None = None) -> None:
+        """Save ``session`` soon; ``then()`` runs (main thread) once it and earlier changes are saved."""
+        if then is not None:
+            self._waiters.append(then)
+        if session is None or session.folder is None:
+            self._run_waiters()
+            return
+        if self.worker is not None:
+            self._again = session
+            return
+        self.worker = start_worker(
+            session.save_unnotified,
+            on_result=session.notify,
+            on_error=lambda err: None,  # a save that could not even start (no folder): nothing to report
+            on_finish=self._finished,
+        )
+
+    def _finished(self) -> None:
+        self.worker = None
+        again, self._again = self._again, None
+        if again is not None:
+            self.request(again)
+        else:
+            self._run_waiters()
+
+    def _run_waiters(self) -> None:
+        waiters, self._waiters = self._waiters, []
+        for fn in waiters:
+            fn()

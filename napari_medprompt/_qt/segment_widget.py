@@ -22,7 +22,7 @@ from qtpy.QtWidgets import QFileDialog, QMessageBox, QVBoxLayout, QWidget
 from napari_medprompt._qt import segment_ui
 from napari_medprompt._qt.backend_panel import BackendPanel
 from napari_medprompt._qt.controller import controller_for
-from napari_medprompt._qt.jobs import Prefetcher, PropagationRun
+from napari_medprompt._qt.jobs import BackgroundSaver, Prefetcher, PropagationRun
 from napari_medprompt._qt.objects_panel import ObjectsPanel
 from napari_medprompt._qt.segment_objects import ObjectsMixin
 from napari_medprompt._qt.segment_propagation import PropagationMixin
@@ -85,7 +85,12 @@ class SegmentWidget(ObjectsMixin, PropagationMixin, QWidget):
         self._redraw_timer = QTimer(self)
         self._redraw_timer.setSingleShot(True)
         self._redraw_timer.setInterval(100)
-        self._redraw_timer.timeout.connect(lambda: self.preview_layer is not None and self.preview_layer.refresh())
+        self._redraw_timer.timeout.connect(self._redraw_preview)
+        self._preview_dirty: set[int] = set()  # preview slices changed since the last redraw
+        self._uncommitted: dict[int, np.ndarray] = {}  # propagated slices not yet in the session
+        self._uncommitted_since: float | None = None
+        self._autosave_during_run = True  # the session's autosave setting, paused while propagating
+        self._saver = BackgroundSaver()
 
         self.backend = BackendPanel()
         self.objects = ObjectsPanel()
@@ -323,7 +328,8 @@ class SegmentWidget(ObjectsMixin, PropagationMixin, QWidget):
     def _clear_preview(self) -> None:
         self._runner.cancel()
         self._pending.clear()
-        if self.preview_layer is not None:
+        self._preview_dirty.clear()
+        if self.preview_layer is not None and self.preview_layer.data.any():
             self.preview_layer.data[...] = 0
             self.preview_layer.refresh()
 

@@ -51,6 +51,15 @@ class SessionPersistence:
 
         Raises :class:`SessionSaveError` (folder named, in-memory work intact) on failure.
         """
+        event = self.save_unnotified()
+        self._emit(event)
+        if event.kind == "save_failed":
+            raise self.last_save_error
+
+    def save_unnotified(self):
+        """:meth:`save` for a background thread: a failed write does not raise, nobody is notified; returns the
+        "saved" / "save_failed" event for the caller to pass to :meth:`notify` on its own thread
+        (``last_save_error`` holds the failure). Holds the session lock while writing."""
         with self._lock:
             if self.folder is None or self._store is None:
                 raise SessionError("this session has no folder to save to; call set_folder(folder) first")
@@ -60,12 +69,15 @@ class SessionPersistence:
                 self._store.write(self.state(), self.labels, dirty)
             except SessionSaveError as err:
                 self.last_save_error = err
-                self._emit(self._event("save_failed", None, frozenset(dirty)))
-                raise
+                return self._event("save_failed", None, frozenset(dirty))
             self._dirty -= dirty
             self.last_save_error = None
             self.last_save_seconds = time.perf_counter() - t0
-        self._emit(self._event("saved", None, frozenset(dirty)))
+        return self._event("saved", None, frozenset(dirty))
+
+    def notify(self, event) -> None:
+        """Pass ``event`` (e.g. from :meth:`save_unnotified`) to the ``on_change`` callbacks."""
+        self._emit(event)
 
     @property
     def unsaved_slices(self) -> set[int]:

@@ -199,3 +199,39 @@ def test_box_prompt_from_the_shapes_layer(ct_widget, qtbot, liver):
     oid = widget.ctrl.current_object
     assert widget.ctrl.session.objects[oid].prompts[zk]["box"] is not None
     assert len(widget.prompts.shapes.data) == 0  # accepted prompts are cleared from the layers
+
+
+def test_propagation_is_saved_in_chunks_as_one_undo_step(ct_widget, qtbot, liver):
+    """Propagated slices reach the session folder while the run goes on (a crash mid-run keeps
+    them), yet the whole run is still one undo step; the viewer's progress bar is not updated per
+    slice."""
+    from napari_medprompt._qt.segment_propagation import CHUNK_SLICES
+    from napari_medprompt.session import AnnotationSession
+
+    viewer, widget = ct_widget
+    ref, z, (r, c) = liver
+    session = widget.ctrl.session
+    click_and_preview(qtbot, widget, z, r, c)
+    press(qtbot, widget.ui.accept)
+    oid = widget.ctrl.current_object
+    after_accept = session.labels.copy()
+    on_disk_during_run = []
+
+    def saved(event):
+        if event.kind == "saved" and widget.run is not None:  # a save that finished mid-run
+            on_disk = AnnotationSession.load(session.folder, image_key=session.image_key, shape=session.shape)
+            on_disk_during_run.append(int(((on_disk.labels == oid).any(axis=(1, 2))).sum()))
+
+    session.on_change(saved)
+    with qtbot.waitSignal(widget.propagation_finished, timeout=120000) as blocker:
+        press(qtbot, widget.ui.propagate)
+    run = blocker.args[0]
+    assert len(run.results) > 2 * CHUNK_SLICES
+    assert on_disk_during_run and max(on_disk_during_run) > 1, "chunks were saved before the run ended"
+    assert session.autosave and not session.unsaved_slices  # the last chunk is on disk at the end
+    on_disk = AnnotationSession.load(session.folder, image_key=session.image_key, shape=session.shape)
+    np.testing.assert_array_equal(on_disk.labels, session.labels)
+    assert on_disk.objects[oid].slice_status == session.objects[oid].slice_status
+    press(qtbot, widget.ui.undo)
+    np.testing.assert_array_equal(session.labels, after_accept)
+    np.testing.assert_array_equal(widget.ctrl.labels_layer.data, after_accept)
