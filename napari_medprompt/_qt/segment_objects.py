@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from napari_medprompt._qt.session_binding import labels_colormap
+from napari_medprompt._qt.session_binding import labels_colormap, sync_label_metadata
 from napari_medprompt.session import SessionError, SessionSaveError
 
 
@@ -49,6 +49,7 @@ class ObjectsMixin:
             self.ctrl.current_object = 0
         self.objects.set_objects(session.objects, self.ctrl.current_object)
         if self.ctrl.labels_layer is not None:
+            sync_label_metadata(self.ctrl.labels_layer, session)
             self.ctrl.labels_layer.colormap = labels_colormap(session)
             if self.ctrl.current_object:
                 self.ctrl.labels_layer.selected_label = self.ctrl.current_object

@@ -3,13 +3,16 @@
 - :func:`open_session` finds the image's session folder and restores it when the user agrees (the
   old folder is kept as a backup when they do not), else starts a new session there.
 - :func:`make_labels_layer` / :func:`make_preview_layer` create the segmentation and preview Labels
-  layers over the image (same scale and translation, so their indices are the image's voxels).
+  layers over the image (same scale and translation, so their indices are the image's voxels); the
+  segmentation layer carries the image's geometry and the label names in its metadata
+  (:func:`sync_label_metadata`), so napari's File > Save writes a NIfTI aligned with the source.
 - :class:`EditRecorder` turns napari paint / erase / fill strokes on the segmentation layer into
   :meth:`AnnotationSession.apply_edit` calls (one undo step per stroke, "edited" slices).
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -89,7 +92,23 @@ def _display_labels(session: AnnotationSession, ndim: int) -> np.ndarray:
     return session.labels.copy() if ndim == 3 else session.labels[0].copy()
 
 
+def sync_label_metadata(layer, session: AnnotationSession, image_layer=None) -> None:
+    """Give the segmentation layer what napari's File > Save needs to write a NIfTI that overlays
+    the source image in other tools: the image's geometry (``metadata["medprompt"]``, copied from
+    ``image_layer``) and the objects' names and colours (``label_names`` {id: name}, ``label_info``
+    {id: {"name", "color"}}), written into the JSON sidecar."""
+    md = layer.metadata
+    if image_layer is not None:
+        source = (image_layer.metadata or {}).get("medprompt")
+        if isinstance(source, dict):
+            md["medprompt"] = copy.deepcopy(source)
+    md["label_names"] = {int(o.id): o.display_name for o in session.objects.values()}
+    md["label_info"] = {int(o.id): {"name": o.display_name, "color": [float(c) for c in o.color[:3]]}
+                        for o in session.objects.values()}
+
+
 def make_labels_layer(viewer, session: AnnotationSession, image_layer):
+    """The segmentation Labels layer over ``image_layer`` (a copy of the session's label map)."""
     layer = viewer.add_labels(
         _display_labels(session, image_layer.ndim),
         name=LABELS_NAME,
@@ -99,6 +118,7 @@ def make_labels_layer(viewer, session: AnnotationSession, image_layer):
         colormap=labels_colormap(session),
     )
     layer.metadata["medprompt_session"] = str(session.folder) if session.folder else None
+    sync_label_metadata(layer, session, image_layer)
     return layer
 
 

@@ -235,3 +235,35 @@ def test_propagation_is_saved_in_chunks_as_one_undo_step(ct_widget, qtbot, liver
     press(qtbot, widget.ui.undo)
     np.testing.assert_array_equal(session.labels, after_accept)
     np.testing.assert_array_equal(widget.ctrl.labels_layer.data, after_accept)
+
+
+def test_file_save_of_the_segmentation_layer_overlays_the_source(ct_widget, qtbot, liver, tmp_path):
+    """napari's own File > Save on the segmentation layer writes the CT's affine and the names."""
+    import json
+
+    import nibabel as nib
+
+    from tests._qt._helpers import CT
+    from tests.conftest import shared_file
+
+    viewer, widget = ct_widget
+    ref, z, (r, c) = liver
+    widget.objects.name.setCurrentText("liver")
+    click_and_preview(qtbot, widget, z, r, c)
+    press(qtbot, widget.ui.accept)
+    oid = widget.ctrl.current_object
+    layer = widget.ctrl.labels_layer
+    assert layer.metadata["medprompt"]["affine"] == widget.ctrl.image_layer.metadata["medprompt"]["affine"]
+    assert layer.metadata["label_names"] == {oid: "liver"}
+    widget._rename(oid, "liver (segment 1)")
+    assert layer.metadata["label_names"] == {oid: "liver (segment 1)"}
+
+    out = tmp_path / "seg.nii.gz"
+    layer.save(str(out), plugin="napari-medprompt")
+    src, saved = nib.load(str(shared_file(CT))), nib.load(str(out))
+    np.testing.assert_allclose(saved.affine, src.affine, atol=1e-4)
+    assert saved.shape == src.shape
+    data = np.asarray(saved.dataobj)
+    assert (data == oid).sum() == (widget.ctrl.session.labels == oid).sum() > 0
+    sidecar = json.loads((tmp_path / "seg.json").read_text())
+    assert [(d["id"], d["name"]) for d in sidecar["labels"]] == [(oid, "liver (segment 1)")]
