@@ -87,8 +87,8 @@ class PromptLayers:
         elif self.ndim == 3 and len(self.points.data) and getattr(event, "data_indices", None):
             i = int(list(event.data_indices)[-1]) % len(self.points.data)
             self.last_slice = int(round(float(self.points.data[i][0])))
+        self._emit()  # the prediction starts first; recolouring the points overlaps it
         self._recolor()
-        self._emit()
 
     def _on_shapes_data(self, event) -> None:
         action = str(getattr(event, "action", "changed"))

@@ -82,6 +82,12 @@ class SegmentWidget(ObjectsMixin, PropagationMixin, QWidget):
         self._step_timer.setSingleShot(True)
         self._step_timer.setInterval(150)
         self._step_timer.timeout.connect(self._follow_slice)
+        # after a preview, prefetching resumes only once the user pauses: an embedding started
+        # between two quick clicks would compete with the next click's prediction for the CPU
+        self._resume_timer = QTimer(self)
+        self._resume_timer.setSingleShot(True)
+        self._resume_timer.setInterval(1000)
+        self._resume_timer.timeout.connect(self._follow_slice)
         self._redraw_timer = QTimer(self)
         self._redraw_timer.setSingleShot(True)
         self._redraw_timer.setInterval(100)
@@ -291,6 +297,8 @@ class SegmentWidget(ObjectsMixin, PropagationMixin, QWidget):
         oid = self.ctrl.current_object
         seg, t0 = self.ctrl.segmenter, time.perf_counter()
         self.prefetcher.stop()  # the click comes first; prefetch resumes after the preview
+        self._resume_timer.stop()
+        self._step_timer.stop()
 
         def job():
             t1 = time.perf_counter()
@@ -310,7 +318,7 @@ class SegmentWidget(ObjectsMixin, PropagationMixin, QWidget):
         self.ui.status.setText(f"Preview on slice {z}: {int(mask.sum())} px, score {result.score:.2f}. "
                                "A = accept")
         self.preview_updated.emit(z)
-        self._step_timer.start()  # resume prefetching around the viewed slice
+        self._resume_timer.start()  # resume prefetching around the viewed slice
 
     def _predict_failed(self, err: BaseException) -> None:
         self._warn(f"Prediction failed: {err}")
@@ -428,6 +436,7 @@ class SegmentWidget(ObjectsMixin, PropagationMixin, QWidget):
         from napari_medprompt._qt.workers import worker_pool
 
         self._step_timer.stop()
+        self._resume_timer.stop()
         self._cancel_all()
         worker_pool().waitForDone(wait_ms)
 

@@ -108,6 +108,7 @@ def stop_workers_after_test(make_napari_viewer):
     for w in list(_WIDGETS):
         try:
             w._step_timer.stop()
+            w._resume_timer.stop()
             w._cancel_all()
         except RuntimeError:  # the Qt side is already gone
             pass
