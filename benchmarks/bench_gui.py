@@ -103,7 +103,7 @@ def _click_target(image) -> tuple[int, int, int]:
 
 
 def _bench_backend(viewer, widget, backend: str, checkpoint: str, quick: bool, what: str) -> list[Record]:
-    from napari_medprompt._qt.workers import worker_pool
+    from napari_medprompt._qt.workers import wait_for_workers
 
     dev = device_name()
     records: list[Record] = []
@@ -123,7 +123,7 @@ def _bench_backend(viewer, widget, backend: str, checkpoint: str, quick: bool, w
 
     # 1. embedding prefetch around the viewed slice
     widget.prefetcher.stop()
-    worker_pool().waitForDone(120000)
+    wait_for_workers(120000)
     widget.prefetcher.radius = 2 if quick else 4
     widget.prefetcher.done = []
     z_pre = max(z - 25, widget.prefetcher.radius)  # slices the bind-time prefetch did not reach
@@ -156,7 +156,7 @@ def _bench_backend(viewer, widget, backend: str, checkpoint: str, quick: bool, w
         lat.append(widget.last_latency["click_to_preview_s"] * 1e3)
         eng.append(widget.last_latency["engine_s"] * 1e3)
     widget.prefetcher.stop()
-    worker_pool().waitForDone(120000)
+    wait_for_workers(120000)
     records.append(Record("gui.click_to_preview", backend, median(lat), "ms", median(eng), device=dev,
                           notes=f"{label}; baseline = engine predict in the worker; target <= baseline + 50 ms; "
                           f"overhead {median(lat) - median(eng):.1f} ms (median of {len(lat)})"))
@@ -201,7 +201,7 @@ def run(args) -> list[Record]:
     import napari
 
     from napari_medprompt._qt.segment_widget import SegmentWidget
-    from napari_medprompt._qt.workers import worker_pool
+    from napari_medprompt._qt.workers import wait_for_workers
 
     quick = bool(getattr(args, "quick", False))
     SegmentWidget.ask_restore = staticmethod(lambda folder: False)
@@ -228,7 +228,7 @@ def run(args) -> list[Record]:
         try:
             widget.shutdown()
         except Exception:
-            worker_pool().waitForDone(60000)
+            wait_for_workers(60000)
         viewer.close()
     return records
 

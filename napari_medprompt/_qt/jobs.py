@@ -63,6 +63,7 @@ class PropagationRun:
             on_yield=self._yielded,
             on_error=self._errored,
             on_finish=self._finished,
+            background=True,
         )
 
     @property
@@ -169,6 +170,7 @@ class Prefetcher:
             on_yield=self.done.append,
             on_finish=lambda: self._finished(token),
             on_error=self._failed,  # a failed prefetch only costs speed later; predict reports
+            background=True,
         )
 
     def _failed(self, err: BaseException) -> None:

@@ -433,12 +433,12 @@ class SegmentWidget(ObjectsMixin, PropagationMixin, QWidget):
 
     def shutdown(self, wait_ms: int = 60000) -> None:
         """Stop every job and wait (up to ``wait_ms``) for the worker threads to end."""
-        from napari_medprompt._qt.workers import worker_pool
+        from napari_medprompt._qt.workers import wait_for_workers
 
         self._step_timer.stop()
         self._resume_timer.stop()
         self._cancel_all()
-        worker_pool().waitForDone(wait_ms)
+        wait_for_workers(wait_ms)
 
     def closeEvent(self, event) -> None:  # noqa: N802 - Qt API
         self.shutdown()

@@ -8,6 +8,7 @@ to an ``on_error`` callback that shows a notification.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -16,6 +17,10 @@ from napari.qt.threading import create_worker
 from qtpy.QtCore import QThreadPool
 
 _POOL: QThreadPool | None = None
+_BG_POOL: QThreadPool | None = None
+#: Nice value of the threads that run long background jobs (propagation, embedding prefetch), so the
+#: viewer's main thread wins the CPU whenever it has work (painting, a click) on a busy machine.
+BACKGROUND_NICE = 5
 
 
 def worker_pool() -> QThreadPool:
@@ -27,7 +32,35 @@ def worker_pool() -> QThreadPool:
     return _POOL
 
 
-def _start(worker) -> None:
+def background_pool() -> QThreadPool:
+    """The pool of long background jobs; its threads run at a lower priority (:func:`lower_priority`).
+    Separate from :func:`worker_pool` because an unprivileged thread cannot raise its priority back:
+    a prediction for a click must never land on a lowered thread."""
+    global _BG_POOL
+    if _BG_POOL is None:
+        _BG_POOL = QThreadPool()
+        _BG_POOL.setMaxThreadCount(4)
+    return _BG_POOL
+
+
+def lower_priority() -> None:
+    """Give the calling (background) thread nice value :data:`BACKGROUND_NICE` (Linux: per thread;
+    elsewhere, or when not allowed, nothing happens)."""
+    try:
+        tid = threading.get_native_id()
+        if os.getpriority(os.PRIO_PROCESS, tid) < BACKGROUND_NICE:
+            os.setpriority(os.PRIO_PROCESS, tid, BACKGROUND_NICE)
+    except (AttributeError, OSError):
+        pass
+
+
+def wait_for_workers(msecs: int) -> bool:
+    """Wait (up to ``msecs`` each) for the jobs of both pools to end; True when all ended."""
+    done = worker_pool().waitForDone(msecs)
+    return background_pool().waitForDone(msecs) and done
+
+
+def _start(worker, pool: QThreadPool | None = None) -> None:
     """Start ``worker`` in :func:`worker_pool`.
 
     napari/superqt start workers in ``QThreadPool.globalInstance()``, which Qt itself uses for
@@ -41,7 +74,7 @@ def _start(worker) -> None:
     except AttributeError:  # another superqt: fall back to its own start
         worker.start()
         return
-    worker_pool().start(worker)
+    (pool or worker_pool()).start(worker)
 
 
 def start_worker(
@@ -52,9 +85,11 @@ def start_worker(
     on_error: Callable[[BaseException], None] | None = None,
     on_finish: Callable | None = None,
     progress: dict | bool | None = None,
+    background: bool = False,
     **kwargs,
 ):
-    """Run ``func(*args, **kwargs)`` (a function or a generator) in a thread; returns the worker."""
+    """Run ``func(*args, **kwargs)`` (a function or a generator) in a thread; returns the worker.
+    ``background=True`` runs it in :func:`background_pool` (long jobs that call :func:`lower_priority`)."""
     worker = create_worker(
         func, *args, _progress=progress or None, _ignore_errors=True, _start_thread=False, **kwargs
     )
@@ -66,7 +101,7 @@ def start_worker(
         worker.errored.connect(on_error)
     if on_finish is not None:
         worker.finished.connect(on_finish)
-    _start(worker)
+    _start(worker, background_pool() if background else None)
     return worker
 
 
@@ -130,6 +165,7 @@ class LatestOnlyRunner:
 
 def propagation_job(segmenter, seeds, settings) -> Iterator:
     """Generator for a worker: yields each :class:`SliceResult` of ``segmenter.propagate``."""
+    lower_priority()
     for result in segmenter.propagate(seeds, settings):
         yield result
         if settings.cancel is not None and settings.cancel.is_set():
@@ -138,6 +174,7 @@ def propagation_job(segmenter, seeds, settings) -> Iterator:
 
 def prefetch_job(segmenter, slices: Iterable[int], cancel: threading.Event) -> Iterator[int]:
     """Generator for a worker: embeds ``slices`` in order, yielding each index when it is cached."""
+    lower_priority()
     for z in segmenter.prefetch(list(slices), cancel=cancel):
         yield z
         if cancel.is_set():

@@ -103,7 +103,7 @@ def click_and_preview(qtbot, widget, z, r, c, positive=None, timeout=30000):
 def stop_workers_after_test(make_napari_viewer):
     """Let no worker thread outlive its test (torn down before the viewer is closed)."""
     yield
-    from napari_medprompt._qt.workers import worker_pool
+    from napari_medprompt._qt.workers import wait_for_workers
 
     for w in list(_WIDGETS):
         try:
@@ -113,7 +113,7 @@ def stop_workers_after_test(make_napari_viewer):
         except RuntimeError:  # the Qt side is already gone
             pass
     _WIDGETS.clear()
-    worker_pool().waitForDone(60000)
+    wait_for_workers(60000)
 
 
 _WIDGETS: list = []
