@@ -52,6 +52,10 @@ def _ask_restore_dialog(folder: Path) -> bool:
     return answer == QMessageBox.Yes
 
 
+#: When the last prediction took less than this, the next runs on the main thread (``_predicts_fast``).
+INLINE_PREDICT_S = 0.025
+
+
 class SegmentWidget(ObjectsMixin, PropagationMixin, QWidget):
     """Dock widget over one viewer; see the module docstring."""
 
@@ -97,6 +101,7 @@ class SegmentWidget(ObjectsMixin, PropagationMixin, QWidget):
         self._uncommitted_since: float | None = None
         self._autosave_during_run = True  # the session's autosave setting, paused while propagating
         self._saver = BackgroundSaver()
+        self._last_engine_s: float | None = None  # seconds of the segmenter's last predict()
 
         self.backend = BackendPanel()
         self.objects = ObjectsPanel()
@@ -246,6 +251,7 @@ class SegmentWidget(ObjectsMixin, PropagationMixin, QWidget):
 
     def _bind_segmenter(self, seg) -> None:
         self._seg_ready = False
+        self._last_engine_s = None
         self.prefetcher.stop()
         layer, vol, session = self.ctrl.image_layer, self.volume, self.ctrl.session
         image = np.asarray(layer.data)
@@ -305,16 +311,40 @@ class SegmentWidget(ObjectsMixin, PropagationMixin, QWidget):
             result = seg.predict(z, prompt, oid)
             return z, oid, result, t0, time.perf_counter() - t1
 
+        if self._predicts_fast(seg, z):
+            # a worker round trip would cost more than the prediction: the result waits for the
+            # canvas repaint of the new point before it can be shown, one repaint later
+            self._runner.cancel()  # drop any older prediction still running
+            try:
+                payload = job()
+            except Exception as err:  # shown like a worker's failure; the viewer goes on
+                self._predict_failed(err)
+                return
+            self._show_preview(payload, inline=True)
+            return
         self._runner.submit(job)
 
-    def _show_preview(self, payload) -> None:
+    def _predicts_fast(self, seg, z: int) -> bool:
+        """Whether to predict on the main thread: the engine's last prediction took under
+        ``INLINE_PREDICT_S`` and it needs no embedding computed for ``z`` first."""
+        if self._last_engine_s is None or self._last_engine_s >= INLINE_PREDICT_S or self._runner.computing:
+            return False
+        contains = getattr(getattr(seg, "cache", None), "contains", None)
+        try:
+            return contains is None or bool(contains(z))
+        except Exception:
+            return False
+
+    def _show_preview(self, payload, inline: bool = False) -> None:
         z, oid, result, t0, engine_s = payload
+        self._last_engine_s = engine_s
         if oid != self.ctrl.current_object:
             return
         mask = np.asarray(result.mask, dtype=bool)
         self._pending[z] = mask
         self._show_mask(z, mask)
-        self.last_latency = {"click_to_preview_s": time.perf_counter() - t0, "engine_s": engine_s}
+        self.last_latency = {"click_to_preview_s": time.perf_counter() - t0, "engine_s": engine_s,
+                             "inline": inline}
         self.ui.status.setText(f"Preview on slice {z}: {int(mask.sum())} px, score {result.score:.2f}. "
                                "A = accept")
         self.preview_updated.emit(z)

@@ -121,10 +121,16 @@ class LatestOnlyRunner:
         self._queued: tuple | None = None
         self.n_started = 0
         self.n_dropped = 0
+        self._returned = False
 
     @property
     def busy(self) -> bool:
         return self._running is not None or self._queued is not None
+
+    @property
+    def computing(self) -> bool:
+        """A job is queued, or running and has not returned yet (``busy`` lasts until its thread ends)."""
+        return self._queued is not None or (self._running is not None and not self._returned)
 
     def submit(self, func: Callable, *args) -> None:
         self._generation += 1
@@ -145,12 +151,15 @@ class LatestOnlyRunner:
         gen, func, args = self._queued
         self._queued = None
         self.n_started += 1
+        self._returned = False
 
         def done(result, gen=gen):
+            self._returned = True
             if gen == self._generation:
                 self._on_result(result)
 
         def failed(err, gen=gen):
+            self._returned = True
             if gen == self._generation:
                 self._on_error(err)
 

@@ -267,3 +267,22 @@ def test_file_save_of_the_segmentation_layer_overlays_the_source(ct_widget, qtbo
     assert (data == oid).sum() == (widget.ctrl.session.labels == oid).sum() > 0
     sidecar = json.loads((tmp_path / "seg.json").read_text())
     assert [(d["id"], d["name"]) for d in sidecar["labels"]] == [(oid, "liver (segment 1)")]
+
+
+def test_fast_engine_predicts_on_the_main_thread_with_the_same_result(ct_widget, qtbot, liver):
+    """After a prediction that took < INLINE_PREDICT_S, the next click skips the worker round trip;
+    the preview is the same as through the worker, and a slow engine goes back to the worker."""
+    viewer, widget = ct_widget
+    ref, z, (r, c) = liver
+    first = click_and_preview(qtbot, widget, z, r, c)
+    assert widget.last_latency["inline"] is False  # nothing known about the engine yet
+    widget.clear_prompts()
+    widget._last_engine_s = 0.001  # as after a fast prediction
+    with qtbot.waitSignal(widget.preview_updated, timeout=1) as blocker:  # shown before add_point returns
+        widget.prompts.add_point(z, r, c)
+    assert blocker.signal_triggered and widget.last_latency["inline"] is True
+    np.testing.assert_array_equal(widget.preview_layer.data[z] > 0, first)
+    widget.clear_prompts()
+    widget._last_engine_s = 1.0  # a slow engine: back to the worker
+    click_and_preview(qtbot, widget, z, r, c)
+    assert widget.last_latency["inline"] is False
