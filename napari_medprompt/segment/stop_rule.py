@@ -73,10 +73,10 @@ class StopRule:
         if object_score is not None and float(object_score) < s.min_object_score:
             return f"object score {float(object_score):.2f} < {s.min_object_score:.2f}"
         area = float(np.count_nonzero(mask))
-        if area < s.min_area_px:
-            return f"mask vanished ({int(area)} px < {s.min_area_px} px)"
+        if area == 0 or area < s.min_area_px:
+            return f"mask vanished ({int(area)} px < {max(s.min_area_px, 1)} px)"
         ref = self.reference_area
-        if ref >= s.min_area_px:
+        if ref > 0 and ref >= s.min_area_px:
             ratio = max(area / ref, ref / area)
             if ratio > s.max_area_ratio:
                 return f"area jumped by x{ratio:.1f} (> x{s.max_area_ratio:g})"

@@ -93,3 +93,16 @@ def test_an_object_that_only_grows_is_not_cut_by_the_regrowth_check():
     rule = StopRule(PropagationSettings(patience=1), regrow_ratio=1.5)
     rule.reset(square(5))
     assert not any(rule.update(square(n)) for n in (6, 7, 8, 10, 12, 14))
+
+
+def test_empty_mask_counts_as_vanished_even_with_min_area_zero():
+    import numpy as np
+
+    from napari_medprompt.segment.base import PropagationSettings
+    from napari_medprompt.segment.stop_rule import StopRule
+
+    rule = StopRule(PropagationSettings(min_area_px=0, patience=1))
+    rule.reset(np.zeros((8, 8), dtype=bool))
+    assert "vanished" in rule.judge(np.zeros((8, 8), dtype=bool))
+    full = np.ones((8, 8), dtype=bool)
+    assert rule.judge(full) == ""  # zero reference area: no ratio to compare, no crash
