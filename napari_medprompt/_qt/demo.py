@@ -1,0 +1,191 @@
+"""Demo: napari with the sample abdominal CT, the Segment and Review widgets, and one organ done.
+
+    python -m napari_medprompt.demo                        # interactive
+    python -m napari_medprompt.demo --screenshot out.png   # render the window to a PNG and exit
+    python -m napari_medprompt.demo --backend sam2.1-hiera-tiny
+
+The demo clicks once in the liver of the synthetic CT phantom, accepts the preview and propagates
+it through the volume with the chosen backend (default: classic, which needs no weights), then
+clicks in the spleen so a live preview and its prompt point are on screen. The session lives in a
+temporary folder, so the demo never touches a real session. ``make demo SCREENSHOT=out.png`` runs
+this under Xvfb.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+
+def _wait(cond, timeout: float = 120.0) -> bool:
+    from qtpy.QtWidgets import QApplication
+
+    app = QApplication.instance()
+    t0 = time.perf_counter()
+    while not cond():
+        if time.perf_counter() - t0 > timeout:
+            return False
+        app.processEvents()
+        time.sleep(0.01)
+    return True
+
+
+def _largest_slice_point(mask: np.ndarray) -> tuple[int, int, int]:
+    from scipy import ndimage
+
+    z = int(np.argmax(mask.sum(axis=(1, 2))))
+    dist = ndimage.distance_transform_edt(mask[z])
+    r, c = np.unravel_index(int(np.argmax(dist)), dist.shape)
+    return z, int(r), int(c)
+
+
+def _dock_review(viewer, review) -> None:
+    """Review as a tab beside napari's layer controls (left), so the layer list stays visible."""
+    dock = viewer.window.add_dock_widget(review, name="Review", area="left")
+    try:
+        qt_viewer = viewer.window._qt_viewer
+        viewer.window._qt_window.tabifyDockWidget(qt_viewer.dockLayerControls, dock)
+        dock.raise_()
+    except AttributeError:  # another napari layout: leave it docked on the left
+        pass
+
+
+def _widen(viewer, dock, width: int) -> None:
+    from qtpy.QtCore import Qt
+
+    try:
+        viewer.window._qt_window.resizeDocks([dock], [width], Qt.Horizontal)
+    except AttributeError:
+        pass
+
+
+def _close_notifications(viewer) -> None:
+    """Close toast notifications (e.g. napari's PyQt5 deprecation notice) before a screenshot."""
+    try:
+        from napari._qt.dialogs.qt_notification import NapariQtNotification
+    except ImportError:
+        return
+    for toast in viewer.window._qt_window.findChildren(NapariQtNotification):
+        toast.close()
+
+
+def build_demo(backend: str = "classic", session_dir: str | Path | None = None, show: bool = True):
+    """Open the viewer and run the demo steps; returns ``(viewer, segment_widget, review_widget)``."""
+    import napari
+
+    from napari_medprompt._qt.segment_widget import SegmentWidget
+    from napari_medprompt._sample_data import make_sample_ct
+
+    SegmentWidget.ask_restore = staticmethod(lambda folder: False)
+    # the PyQt5 deprecation notice would otherwise cover part of the canvas as a notification
+    warnings.filterwarnings("ignore", message=".*PyQt5 backend is deprecated.*")
+    viewer = napari.Viewer(title="napari-medprompt demo: synthetic abdominal CT", show=show)
+    (img_data, img_kw, _), (gt_data, gt_kw, _) = make_sample_ct()
+    names = gt_kw.get("metadata", {}).get("label_names", {})
+    image = viewer.add_image(img_data, **img_kw)
+    truth = viewer.add_labels(gt_data, **{**gt_kw, "visible": False})
+
+    seg = SegmentWidget(viewer)
+    seg_dock = viewer.window.add_dock_widget(seg, name="Segment", area="right")
+    review = None
+    try:
+        from napari_medprompt._qt.review_widget import ReviewWidget
+
+        review = ReviewWidget(viewer)
+        _dock_review(viewer, review)
+    except ImportError:
+        pass
+    _widen(viewer, seg_dock, 460)
+    seg.bind_image(image)
+    folder = Path(session_dir or tempfile.mkdtemp(prefix="medprompt-demo-")) / "demo.medprompt"
+    seg.ctrl.session.set_folder(folder, save=False)
+    viewer.layers.selection.active = seg.prompts.points
+
+    seg.backend.backend.setCurrentText(backend)
+    seg.backend.random.setChecked(backend != "classic")  # no weights offline: say so on screen
+    seg.backend.load()
+    if not _wait(lambda: seg._seg_ready or any(lv == "error" for lv, _ in seg.messages), 300):
+        raise RuntimeError("the backend did not load in time")
+    if not seg._seg_ready:
+        raise RuntimeError(seg.messages[-1][1])
+
+    ids = {v: int(k) for k, v in names.items()}
+    liver = np.asarray(truth.data) == ids.get("liver", 1)
+    z, r, c = _largest_slice_point(liver)
+    seg.objects.name.setCurrentText("liver")
+    seg.ctrl.jump_to_slice(z)
+    seg.prompts.add_point(z, r, c)
+    _wait(lambda: z in seg._pending)
+    seg.accept()
+    done = []
+    seg.propagation_finished.connect(done.append)
+    seg.propagate()
+    _wait(lambda: bool(done), 600)
+
+    if "spleen" in ids:  # a second object mid-work: its point and live preview are on screen
+        spleen = np.asarray(truth.data) == ids["spleen"]
+        sz, sr, sc = _largest_slice_point(spleen)
+        seg.objects.name.setCurrentText("spleen")
+        seg.new_object("spleen")
+        seg.ctrl.jump_to_slice(sz)
+        seg.prompts.add_point(sz, sr, sc)
+        _wait(lambda: sz in seg._pending)
+    seg.set_window("soft_tissue")
+    viewer.reset_view()
+    return viewer, seg, review
+
+
+def save_screenshot(viewer, path: str | Path, max_kb: int = 500) -> Path:
+    """Render the whole napari window to ``path`` (PNG, palette-reduced to stay under ``max_kb``)."""
+    from PIL import Image
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _close_notifications(viewer)
+    _wait(lambda: False, 1.0)  # let the last layer updates draw
+    arr = np.asarray(viewer.screenshot(canvas_only=False, flash=False))
+    img = Image.fromarray(arr[..., :3])
+    img.save(path, optimize=True)
+    colors = 256
+    while path.stat().st_size > max_kb * 1024 and colors >= 32:
+        img.quantize(colors=colors, method=Image.Quantize.MEDIANCUT).save(path, optimize=True)
+        colors //= 2
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m napari_medprompt.demo", description=__doc__.split("\n")[0])
+    p.add_argument("--screenshot", type=Path, default=None, help="write the window to this PNG and exit")
+    p.add_argument("--backend", default="classic", help="segmentation backend (default: classic)")
+    p.add_argument("--size", default="1800x1100", help="window size for the screenshot (WxH)")
+    args = p.parse_args(argv)
+
+    import napari
+
+    viewer, seg, _review = build_demo(args.backend)
+    if args.screenshot is None:
+        napari.run()
+        return 0
+    w, h = (int(v) for v in args.size.lower().split("x"))
+    viewer.window._qt_window.resize(w, h)
+    _wait(lambda: False, 0.5)
+    if _review is not None:
+        _review.parent().raise_()  # show the Review tab (beside napari's layer controls)
+    _widen(viewer, seg.parent(), 460)
+    _wait(lambda: False, 0.3)
+    viewer.reset_view()
+    out = save_screenshot(viewer, args.screenshot)
+    seg.shutdown()
+    print(f"wrote {out} ({out.stat().st_size / 1024:.0f} kB)")
+    viewer.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
