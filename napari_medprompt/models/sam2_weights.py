@@ -110,6 +110,11 @@ def resolve_checkpoint(
 
 def load_state_dict(path: str | os.PathLike) -> dict:
     """The ``model`` state dict of a SAM2 checkpoint file, loaded safely (``weights_only=True``)."""
+    return _load_checkpoint(path)["model"]
+
+
+def _load_checkpoint(path: str | os.PathLike) -> dict:
+    """A SAM2 checkpoint file as a dict with a ``model`` state dict, loaded with ``weights_only=True``."""
     import torch
 
     path = Path(path)
@@ -131,7 +136,7 @@ def load_state_dict(path: str | os.PathLike) -> dict:
             f"{path} is not a SAM2 checkpoint: expected a dict with a 'model' state dict "
             f"(as Meta's sam2*.pt files), found {found}"
         )
-    return ckpt["model"]
+    return ckpt
 
 
 def build_model(
@@ -164,7 +169,15 @@ def build_model(
             model,
         )
     else:
-        sd = load_state_dict(checkpoint)
+        ckpt = _load_checkpoint(checkpoint)
+        sd = ckpt["model"]
+        if ckpt.get("random_init"):  # written by write_random_checkpoint: say so everywhere
+            random_weights = True
+            log.warning(
+                "SAM2 checkpoint %s holds RANDOM weights (written for tests/benchmarks): its masks "
+                "are meaningless",
+                checkpoint,
+            )
         try:
             missing, unexpected = net.load_state_dict(sd, strict=False)
         except RuntimeError as err:  # same keys, other shapes: another model size
@@ -189,12 +202,13 @@ def write_random_checkpoint(model: str, path: str | os.PathLike) -> Path:
     """Write a checkpoint in SAM2's format ({"model": state_dict}) with random weights.
 
     For tests and benchmarks on machines without the published files; the file loads through
-    ``build_model`` exactly like a downloaded one.
+    ``build_model`` exactly like a downloaded one, and its ``random_init`` flag makes the loaded
+    model report ``random_weights=True``.
     """
     import torch
 
     net, _ = build_model(model, None, "cpu")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"model": net.state_dict()}, path)
+    torch.save({"model": net.state_dict(), "random_init": True}, path)
     return path

@@ -1,7 +1,7 @@
 """``medprompt-train`` and ``medprompt-eval``: the training loop and evaluation from the command line.
 
     medprompt-train --data pneumoniamnist.npz --method linear-probe --backbone ViT-B-16 --shots 16 --out runs/lp
-    medprompt-train --config training/configs/medmnist_fraction.yaml --data pneumoniamnist.npz
+    medprompt-train --config training/configs/medmnist_fraction_linear_probe.yaml --data pneumoniamnist.npz
     medprompt-eval --checkpoint runs/lp/adapter.safetensors --data pneumoniamnist.npz --split test
 
 ``--data`` is a folder with one sub-folder of images per class, or a MedMNIST-style ``.npz``.

@@ -42,8 +42,11 @@ def test_checkpoint_in_the_hf_cache_loads_like_a_download(tmp_path, monkeypatch)
     path = resolve_checkpoint(MODEL)
     assert path.name == "sam2.1_hiera_tiny.pt" and str(path).startswith(str(tmp_path))
     net, random_weights = build_model(MODEL, path, "cpu")
-    assert random_weights is False
+    assert random_weights is True  # the test file was written by write_random_checkpoint (flagged)
     saved = load_state_dict(checkpoint_file())
+    plain = tmp_path / "meta_format.pt"  # Meta's own files hold only {"model": state_dict}
+    torch.save({"model": saved}, plain)
+    assert build_model(MODEL, plain, "cpu")[1] is False
     key = "sam_mask_decoder.iou_prediction_head.layers.0.weight"
     assert torch.equal(net.state_dict()[key], saved[key])
 
