@@ -48,6 +48,13 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
     return float(2.0 * (a & b).sum() / s) if s else 1.0
 
 
+def press(qtbot, button) -> None:
+    """Click a widget button with the left mouse button, as a user would."""
+    from qtpy.QtCore import Qt
+
+    qtbot.mouseClick(button, Qt.LeftButton)
+
+
 def load_backend(qtbot, widget, name: str = "classic", checkpoint: str = "", timeout: int = 60000):
     """Choose ``name`` in the backend box, press Load, wait until it is bound to the image."""
     from qtpy.QtCore import Qt

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from qtpy.QtCore import Qt
 
 from napari_medprompt._qt.review_widget import ReviewWidget
 from napari_medprompt.session import AnnotationSession
@@ -15,13 +14,10 @@ from tests._qt._helpers import (  # noqa: F401 (autouse fixture)
     dice,
     load_backend,
     make_widget,
+    press,
     reference_mask,
     stop_workers_after_test,
 )
-
-
-def press(qtbot, button):
-    qtbot.mouseClick(button, Qt.LeftButton)
 
 
 def test_review_a_propagated_liver(make_napari_viewer, qtbot, tmp_path, monkeypatch):

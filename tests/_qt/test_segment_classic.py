@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from qtpy.QtCore import Qt
 
 from tests._qt._helpers import (  # noqa: F401 (autouse fixture)
     stop_workers_after_test,
@@ -13,6 +12,7 @@ from tests._qt._helpers import (  # noqa: F401 (autouse fixture)
     dice,
     load_backend,
     make_widget,
+    press,
     reference_mask,
 )
 
@@ -30,10 +30,6 @@ def liver():
     mask = reference_mask("liver")
     z = int(np.argmax(mask.sum(axis=(1, 2))))  # the user clicks where the liver is largest
     return mask, z, deepest_point(mask[z])
-
-
-def press(qtbot, button):
-    qtbot.mouseClick(button, Qt.LeftButton)
 
 
 def test_click_accept_propagate_liver_then_undo(ct_widget, qtbot, liver):

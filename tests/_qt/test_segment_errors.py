@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-from qtpy.QtCore import Qt
 
 from tests._qt._helpers import (  # noqa: F401 (autouse fixture)
     stop_workers_after_test,
@@ -11,12 +10,9 @@ from tests._qt._helpers import (  # noqa: F401 (autouse fixture)
     deepest_point,
     load_backend,
     make_widget,
+    press,
     reference_mask,
 )
-
-
-def press(qtbot, button):
-    qtbot.mouseClick(button, Qt.LeftButton)
 
 
 def last_error(widget, level="error"):
