@@ -11,6 +11,7 @@ always works without a network), and set ``HF_HUB_OFFLINE=1`` to skip any networ
 from __future__ import annotations
 
 import hashlib
+import inspect
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -68,7 +69,6 @@ def fetch_hf_file(
     published LFS hash); a mismatch deletes nothing but raises. ``progress`` receives byte counts.
     """
     from huggingface_hub import hf_hub_download
-    from huggingface_hub.utils import disable_progress_bars, enable_progress_bars
 
     cache = cache_dir("hf")
     if local_files_only is None:
@@ -81,17 +81,13 @@ def fetch_hf_file(
                 f"{filename} from {repo_id} is not in the cache {cache} and downloads are disabled "
                 "(HF_HUB_OFFLINE is set). Unset it to download, or choose a local checkpoint file."
             ) from None
+        extra = {}
+        if progress is not None and "tqdm_class" in inspect.signature(hf_hub_download).parameters:
+            extra["tqdm_class"] = _progress_tqdm(progress)  # older huggingface_hub: no byte counts
         try:
-            if progress is not None:
-                disable_progress_bars()
-                _install_progress_hook(progress)
-            path = Path(hf_hub_download(repo_id, filename, cache_dir=cache))
+            path = Path(hf_hub_download(repo_id, filename, cache_dir=cache, **extra))
         except Exception as err:  # network, DNS, auth, 404 ...
             raise WeightsUnavailable(_offline_message(repo_id, filename, err)) from err
-        finally:
-            if progress is not None:
-                _install_progress_hook(None)
-                enable_progress_bars()
     if sha256 is not None:
         got = sha256_file(path)
         if got != sha256:
@@ -102,32 +98,18 @@ def fetch_hf_file(
     return path
 
 
-_progress_cb: ProgressCallback | None = None
+def _progress_tqdm(cb: ProgressCallback):
+    """A tqdm class for ``hf_hub_download(tqdm_class=...)`` that reports byte counts to ``cb``.
 
+    The bar stays enabled (a disabled tqdm does not count), so a terminal still shows it too.
+    """
+    from huggingface_hub.utils import tqdm as hf_tqdm
 
-def _install_progress_hook(cb: ProgressCallback | None) -> None:
-    """Route huggingface_hub's tqdm updates to ``cb`` (bytes done, total)."""
-    global _progress_cb
-    _progress_cb = cb
-    try:
-        from huggingface_hub.utils import tqdm as hf_tqdm_mod
-    except Exception:  # pragma: no cover - very old huggingface_hub
-        return
-    cls = getattr(hf_tqdm_mod, "tqdm", None)
-    if cls is None:
-        return
-    if cb is None:
-        if hasattr(cls, "_medprompt_orig_update"):
-            cls.update = cls._medprompt_orig_update
-            del cls._medprompt_orig_update
-        return
-    if not hasattr(cls, "_medprompt_orig_update"):
-        cls._medprompt_orig_update = cls.update
+    class _ProgressTqdm(hf_tqdm):
+        def update(self, n=1):  # type: ignore[no-untyped-def]
+            out = super().update(n)
+            if getattr(self, "unit", "") == "B":
+                cb(int(self.n), int(self.total) if self.total else None)
+            return out
 
-    def update(self, n=1):  # type: ignore[no-untyped-def]
-        r = cls._medprompt_orig_update(self, n)
-        if _progress_cb is not None and getattr(self, "unit", "") == "B":
-            _progress_cb(int(self.n), int(self.total) if self.total else None)
-        return r
-
-    cls.update = update
+    return _ProgressTqdm
