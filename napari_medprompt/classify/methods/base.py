@@ -11,7 +11,8 @@ small trainable part. The training loop only talks to this interface:
   the loop can encode each image once and train the head on cached features.
 - ``prepare(features, targets)``: called once before training with the (cached) training features,
   for methods that initialise from data (Tip-Adapter's cache, text-initialised heads); default no-op.
-- ``trainable_parameters()`` / ``num_trainable()``; ``method_config()`` for checkpoints.
+- ``trainable_parameters()`` / ``num_trainable()``; ``method_config()`` for checkpoints (the complete
+  option set, validated against the registry's schema: see :func:`~napari_medprompt.classify.base.validate_method_options`).
 
 Masks (B, 1, S, S) in [0, 1] are required by methods whose registry info says ``uses_masks`` and
 ignored by the others.
@@ -25,6 +26,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from napari_medprompt.classify.base import validate_method_options
+
 
 class MissingMaskError(ValueError):
     pass
@@ -35,13 +38,21 @@ class AdapterMethod(nn.Module):
     uses_masks: bool = False
     cached_features: bool = False
 
+    def __new__(cls, *args: Any, **options: Any):
+        # options are checked against the registry's schema before any subclass code runs, so a
+        # typo or a bad value fails with the list of valid options (and never lands in a checkpoint)
+        if cls.name:
+            validate_method_options(cls.name, options)
+        return super().__new__(cls)
+
     def __init__(self, backbone, classes: list[str], **config: Any) -> None:
         super().__init__()
         if len(classes) < 2:
             raise ValueError(f"{self.name}: need at least two classes, got {classes!r}")
         self.backbone = backbone
         self.classes = list(classes)
-        self.config = dict(config)
+        # the complete option set (defaults filled in, values as resolved by the method)
+        self.config = validate_method_options(self.name, config) if self.name else dict(config)
         backbone.requires_grad_(False)
         backbone.eval()
 
