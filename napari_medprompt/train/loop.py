@@ -184,7 +184,12 @@ def train_iter(config: TrainConfig, data: FewShotData, model=None) -> Iterator[T
             out = []
             for i in range(0, len(t[0]), bs):
                 with torch.no_grad(), autocast():  # never yield inside: grad mode is thread state
-                    out.append(bb.encode_image(t[0][i : i + bs].to(device)).float())
+                    x = t[0][i : i + bs].to(device)
+                    if hasattr(model, "encode_for_cache"):  # a fixed input transform (e.g. the mask) first
+                        m = None if t[1] is None else t[1][i : i + bs].to(device)
+                        out.append(model.encode_for_cache(x, m).float())
+                    else:
+                        out.append(bb.encode_image(x).float())
                 yield TrainEvent("features", step=min(i + bs, len(t[0])), steps=len(t[0]), message=split)
                 if _stopping(config):
                     break
