@@ -4,7 +4,16 @@ Qt-free. ``AnnotationSession`` holds the committed label map of one image; ``ses
 ``find_session`` locate the per-image session folder; ``image_key`` builds the key a restore checks.
 """
 
-from napari_medprompt.session.folders import find_session, image_key, session_folder_for
+from napari_medprompt.session.folders import (
+    SessionCandidate,
+    content_key,
+    find_session,
+    find_sessions,
+    image_key,
+    new_session_folder,
+    peek_session,
+    session_folder_for,
+)
 from napari_medprompt.session.objects import REVIEW_STATUSES, SLICE_STATUSES, SegObject
 from napari_medprompt.session.session import AnnotationSession, ObjectLockedError, SessionEvent
 from napari_medprompt.session.store import (
@@ -20,12 +29,17 @@ __all__ = [
     "REVIEW_STATUSES",
     "SLICE_STATUSES",
     "SegObject",
+    "SessionCandidate",
     "SessionCorruptError",
     "SessionError",
     "SessionEvent",
     "SessionMismatchError",
     "SessionSaveError",
+    "content_key",
     "find_session",
+    "find_sessions",
     "image_key",
+    "new_session_folder",
+    "peek_session",
     "session_folder_for",
 ]

@@ -80,9 +80,11 @@ class History:
     """A bounded undo/redo stack of :class:`Step` s.
 
     ``max_steps`` and ``max_bytes`` bound what is kept (the oldest steps go first); a new step
-    clears the redo side. Between :meth:`begin_group` and :meth:`end_group`, pushed steps are merged
-    into one step (e.g. a propagation committed in chunks is still undone in one go); an undo or
-    redo ends the group.
+    clears the redo side. Between :meth:`begin_group` and :meth:`end_group`, steps pushed with
+    ``grouped=True`` are merged into one step (e.g. a propagation committed in chunks is still undone
+    in one go); a step pushed with ``grouped=False`` meanwhile (the user's own edit) stays a step of its
+    own, and the group's later steps then start a new group step after it, so the history stays
+    linear and every undo exact. An undo or redo ends the group.
     """
 
     def __init__(self, max_steps: int = 200, max_bytes: int = 512 * 1024 * 1024) -> None:
@@ -106,8 +108,8 @@ class History:
     def grouping(self) -> bool:
         return self._group_label is not None
 
-    def push(self, step: Step) -> None:
-        if self._group_label is not None:
+    def push(self, step: Step, grouped: bool = True) -> None:
+        if self._group_label is not None and grouped:
             if self._group is not None and self._undo and self._undo[-1] is self._group:
                 _merge_into(self._group, step)
                 self._redo.clear()

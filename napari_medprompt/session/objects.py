@@ -13,8 +13,11 @@ from datetime import datetime, timezone
 from typing import Any
 
 #: The review states of one slice of one object, in the order a slice usually goes through them.
-SLICE_STATUSES = ("prompted", "propagated", "edited", "accepted", "rejected")
+SLICE_STATUSES = ("prompted", "propagated", "needs review", "edited", "accepted", "rejected")
 REVIEW_STATUSES = ("accepted", "rejected")
+#: Statuses a propagation writes ("needs review": a slice the stop rule doubted, e.g. an area jump,
+#: that a later good slice released); a later propagation may replace these slices, never others.
+PROPAGATED_STATUSES = ("propagated", "needs review")
 
 # Distinct, colour-blind-friendlier colours (Okabe-Ito first, then tab10-like); floats in 0..1.
 _PALETTE = [

@@ -85,10 +85,13 @@ class SessionPersistence:
 
     @classmethod
     def load(cls, folder: str | Path, *, image_key: str | None = None, shape=None,
-             reference: Any = None, autosave: bool = True) -> AnnotationSession:
+             reference: Any = None, autosave: bool = True, partial: bool = False) -> AnnotationSession:
+        """Restore a session; ``partial`` restores what verifies and reports the rest in
+        ``restore_report`` (see :mod:`napari_medprompt.session.restore`)."""
         from napari_medprompt.session.restore import load_session
 
-        return load_session(cls, folder, image_key=image_key, shape=shape, reference=reference, autosave=autosave)
+        return load_session(cls, folder, image_key=image_key, shape=shape, reference=reference,
+                            autosave=autosave, partial=partial)
 
     def export_nifti(self, path: str | Path, reference: Any = None) -> Path:
         """Save the label map as NIfTI with its JSON sidecar (names, colours) via io.labels_io."""

@@ -1,25 +1,113 @@
-"""Restoring a session from its folder (with image checks) and exporting its label map as NIfTI."""
+"""Restoring a session from its folder (with image checks) and exporting its label map as NIfTI.
+
+A *partial* restore (``partial=True``) restores every slice that verifies: a damaged pack or a
+damaged ``session.json`` (the backup copy is used) costs only what is damaged. The damaged files are
+copied into ``<folder>/damaged-<UTC time>/`` before anything is rewritten, the statuses of the lost
+slices are dropped (a status never describes voxels that are not there) and
+``session.restore_report`` (:class:`RestoreReport`) says what was and was not restored.
+"""
 
 from __future__ import annotations
 
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from napari_medprompt.session.objects import SegObject
-from napari_medprompt.session.store import SessionCorruptError, SessionMismatchError, SessionStore
+from napari_medprompt.session.store import (
+    MANIFEST,
+    MANIFEST_BACKUP,
+    SLICE_DIR,
+    SessionCorruptError,
+    SessionMismatchError,
+    SessionStore,
+)
 
 
-def load_session(cls, folder, *, image_key=None, shape=None, reference=None, autosave=True):
+def _spans(zs) -> str:
+    """``[3, 4, 5, 9]`` -> ``"3-5, 9"``."""
+    zs = sorted(int(z) for z in zs)
+    out: list[str] = []
+    for z in zs:
+        if out and z == int(out[-1].split("-")[-1]) + 1:
+            out[-1] = f"{out[-1].split('-')[0]}-{z}"
+        else:
+            out.append(str(z))
+    return ", ".join(out)
+
+
+@dataclass
+class RestoreReport:
+    """What a partial restore could and could not bring back."""
+
+    folder: Path
+    restored_slices: int = 0
+    damaged_slices: dict[int, str] = field(default_factory=dict)  # slice -> reason
+    objects_hit: dict[str, list[int]] = field(default_factory=dict)  # object name -> its lost slices
+    manifest_problem: str | None = None  # session.json was damaged; the backup copy was used
+    kept_in: Path | None = None  # where the damaged originals were copied
+    keep_error: str | None = None
+
+    @property
+    def complete(self) -> bool:
+        return not self.damaged_slices and self.manifest_problem is None
+
+    def message(self) -> str:
+        """A warning for the user: what was restored, what was not, where the originals are."""
+        if self.complete:
+            return f"Restored the session from {self.folder} ({self.restored_slices} slices)."
+        parts = [f"The session in {self.folder} was damaged; restored {self.restored_slices} of "
+                 f"{self.restored_slices + len(self.damaged_slices)} slices."]
+        if self.manifest_problem:
+            parts.append(f"session.json was unreadable ({self.manifest_problem}); its backup copy was used.")
+        if self.damaged_slices:
+            parts.append(f"Not restored: slice(s) {_spans(self.damaged_slices)}.")
+            hit = "; ".join(f"'{n}' slice(s) {_spans(zs)}" for n, zs in sorted(self.objects_hit.items()))
+            if hit:
+                parts.append(f"Objects affected: {hit}.")
+            first = next(iter(sorted(self.damaged_slices.items())))
+            parts.append(f"(slice {first[0]}: {first[1]})")
+        if self.kept_in is not None:
+            parts.append(f"The damaged originals are kept in {self.kept_in}.")
+        elif self.keep_error:
+            parts.append(f"The damaged originals could not be copied aside ({self.keep_error}); they "
+                         "were left in place untouched.")
+        return " ".join(parts)
+
+
+def _keep_damaged(store: SessionStore, report: RestoreReport) -> None:
+    """Copy the damaged files (and both manifests) into ``damaged-<UTC time>/`` of the folder."""
+    folder = store.folder
+    dest = folder / datetime.now(timezone.utc).strftime("damaged-%Y%m%dT%H%M%S%f")
+    try:
+        (dest / SLICE_DIR).mkdir(parents=True)
+        for name in (MANIFEST, MANIFEST_BACKUP):
+            if (folder / name).is_file():
+                shutil.copy2(folder / name, dest / name)
+        for name in store.damage["packs"]:
+            if (folder / SLICE_DIR / name).is_file():
+                shutil.copy2(folder / SLICE_DIR / name, dest / SLICE_DIR / name)
+        report.kept_in = dest
+    except OSError as err:
+        report.keep_error = err.strerror or str(err)
+
+
+def load_session(cls, folder, *, image_key=None, shape=None, reference=None, autosave=True,
+                 partial=False):
     """Build ``cls`` (an AnnotationSession) from ``folder``.
 
-    With ``image_key`` and/or ``shape`` given, a session saved for another image is refused with a
-    :class:`SessionMismatchError` that says which image it belongs to; nothing is changed on disk.
+    With ``image_key`` (one key or a sequence of accepted keys) and/or ``shape`` given, a session
+    saved for another image is refused with a :class:`SessionMismatchError` that says which image it
+    belongs to; nothing is changed on disk. ``partial``: see the module docstring.
     """
     folder = Path(folder)
     store = SessionStore(folder)
-    manifest, labels = store.read()
+    manifest, labels = store.read(partial=partial)
     image = manifest.get("image") or {}
     try:
         saved_shape = tuple(int(s) for s in image["shape"])
@@ -39,10 +127,11 @@ def load_session(cls, folder, *, image_key=None, shape=None, reference=None, aut
             "changed; open the matching image or start a new session.",
             folder,
         )
-    if image_key is not None and str(image_key) != saved_key:
+    keys = [str(image_key)] if isinstance(image_key, (str, Path)) else [str(k) for k in (image_key or ())]
+    if image_key is not None and saved_key not in keys:
         raise SessionMismatchError(
             f"The session in {folder} belongs to another image ('{name}', key {saved_key}); the open "
-            f"image has key {image_key}. It was not restored and nothing was changed; open the "
+            f"image has key {keys[0] if keys else '?'}. It was not restored and nothing was changed; open the "
             "matching image or start a new session.",
             folder,
         )
@@ -55,11 +144,30 @@ def load_session(cls, folder, *, image_key=None, shape=None, reference=None, aut
     session.objects = {o.id: o for o in objects}
     session.created = manifest.get("created", session.created)
     session.uid = str(manifest.get("session_id") or session.uid)
+    report = RestoreReport(folder, restored_slices=len(store.slice_files),
+                           damaged_slices=dict(store.damage["slices"]),
+                           manifest_problem=store.damage["manifest"])
+    session.restore_report = report
     # the folder is bound without rewriting it: everything loaded is already on disk
     session.folder = folder
     session._store = store
     session._dirty = set()
-    store.remove_unreferenced()  # leftovers of an interrupted save
+    if report.complete:
+        store.remove_unreferenced()  # leftovers of an interrupted save
+        return session
+    _keep_damaged(store, report)
+    for obj in session.objects.values():
+        lost = sorted(z for z in report.damaged_slices if z in obj.slice_status)
+        for z in lost:  # no voxels came back: the status would describe nothing
+            del obj.slice_status[z]
+        if lost:
+            report.objects_hit[obj.display_name] = lost
+    session._dirty = set(report.damaged_slices)
+    if report.kept_in is not None:  # rewrite a consistent snapshot (the originals are kept)
+        try:
+            session.save_unnotified()
+        except Exception:  # pragma: no cover - reported by last_save_error / the next save
+            pass
     return session
 
 

@@ -20,6 +20,7 @@ import numpy as np
 
 from napari_medprompt.session.history import History, Step, apply_step, diff_slices
 from napari_medprompt.session.objects import (
+    PROPAGATED_STATUSES,
     SLICE_STATUSES,
     SegObject,
     check_status,
@@ -90,10 +91,12 @@ class AnnotationSession(SessionPersistence):
         self.last_save_error: SessionSaveError | None = None
         self.last_save_seconds: float | None = None
         self.last_commit_info: dict[str, Any] = {}
+        self.restore_report = None  # a RestoreReport when this session was restored from a folder
         self._counts = SliceCounts(self.labels)
         self._callbacks: list[Callable[[SessionEvent], None]] = []
         self._lock = threading.RLock()
         self._dirty: set[int] = set(range(shape[0]))  # slices not yet on disk
+        self._group_touched: set[int] | None = None  # slices the user changed while a group is open
         self._store: SessionStore | None = None
         self.folder: Path | None = None
         if folder is not None:
@@ -182,14 +185,18 @@ class AnnotationSession(SessionPersistence):
         """Replace the object's voxels on each given slice by the mask; returns the slices changed.
 
         Voxels of locked objects are never written; voxels of other objects only with
-        ``overwrite=True``. A "propagated" commit skips slices already accepted for this object.
+        ``overwrite=True``. A propagation commit (status "propagated" or "needs review") writes
+        only slices where this object has no status or a propagated one: slices the user prompted,
+        edited (an erased slice too), accepted or rejected are skipped (with ``overwrite=True`` too),
+        and so is, while an undo group is open, every slice the user changed since it opened.
         ``last_commit_info`` says how many voxels were kept for other objects and which slices
-        were skipped. One undo step; autosaved (a :class:`SessionSaveError` is raised *after*
-        the change is applied in memory).
+        were skipped. One undo step (merged into the open undo group for a propagation commit);
+        autosaved (a :class:`SessionSaveError` is raised *after* the change is applied in memory).
         """
         check_status(status)
         if status == "rejected":
             raise ValueError("use set_status(..., 'rejected') to reject slices")
+        propagated = status in PROPAGATED_STATUSES
         with self._lock:
             obj = self._unlocked(object_id, "change its mask")
             oid = obj.id
@@ -203,7 +210,8 @@ class AnnotationSession(SessionPersistence):
                 m = np.asarray(mask, dtype=bool)
                 if m.shape != self.shape[1:]:
                     raise ValueError(f"mask for slice {z} has shape {m.shape}, the image slices are {self.shape[1:]}")
-                if status == "propagated" and obj.slice_status.get(z) == "accepted" and not overwrite:
+                if propagated and (obj.slice_status.get(z, "propagated") not in PROPAGATED_STATUSES
+                                   or z in (self._group_touched or ())):
                     skipped.append(z)
                     continue
                 plane = self.labels[z]
@@ -218,10 +226,25 @@ class AnnotationSession(SessionPersistence):
                 else:
                     obj.slice_status.pop(z, None)
             merge_provenance(obj, status, sorted(planes), provenance)
-            self.last_commit_info = {"blocked_voxels": blocked, "skipped_accepted": sorted(skipped)}
+            was = {z: before_obj[oid]["slice_status"].get(str(z)) for z in skipped}
+            self.last_commit_info = {"blocked_voxels": blocked, "skipped": sorted(skipped),
+                                     "skipped_accepted": sorted(z for z in skipped if was[z] == "accepted")}
             changed = self._finish(f"{status} {obj.display_name}", planes, before_obj,
-                                   SessionEvent("labels", oid, frozenset(planes)))
+                                   SessionEvent("labels", oid, frozenset(planes)), grouped=propagated)
             return changed
+
+    def retract_propagated(self, object_id: int, slices: Iterable[int]) -> set[int]:
+        """Clear the object on those of ``slices`` that still hold only a propagation's result
+        (status "propagated" / "needs review", untouched by the user); returns the slices cleared.
+        A new propagation run uses this to replace what the previous run left beyond its own end
+        (merged into the run's undo group)."""
+        with self._lock:
+            obj = self._unlocked(object_id, "change its mask")
+            zs = [int(z) for z in slices if obj.slice_status.get(int(z)) in PROPAGATED_STATUSES]
+            if not zs:
+                return set()
+            empty = np.zeros(self.shape[1:], dtype=bool)
+            return self.commit_slices(obj.id, {z: empty for z in zs}, "propagated")
 
     def apply_edit(
         self,
@@ -307,14 +330,18 @@ class AnnotationSession(SessionPersistence):
         return self.history.can_redo
 
     def begin_undo_group(self, label: str) -> None:
-        """Make the changes from now until :meth:`end_undo_group` one undo step (e.g. a propagation
-        committed and autosaved in chunks as it runs); an undo or redo ends the group."""
+        """Make the propagation commits from now until :meth:`end_undo_group` one undo step (a
+        propagation committed and autosaved in chunks as it runs); an undo or redo ends the group.
+        Anything else the user does meanwhile is an undo step of its own, and the slices it changes
+        are never written by the group's later propagation commits."""
         with self._lock:
             self.history.begin_group(label)
+            self._group_touched = set()
 
     def end_undo_group(self) -> None:
         with self._lock:
             self.history.end_group()
+            self._group_touched = None
 
     def undo(self) -> bool:
         return self._step(self.history.pop_undo(), forward=False)
@@ -397,12 +424,16 @@ class AnnotationSession(SessionPersistence):
         self._dirty |= slices
         self._counts.invalidate(slices)
 
-    def _finish(self, label: str, planes: dict[int, np.ndarray], objects_before: dict, event: SessionEvent) -> set[int]:
-        """Push the undo step for a change already applied, then notify and autosave."""
+    def _finish(self, label: str, planes: dict[int, np.ndarray], objects_before: dict, event: SessionEvent,
+                grouped: bool = False) -> set[int]:
+        """Push the undo step for a change already applied, then notify and autosave. ``grouped``:
+        a propagation commit (merged into an open undo group); anything else is the user's."""
         diffs = diff_slices(planes, self.labels, planes)
         after = {oid: (self.objects[oid].to_dict() if oid in self.objects else None) for oid in objects_before}
+        if not grouped and self._group_touched is not None:
+            self._group_touched |= set(planes) | set(event.slices)
         if diffs or after != objects_before:
-            self.history.push(Step(label, diffs, objects_before, after))
+            self.history.push(Step(label, diffs, objects_before, after), grouped=grouped)
         self._touch(diffs)
         self._notify_and_save(event)
         return set(diffs)

@@ -18,6 +18,11 @@ mix, and never a truncated file that is referenced. One pack per save keeps the 
 per save constant (a propagation batch costs about as much as one slice). When old packs hold
 mostly superseded slices (or there are more than ``MAX_PACKS``), a save copies the live slices
 into its new pack so the old ones can go. Slices that are all zero are not stored.
+
+``session.backup.json`` is a second copy of the manifest, written after it (renamed into place, not
+fsynced): when ``session.json`` is damaged (truncated, emptied) outside the plugin, a tolerant read
+(:meth:`SessionStore.read` with ``partial=True``) falls back on it. A tolerant read also restores every
+slice that verifies and reports the others (a damaged pack costs only its own slices).
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from napari_medprompt.io.atomic import atomic_write_text
 FORMAT = "napari-medprompt-session"
 FORMAT_VERSION = 1
 MANIFEST = "session.json"
+MANIFEST_BACKUP = "session.backup.json"
 SLICE_DIR = "labels"
 MAX_PACKS = 48  # more packs than this are merged into one on the next save
 COMPACT_SLACK = 4 << 20  # bytes of superseded slices tolerated before merging
@@ -119,6 +125,7 @@ class SessionStore:
         self.compact_slack = COMPACT_SLACK
         self.generation = 0
         self.slice_files: dict[int, dict[str, Any]] = {}  # z -> {"pack", "offset", "length", "crc32", ...}
+        self.damage: dict[str, Any] = {"manifest": None, "slices": {}, "packs": []}  # of the last read
 
     @property
     def manifest_path(self) -> Path:
@@ -189,6 +196,7 @@ class SessionStore:
             )
             text = json.dumps(manifest, separators=(",", ":"))  # compact: C encoder, ~1 ms
             atomic_write_text(self.manifest_path, text)
+            self._write_backup(text)
         except (OSError, SessionCorruptError) as err:
             if blobs:  # unreferenced; removing it is best effort
                 try:
@@ -207,6 +215,19 @@ class SessionStore:
         self.generation = gen
         self.slice_files = entries
         self.remove_unreferenced()
+
+    def _write_backup(self, text: str) -> None:
+        """Second copy of the manifest (temp file + rename, no fsync: the main copy is the durable
+        one); a failure here never fails the save."""
+        tmp = self.folder / f".{MANIFEST_BACKUP}.{os.getpid()}.tmp"
+        try:
+            tmp.write_text(text, encoding="utf-8")
+            os.replace(tmp, self.folder / MANIFEST_BACKUP)
+        except OSError:
+            try:
+                tmp.unlink()
+            except OSError:
+                pass
 
     def _refuse_foreign_session(self, state: dict[str, Any]) -> None:
         """A first save never replaces a session folder that belongs to another session."""
@@ -275,20 +296,74 @@ class SessionStore:
                     pass
         try:
             for name in os.listdir(self.folder):
-                if name.startswith(f".{MANIFEST}.") and name.endswith(".tmp"):
+                if name.startswith((f".{MANIFEST}.", f".{MANIFEST_BACKUP}.")) and name.endswith(".tmp"):
                     os.unlink(self.folder / name)
         except OSError:
             pass
 
     # ------------------------------------------------------------------------------------- read
-    def read(self) -> tuple[dict[str, Any], np.ndarray]:
-        """Return ``(manifest, labels)``; every referenced slice is checked against its CRC-32."""
-        path = self.manifest_path
+    def read(self, partial: bool = False) -> tuple[dict[str, Any], np.ndarray]:
+        """Return ``(manifest, labels)``; every referenced slice is checked against its CRC-32.
+
+        Strict by default: the first problem raises :class:`SessionCorruptError`. With ``partial``,
+        a damaged ``session.json`` is replaced by ``session.backup.json`` and a slice that does not
+        verify is left empty; :attr:`damage` then says what was not restored (``{"manifest": reason
+        or None, "slices": {z: reason}, "packs": [damaged pack names]}``).
+        """
+        self.damage = {"manifest": None, "slices": {}, "packs": []}
+        try:
+            manifest = self._read_manifest(self.manifest_path)
+        except SessionCorruptError as err:
+            backup = self.folder / MANIFEST_BACKUP
+            if not partial or not backup.is_file():
+                raise
+            manifest = self._read_manifest(backup)  # raises too when the backup is damaged as well
+            self.damage["manifest"] = str(err)
+        shape, entries = self._label_section(manifest)
+        labels = np.zeros(shape, dtype=np.uint16)
+        good: dict[int, dict[str, Any]] = {}
+        by_pack: dict[str, list[int]] = {}
+        for z, e in entries.items():
+            by_pack.setdefault(e["pack"], []).append(z)
+        for name, zs in sorted(by_pack.items()):
+            path = self.folder / SLICE_DIR / name
+            try:
+                data = path.read_bytes()
+            except OSError as err:
+                data = None
+                missing = SessionCorruptError(
+                    f"{path}: label pack missing or unreadable ({err.strerror})", self.folder)
+            for z in sorted(zs):
+                e = entries[z]
+                try:
+                    if data is None:
+                        raise missing
+                    start, length = e["offset"], e["length"]
+                    if start < 0 or start + length > len(data):
+                        raise SessionCorruptError(
+                            f"{path}: truncated (slice {z} needs bytes {start}-{start + length}, the file "
+                            f"has {len(data)})", self.folder)
+                    labels[z] = decode_slice(data[start:start + length], shape[1:], e, path, z)
+                    good[z] = e
+                except SessionCorruptError as err:
+                    if not partial:
+                        raise
+                    self.damage["slices"][z] = str(err)
+                    if name not in self.damage["packs"]:
+                        self.damage["packs"].append(name)
+        self.generation = int(manifest.get("generation", 0))
+        self.slice_files = good
+        return manifest, labels
+
+    def _read_manifest(self, path: Path) -> dict[str, Any]:
         if not path.is_file():
             raise SessionCorruptError(f"{self.folder}: no {MANIFEST} here (not a session folder)", self.folder)
         try:
-            manifest = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            text = path.read_text(encoding="utf-8")
+            if not text.strip():
+                raise ValueError("the file is empty")
+            manifest = json.loads(text)
+        except (OSError, UnicodeDecodeError, ValueError) as err:
             raise SessionCorruptError(f"{path}: cannot be read as a session file ({err})", self.folder) from err
         if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
             raise SessionCorruptError(f"{path}: not a napari-medprompt session file", self.folder)
@@ -299,6 +374,10 @@ class SessionStore:
                 f"({FORMAT_VERSION}); update napari-medprompt",
                 self.folder,
             )
+        return manifest
+
+    def _label_section(self, manifest: dict[str, Any]) -> tuple[tuple[int, ...], dict[int, dict[str, Any]]]:
+        path = self.manifest_path
         try:
             info = manifest["labels"]
             shape = tuple(int(s) for s in info["shape"])
@@ -317,12 +396,7 @@ class SessionStore:
         bad = [z for z in entries if not 0 <= z < shape[0]]
         if bad:
             raise SessionCorruptError(f"{path}: slice {bad[0]} outside the volume {shape}", self.folder)
-        labels = np.zeros(shape, dtype=np.uint16)
-        for z, blob, crc in self._read_blobs(entries):
-            labels[z] = decode_slice(blob, shape[1:], entries[z], self.folder / SLICE_DIR / entries[z]["pack"], z)
-        self.generation = int(manifest.get("generation", 0))
-        self.slice_files = entries
-        return manifest, labels
+        return shape, entries
 
 
 def _encode_all(labels: np.ndarray, zs: list[int]) -> list[tuple[bytes, dict[str, Any]]]:
