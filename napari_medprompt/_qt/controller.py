@@ -1,7 +1,9 @@
 """The annotation state one napari viewer shares between the Segment and Review dock widgets.
 
 ``controller_for(viewer)`` returns the same :class:`AnnotationController` for a viewer every time,
-so both widgets see one session, one segmentation Labels layer and one segmenter. The controller
+so both widgets see one session, one segmentation Labels layer and one segmenter. napari gives each
+plugin dock widget its own proxy of the viewer (``PublicOnlyProxy``), so the lookup is keyed by the
+viewer behind the proxy (:func:`real_viewer`), never by the handle a widget was given. The controller
 holds the viewer weakly (closing the viewer frees it) and does no work of its own beyond moving
 data between the Qt-free :class:`~napari_medprompt.session.AnnotationSession` and napari layers.
 """
@@ -18,8 +20,22 @@ from psygnal import Signal
 _CONTROLLERS: dict[int, AnnotationController] = {}
 
 
+def real_viewer(viewer):
+    """The napari viewer behind ``viewer``: napari hands plugin widgets a ``PublicOnlyProxy`` (a
+    wrapt ObjectProxy, one per widget), which is unwrapped here; a plain viewer is returned as is."""
+    seen = 0
+    while hasattr(type(viewer), "__wrapped__") and seen < 8:  # proxy classes define __wrapped__
+        inner = getattr(viewer, "__wrapped__", None)
+        if inner is None or inner is viewer:
+            break
+        viewer, seen = inner, seen + 1
+    return viewer
+
+
 def controller_for(viewer) -> AnnotationController:
-    """The one controller of ``viewer`` (created on first use, forgotten when the viewer goes)."""
+    """The one controller of ``viewer`` (created on first use, forgotten when the viewer goes).
+    ``viewer`` may be the viewer or any proxy napari made of it."""
+    viewer = real_viewer(viewer)
     key = id(viewer)
     ctrl = _CONTROLLERS.get(key)
     if ctrl is None or ctrl.viewer is not viewer:

@@ -45,14 +45,17 @@ def _largest_slice_point(mask: np.ndarray) -> tuple[int, int, int]:
     return z, int(r), int(c)
 
 
-def _dock_review(viewer, review) -> None:
-    """Review as a tab beside napari's layer controls (left), so the layer list stays visible."""
-    dock = viewer.window.add_dock_widget(review, name="Review", area="left")
+def _dock_left(viewer, dock) -> None:
+    """Move ``dock`` into a tab beside napari's layer controls (left), so the layer list stays visible."""
+    from qtpy.QtCore import Qt
+
     try:
         qt_viewer = viewer.window._qt_viewer
-        viewer.window._qt_window.tabifyDockWidget(qt_viewer.dockLayerControls, dock)
+        win = viewer.window._qt_window
+        win.addDockWidget(Qt.DockWidgetArea.LeftDockWidgetArea, dock)
+        win.tabifyDockWidget(qt_viewer.dockLayerControls, dock)
         dock.raise_()
-    except AttributeError:  # another napari layout: leave it docked on the left
+    except AttributeError:  # another napari layout: leave it where napari put it
         pass
 
 
@@ -60,7 +63,7 @@ def _widen(viewer, dock, width: int) -> None:
     from qtpy.QtCore import Qt
 
     try:
-        viewer.window._qt_window.resizeDocks([dock], [width], Qt.Horizontal)
+        viewer.window._qt_window.resizeDocks([dock], [width], Qt.Orientation.Horizontal)
     except AttributeError:
         pass
 
@@ -91,16 +94,10 @@ def build_demo(backend: str = "classic", session_dir: str | Path | None = None, 
     image = viewer.add_image(img_data, **img_kw)
     truth = viewer.add_labels(gt_data, **{**gt_kw, "visible": False})
 
-    seg = SegmentWidget(viewer)
-    seg_dock = viewer.window.add_dock_widget(seg, name="Segment", area="right")
-    review = None
-    try:
-        from napari_medprompt._qt.review_widget import ReviewWidget
-
-        review = ReviewWidget(viewer)
-        _dock_review(viewer, review)
-    except ImportError:
-        pass
+    # the docks are opened as Plugins > MedPrompt opens them (each widget gets napari's viewer proxy)
+    seg_dock, seg = viewer.window.add_plugin_dock_widget("napari-medprompt", "Segment")
+    review_dock, review = viewer.window.add_plugin_dock_widget("napari-medprompt", "Review")
+    _dock_left(viewer, review_dock)
     _widen(viewer, seg_dock, 460)
     seg.bind_image(image)
     folder = Path(session_dir or tempfile.mkdtemp(prefix="medprompt-demo-")) / "demo.medprompt"
@@ -175,9 +172,14 @@ def main(argv: list[str] | None = None) -> int:
     w, h = (int(v) for v in args.size.lower().split("x"))
     viewer.window._qt_window.resize(w, h)
     _wait(lambda: False, 0.5)
-    if _review is not None:
-        _review.parent().raise_()  # show the Review tab (beside napari's layer controls)
-    _widen(viewer, seg.parent(), 460)
+    for w in (_review, seg):
+        dock = w.parent() if w is not None else None
+        while dock is not None and not hasattr(dock, "setFloating"):  # the QDockWidget around it
+            dock = dock.parent()
+        if dock is not None and w is _review:
+            dock.raise_()  # show the Review tab (beside napari's layer controls)
+        elif dock is not None:
+            _widen(viewer, dock, 460)
     _wait(lambda: False, 0.3)
     viewer.reset_view()
     out = save_screenshot(viewer, args.screenshot)

@@ -16,7 +16,7 @@ from qtpy.QtCore import QItemSelectionModel, QObject, Qt, QTimer, Signal
 from qtpy.QtGui import QBrush, QColor
 from qtpy.QtWidgets import QAbstractItemView, QWidget
 
-from napari_medprompt._qt.controller import controller_for
+from napari_medprompt._qt.controller import controller_for, real_viewer
 from napari_medprompt._qt.review_ui import build_review_ui, table_item
 from napari_medprompt.session import ObjectLockedError, SessionError, SessionSaveError
 from napari_medprompt.session.review import STATUS_COLORS, object_rows, provenance_html, slice_rows
@@ -34,7 +34,7 @@ class ReviewWidget(QWidget):
 
     def __init__(self, napari_viewer, parent=None) -> None:
         super().__init__(parent)
-        self.viewer = napari_viewer
+        self.viewer = real_viewer(napari_viewer)  # napari's per-widget proxy unwrapped: one set of layers
         self.ctrl = controller_for(napari_viewer)
         self.session = None
         self.messages: list[tuple[str, str]] = []  # (level, text), newest last

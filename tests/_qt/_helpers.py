@@ -80,11 +80,28 @@ def isolate_sessions(monkeypatch, folder):
     monkeypatch.setattr(
         session_binding, "find_session", lambda key: target if (target / MANIFEST).is_file() else None
     )
+    # sessions are found / created as if the image were folder/image.nii.gz
+    fake_source = folder / "image.nii.gz"
+    fake_source.touch()
+    real_find, real_new = session_binding.find_sessions, session_binding.new_session_folder
+    monkeypatch.setattr(session_binding, "find_sessions", lambda source, keys: real_find(fake_source, keys))
+    monkeypatch.setattr(session_binding, "new_session_folder",
+                        lambda source, key, name="image": real_new(fake_source, key, name))
     return target
 
 
+def dock_plugin_widget(viewer, display_name: str):
+    """Open the plugin's widget ``display_name`` (napari.yaml) as Plugins > MedPrompt does: napari
+    builds it with its own viewer proxy and docks it. Returns the widget."""
+    _dock, widget = viewer.window.add_plugin_dock_widget("napari-medprompt", display_name)
+    if display_name == "Segment":
+        _WIDGETS.append(widget)
+    return widget
+
+
 def make_widget(make_napari_viewer, monkeypatch, tmp_path, restore=True, add_image=add_real_ct):
-    """A viewer with the real CT (or ``add_image(viewer)``) and a docked Segment widget."""
+    """A viewer with the real CT (or ``add_image(viewer)``) and the Segment widget, opened from the
+    Plugins menu as a user would (napari hands it a viewer proxy)."""
     from napari_medprompt._qt.segment_widget import SegmentWidget
 
     isolate_sessions(monkeypatch, tmp_path / "sessions")
@@ -92,9 +109,8 @@ def make_widget(make_napari_viewer, monkeypatch, tmp_path, restore=True, add_ima
     viewer = make_napari_viewer()
     if add_image is not None:
         add_image(viewer)
-    widget = SegmentWidget(viewer)
-    _WIDGETS.append(widget)
-    viewer.window.add_dock_widget(widget, name="Segment")
+    widget = dock_plugin_widget(viewer, "Segment")
+    assert isinstance(widget, SegmentWidget)
     return viewer, widget
 
 
