@@ -5,7 +5,7 @@ from __future__ import annotations
 from napari_medprompt.imaging.phantom import make_abdominal_phantom
 from napari_medprompt.io import opened_images
 from napari_medprompt.io.labels_io import default_color
-from napari_medprompt.io.layers import META_KEY, volume_metadata, volume_to_layer_data
+from napari_medprompt.io.layers import META_KEY, display_affine, volume_metadata, volume_to_layer_data
 
 
 def make_sample_ct(seed: int = 0):
@@ -21,7 +21,8 @@ def make_sample_ct(seed: int = 0):
     }
     labels_layer = (
         labels,
-        {"name": "phantom ground truth", "scale": tuple(vol.spacing), "metadata": label_meta,
+        {"name": "phantom ground truth", "scale": tuple(vol.spacing), "affine": display_affine(vol),
+         "metadata": label_meta,
          "opacity": 0.4},
         "labels",
     )

@@ -5,8 +5,9 @@ point drawn green; a **Shift**-click adds a **negative** point drawn red. ``T`` 
 plain clicks (then Shift-click adds a positive point). Shapes: rectangles drawn on a slice are box
 prompts (the newest rectangle on a slice is the one used).
 
-Both layers share the image's scale and translation, so their data coordinates are the image's
-voxel indices ``(z, row, col)``. :class:`PromptLayers` turns their contents on one slice into a
+Both layers share the image's scale, translation and display affine (the radiological flip, see
+:func:`napari_medprompt.io.layers.display_affine`), so their data coordinates are the image's voxel
+indices ``(z, row, col)`` and a click lands on the voxel under the cursor. :class:`PromptLayers` turns their contents on one slice into a
 :class:`~napari_medprompt.segment.base.Prompt` and emits ``changed`` whenever the user edits them.
 """
 
@@ -35,7 +36,7 @@ class PromptLayers:
         self._pending_polarity: bool | None = None
         self._muted = False
         self.last_slice: int | None = None  # slice of the newest prompt edit (None for 2D)
-        geo = {"scale": image_layer.scale, "translate": image_layer.translate}
+        geo = layer_geometry(image_layer)
         self.points = viewer.add_points(
             np.zeros((0, self.ndim)),
             name=POINTS_NAME,
@@ -191,6 +192,14 @@ class PromptLayers:
         for layer in (self.points, self.shapes):
             if layer in self.viewer.layers:
                 self.viewer.layers.remove(layer)
+
+
+def layer_geometry(image_layer) -> dict:
+    """The kwargs that put a new layer exactly over ``image_layer`` (same data coordinates):
+    its scale, translation and display affine (rotation and shear, when napari set any)."""
+    return {"scale": image_layer.scale, "translate": image_layer.translate,
+            "rotate": image_layer.rotate, "shear": image_layer.shear,
+            "affine": image_layer.affine.affine_matrix}
 
 
 def _shape_slice(data) -> int:

@@ -1,7 +1,12 @@
 """Volumes <-> napari layer data (plain tuples and dicts: no napari import here).
 
 The layer keeps the real voxel values (HU for CT); only ``contrast_limits`` carry the window.
-``scale`` is the voxel spacing so napari measures in millimetres. The image geometry travels in
+``scale`` is the voxel spacing so napari measures in millimetres. ``affine`` (napari's
+physical-to-world matrix, applied after the scale) only flips the axes that would otherwise show a
+volume the wrong way round, so every 3D volume is displayed radiologically whatever its storage
+order (:func:`display_affine`); the data and the file's affine are untouched, so a layer's data
+coordinates are still voxel indices. Every layer drawn over the image (segmentation, prompts,
+overlays) takes the image layer's ``scale``, ``translate`` and ``affine``. The image geometry travels in
 ``metadata["medprompt"]`` (JSON-serialisable) so that labels drawn on the layer can be saved with
 the same affine, and exported as DICOM SEG for a DICOM series.
 """
@@ -36,11 +41,25 @@ def volume_metadata(vol: Volume) -> dict[str, Any]:
     return md
 
 
+def display_affine(vol: Volume) -> list[list[float]]:
+    """napari ``affine`` for ``vol``'s layers: a homogeneous matrix in data-axis order that mirrors
+    the axes :meth:`Volume.radiological_flips` names, each within its own extent (world coordinates
+    keep the range ``0 .. (n - 1) * spacing``). Identity for 2D images and correctly oriented volumes."""
+    n = vol.spatial_ndim
+    mat = np.eye(n + 1)
+    for k, flip in enumerate(vol.radiological_flips()):
+        if flip:
+            mat[k, k] = -1.0
+            mat[k, n] = (vol.spatial_shape[k] - 1) * float(vol.spacing[k])
+    return mat.tolist()
+
+
 def volume_to_layer_data(vol: Volume) -> tuple[np.ndarray, dict, str]:
     """A napari "image" layer tuple for ``vol``."""
     kwargs: dict[str, Any] = {
         "name": vol.name,
         "scale": tuple(float(s) for s in vol.spacing),
+        "affine": display_affine(vol),
         "rgb": bool(vol.is_rgb),
         "metadata": {META_KEY: volume_metadata(vol)},
     }
@@ -64,6 +83,7 @@ def labels_to_layer_data(vol: Volume, label_info: dict[int, dict] | None = None)
     kwargs: dict[str, Any] = {
         "name": vol.name,
         "scale": tuple(float(s) for s in vol.spacing),
+        "affine": display_affine(vol),
         "metadata": md,
         "opacity": 0.5,
     }

@@ -10,6 +10,10 @@ Conventions (every reader and writer follows them):
   ``data.transpose(2, 1, 0)`` — to millimetres. A NIfTI file therefore round-trips exactly: its
   affine is kept verbatim and its array is transposed on read and transposed back on write.
 - Intensities are the real values (HU for CT after rescale slope/intercept), never rescaled.
+- Display: every 3D volume is *shown* in the radiological convention (axial: anterior up, the
+  patient's right on the viewer's left; coronal: superior up, right on the left; sagittal: superior
+  up, anterior on the left) by a display-only flip of the axes that run the other way
+  (:func:`radiological_flips`); ``data`` and ``affine`` are never changed for it.
 """
 
 from __future__ import annotations
@@ -73,6 +77,32 @@ class Volume:
         norms[norms == 0] = 1.0
         return m / norms
 
+    def radiological_flips(self) -> tuple[bool, ...]:
+        """Which data axes to flip on screen for the radiological view (see :func:`radiological_flips`);
+        no flip for 2D images (projection radiographs are shown as stored)."""
+        if not self.is_3d:
+            return (False,) * self.spatial_ndim
+        return radiological_flips(self.affine)
+
     def voxel_volume_ml(self) -> float:
         """Volume of one voxel in millilitres (mm^3 / 1000)."""
         return float(np.prod(self.spacing[-3:])) / 1000.0
+
+
+def radiological_flips(affine: np.ndarray) -> tuple[bool, bool, bool]:
+    """For each data axis ``(z, y, x)``: whether it must be shown reversed so that increasing screen
+    coordinates run towards the patient's Left, Posterior and Inferior (the radiological convention
+    in napari, whose rows run down and columns run right).
+
+    An axis is matched to the anatomical direction (R-L, A-P or S-I) it runs most along in the RAS+
+    ``affine``, and flipped when it increases towards R, A or S. Oblique volumes get the flips of the
+    nearest axis-aligned orientation (the display is never resampled). Axes are only flipped, never
+    swapped, so the slices a user scrolls through stay the slices of the file.
+    """
+    m = np.asarray(affine, dtype=float)[:3, :3]
+    flips = []
+    for k in range(3):  # data axis k is affine column 2 - k (the affine takes (x, y, z) indices)
+        col = m[:, 2 - k]
+        a = int(np.argmax(np.abs(col)))
+        flips.append(bool(col[a] > 0))
+    return tuple(flips)  # type: ignore[return-value]
