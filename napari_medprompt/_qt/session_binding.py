@@ -1,7 +1,8 @@
 """Binding an image layer to an annotation session: the session itself, its layers, hand edits.
 
-- :func:`open_session` finds the image's session folder and restores it when the user agrees (the
-  old folder is kept as a backup when they do not), else starts a new session there.
+- :func:`open_session` finds the image's session folders (by content) and restores the one the user
+  picks (everything that verifies; damage named in a warning), else starts a new session in a
+  folder of its own (earlier sessions stay and are offered again).
 - :func:`make_labels_layer` / :func:`make_preview_layer` create the segmentation and preview Labels
   layers over the image (same scale and translation, so their indices are the image's voxels); the
   segmentation layer carries the image's geometry and the label names in its metadata
@@ -14,21 +15,27 @@ from __future__ import annotations
 
 import copy
 import logging
+import os
 from collections.abc import Callable
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
 from napari_medprompt.io.layers import volume_from_layer
 from napari_medprompt.io.volume import Volume
-from napari_medprompt.session import (
+from napari_medprompt.segment.embedding_cache import image_digest
+from napari_medprompt.session import (  # noqa: F401 - find_session/session_folder_for: test hooks
     AnnotationSession,
+    SessionCandidate,
     SessionError,
+    content_key,
     find_session,
+    find_sessions,
     image_key,
+    new_session_folder,
     session_folder_for,
 )
+from napari_medprompt.session.store import SLICE_DIR
 
 log = logging.getLogger(__name__)
 
@@ -50,32 +57,79 @@ def session_geometry(volume: Volume) -> tuple[tuple[int, int, int], tuple[float,
     return shape, spacing  # type: ignore[return-value]
 
 
-def open_session(volume: Volume, ask_restore: Callable[[Path], bool]) -> tuple[AnnotationSession, str]:
-    """The session for ``volume`` and a message for the user ("" when nothing noteworthy)."""
+def open_session(
+    volume: Volume,
+    ask_restore: Callable[[Path], bool],
+    choose: Callable[[list[SessionCandidate]], SessionCandidate | None] | None = None,
+) -> tuple[AnnotationSession, str, str]:
+    """The session for ``volume``, a message for the user ("" when nothing noteworthy) and its
+    level ("info" or "warning").
+
+    Every session folder written for this image (keyed by content, so a moved case folder keeps its
+    session; old path-keyed sessions too) is offered: ``ask_restore(folder)`` when there is one,
+    ``choose(candidates)`` (None = start a new session) when there are several. A restore brings back
+    everything that verifies (:class:`RestoreReport`); a damaged, foreign or unreadable folder is
+    named in a warning and left as it is. A new session gets a folder of its own, so no earlier
+    session is hidden; a restored session whose folder is read-only moves to a writable one.
+    """
     shape, spacing = session_geometry(volume)
-    key = image_key(volume.source, shape, spacing)
-    existing = find_session(key)
-    note = ""
-    if existing is not None:
-        if ask_restore(existing):
-            try:
-                session = AnnotationSession.load(existing, image_key=key, shape=shape, reference=volume)
-                return session, f"Restored the session from {existing}"
-            except SessionError as err:
-                note = f"The saved session could not be restored ({err}); a new one was started. "
-        backup = existing.with_name(
-            existing.name + datetime.now(timezone.utc).strftime(".previous-%Y%m%dT%H%M%S")
-        )
+    key = content_key(image_digest(np.asarray(volume.data)), shape, spacing)
+    legacy = image_key(volume.source, shape, spacing)
+    matching, others = find_sessions(volume.source, [key, legacy])
+    notes: list[str] = []
+    level = "info"
+    for other in others:
+        level = "warning"
+        what = (f"a session that cannot be read ({other.problem})" if other.problem
+                else f"the session of another image ('{other.name}', saved {other.saved})")
+        notes.append(f"{other.folder} holds {what}; it was left unchanged and not restored.")
+    chosen = None
+    if len(matching) == 1:
+        chosen = matching[0] if ask_restore(matching[0].folder) else None
+    elif matching:
+        chosen = choose(matching) if choose is not None else matching[0]
+    if chosen is not None:
         try:
-            existing.rename(backup)
-            note += f"The previous session was kept in {backup}."
-        except OSError as err:
-            note += f"The previous session in {existing} could not be moved aside ({err})."
-    folder = session_folder_for(key)
+            session = AnnotationSession.load(chosen.folder, image_key=[key, legacy], shape=shape,
+                                             reference=volume, partial=True)
+        except SessionError as err:
+            level = "warning"
+            notes.append(f"The session in {chosen.folder} could not be restored ({err}); it was kept "
+                         "unchanged and a new session was started.")
+        else:
+            if session.image_key != key:  # an old path-keyed session is keyed by content from now on
+                session.image_key = key
+                try:
+                    session.save_unnotified()
+                except SessionError:
+                    pass
+            report = session.restore_report
+            if report is not None and not report.complete:
+                level = "warning"
+            notes.insert(0, report.message() if report is not None else f"Restored the session from {chosen.folder}")
+            if not _writable(chosen.folder):
+                folder = new_session_folder(volume.source, key, volume.name)
+                try:
+                    session.set_folder(folder, save=True)
+                    notes.append(f"{chosen.folder} is read-only: the session is saved to {folder} from now "
+                                 "on (offered when the image is reopened).")
+                except SessionError as err:
+                    level = "warning"
+                    notes.append(str(err))
+            return session, " ".join(notes), level
+    folder = new_session_folder(volume.source, key, volume.name)
     session = AnnotationSession(
         shape, spacing, image_key=key, image_name=volume.name, folder=folder, reference=volume
     )
-    return session, note
+    if matching:
+        notes.append(f"A new session was started in {folder}; the earlier session(s) are kept and "
+                     "offered again when the image is reopened.")
+    return session, " ".join(notes), level
+
+
+def _writable(folder: Path) -> bool:
+    labels = folder / SLICE_DIR
+    return os.access(folder, os.W_OK) and (not labels.exists() or os.access(labels, os.W_OK))
 
 
 def labels_colormap(session: AnnotationSession):
@@ -114,6 +168,7 @@ def make_labels_layer(viewer, session: AnnotationSession, image_layer):
         name=LABELS_NAME,
         scale=image_layer.scale,
         translate=image_layer.translate,
+        affine=image_layer.affine.affine_matrix,  # the image's display flip (radiological view)
         opacity=0.55,
         colormap=labels_colormap(session),
     )
@@ -129,6 +184,7 @@ def make_preview_layer(viewer, image_layer):
         name=PREVIEW_NAME,
         scale=image_layer.scale,
         translate=image_layer.translate,
+        affine=image_layer.affine.affine_matrix,  # the image's display flip (radiological view)
         opacity=0.6,
         blending="translucent",
     )

@@ -59,6 +59,7 @@ class SliceResult:
     object_score: float | None = None  # SAM2's object-presence logit turned probability, if any
     source: str = "predicted"  # "predicted" | "propagated"
     lost: bool = False  # propagation: the object was judged absent here (mask is empty)
+    flag: str = ""  # propagation: why the stop rule doubted this slice before a good one followed
 
 
 @dataclass

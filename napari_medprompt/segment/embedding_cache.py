@@ -7,7 +7,9 @@ index. The same entry serves a click (image predictor) and memory-mode propagati
 
 On disk (optional): one folder per image key, with ``signature.json`` and one safetensors file per
 slice (``slice_00012.safetensors``), stored as float16 by default (half the size; features come
-back as float32). Opening a folder whose signature differs (another image under the same key, other
+back as float32). Every put may carry the signature id read together with the image it was computed
+from (``put(z, feats, sig_id=...)``): a result of a job that started before another image was bound
+is dropped, so an embedding can never be stored for the wrong image. Opening a folder whose signature differs (another image under the same key, other
 model or weights, other window) discards its slice files: they can never be served for the wrong
 image. Writes are atomic (temp file + rename).
 
@@ -101,6 +103,7 @@ class EmbeddingCache:
         self.sig_id = ""
         self.disk_dir: Path | None = None
         self.hits = self.misses = self.disk_hits = self.disk_writes = 0
+        self.stale_dropped = 0  # puts computed for an image that was no longer bound
         self.rejected_disk_cache = False  # the last open() found a folder from another image/model
 
     # ------------------------------------------------------------------ binding
@@ -147,8 +150,16 @@ class EmbeddingCache:
         p = self._disk_path(z)
         return p is not None and p.exists()
 
-    def get(self, z: int, device=None, dtype=None) -> dict | None:
-        """Features of slice ``z`` (memory first, then disk, as ``dtype`` on ``device``), or None."""
+    def get(self, z: int, device=None, dtype=None, sig_id: str | None = None) -> dict | None:
+        """Features of slice ``z`` (memory first, then disk, as ``dtype`` on ``device``), or None.
+
+        ``sig_id``: the signature the caller's image was bound under (read with the image); a
+        caller whose image is no longer the bound one gets nothing from the disk folder."""
+        if sig_id is not None and sig_id != self.sig_id:
+            with self._lock:
+                feats = self._mem.get((sig_id, int(z)))
+                self.misses += feats is None
+                return feats
         key = (self.sig_id, int(z))
         with self._lock:
             feats = self._mem.get(key)
@@ -174,10 +185,18 @@ class EmbeddingCache:
             self.misses += 1
         return None
 
-    def put(self, z: int, feats: Mapping) -> None:
+    def put(self, z: int, feats: Mapping, sig_id: str | None = None) -> None:
+        """Store the features of slice ``z``. ``sig_id``: the signature current when the caller read
+        the image they were computed from; if another image (or model, window) has been bound since,
+        they are dropped (``stale_dropped`` counts them), never stored under the new signature."""
         feats = dict(feats)
-        self._insert((self.sig_id, int(z)), feats)
-        p = self._disk_path(z)
+        with self._lock:
+            if sig_id is not None and sig_id != self.sig_id:
+                self.stale_dropped += 1
+                return
+            key = (self.sig_id, int(z))
+            p = self._disk_path(z)
+            self._insert(key, feats)
         if p is not None:
             _save(p, feats, self.disk_dtype)
             with self._lock:

@@ -16,7 +16,8 @@ from ``prev_mask`` with :func:`prompt_from_mask`). The driver
   vanished mask, area jump) is held back; a good slice after it releases it as predicted, while
   ``patience`` bad slices in a row end that direction and are yielded as ``lost=True`` with empty
   masks. Bad slices still pending at the end of the range are yielded as lost too. While slices are
-  bad, the next prediction starts from the last good mask.
+  bad, the next prediction starts from the last good mask. A released bad slice carries the rule's
+  reason in ``flag`` (the GUI commits it as "needs review", never as a plain propagated slice).
 """
 
 from __future__ import annotations
@@ -122,7 +123,10 @@ def _run(
             object_score=None if obj_score is None else float(obj_score),
             source="propagated",
         )
-        if rule.update(mask, obj_score):
+        lost = rule.update(mask, obj_score)
+        if rule.reason:
+            res = replace(res, flag=rule.reason)
+        if lost:
             log.debug("object %s lost at slice %d going %+d: %s", object_id, z, step, rule.reason)
             for r in pending:
                 yield _lost(r)

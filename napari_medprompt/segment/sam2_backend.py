@@ -234,16 +234,23 @@ class Sam2Segmenter:
         if self._image is None:
             raise PromptError("no image is bound: call bind(image) first")
 
-    def slice_unit(self, z: int) -> np.ndarray:
-        """Slice ``z`` windowed to [0, 1] float32 (a new array)."""
-        sl = self._image if self.is_2d else self._image[z]
-        return window_to_unit(sl, self.window)
+    def slice_unit(self, z: int, bound: tuple | None = None) -> np.ndarray:
+        """Slice ``z`` windowed to [0, 1] float32 (a new array); ``bound`` from :meth:`_bound`."""
+        image, window, is_2d, _sig = bound if bound is not None else self._bound()
+        sl = image if is_2d else image[z]
+        return window_to_unit(sl, window)
+
+    def _bound(self) -> tuple:
+        """``(image, window, is_2d, cache signature id)`` of the binding, read together: an embedding
+        computed from them is stored under that signature even if another image is bound meanwhile."""
+        with self._lock:
+            return self._image, self.window, self.is_2d, self.cache.sig_id
 
     # ------------------------------------------------------------------ embeddings
-    def _encode(self, z: int) -> dict:
+    def _encode(self, z: int, bound: tuple | None = None) -> dict:
         import torch
 
-        unit = self.slice_unit(z)
+        unit = self.slice_unit(z, bound)
         rgb = np.repeat(unit[..., None], 3, axis=2)  # SAM2 expects RGB; ToTensor keeps float [0, 1]
         x = self._transforms(rgb)[None].to(self.device)
         with torch.inference_mode(), self._autocast(self.encoder_bf16):
@@ -254,10 +261,11 @@ class Sam2Segmenter:
 
     def features(self, z: int) -> dict:
         """Encoder features of slice ``z`` (cached), as ``{"fpn0", "fpn1", "fpn2"}`` tensors."""
-        feats = self.cache.get(z, self.device, self.feature_dtype)
+        bound = self._bound()
+        feats = self.cache.get(z, self.device, self.feature_dtype, sig_id=bound[3])
         if feats is None:
-            feats = self._as_feature_dtype(self._encode(z))
-            self.cache.put(z, feats)
+            feats = self._as_feature_dtype(self._encode(z, bound))
+            self.cache.put(z, feats, sig_id=bound[3])
         return feats
 
     def _as_feature_dtype(self, feats: dict) -> dict:
@@ -285,8 +293,9 @@ class Sam2Segmenter:
         for z in idx:
             if cancel is not None and cancel.is_set():
                 return
+            bound = self._bound()
             if not self.cache.contains(z):
-                self.cache.put(z, self._as_feature_dtype(self._encode(z)))
+                self.cache.put(z, self._as_feature_dtype(self._encode(z, bound)), sig_id=bound[3])
             yield z
 
     # ------------------------------------------------------------------ prediction

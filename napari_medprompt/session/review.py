@@ -11,8 +11,9 @@ from napari_medprompt.session.objects import SegObject
 #: Filters of the per-slice list: name -> statuses shown (None: every slice of the object).
 SLICE_FILTERS: dict[str, tuple[str, ...] | None] = {
     "All slices": None,
-    "To review": ("prompted", "propagated", "edited"),
-    "Propagated": ("propagated",),
+    "To review": ("needs review", "prompted", "propagated", "edited"),
+    "Needs review": ("needs review",),
+    "Propagated": ("propagated", "needs review"),
     "Accepted": ("accepted",),
     "Rejected": ("rejected",),
 }
@@ -20,6 +21,7 @@ SLICE_FILTERS: dict[str, tuple[str, ...] | None] = {
 STATUS_COLORS = {  # soft backgrounds, readable on napari's dark and light themes with dark text
     "prompted": "#9ecae1",
     "propagated": "#fdd49e",
+    "needs review": "#fdae6b",  # a slice the stop rule doubted (area jump, object vanished ...)
     "edited": "#c6dbef",
     "accepted": "#a1d99b",
     "rejected": "#fc9272",
@@ -46,7 +48,7 @@ class SliceRow:
 
 
 def review_summary(obj: SegObject, n_slices: int) -> str:
-    """E.g. "12/40 accepted, 3 rejected" or "not reviewed"."""
+    """E.g. "12/40 accepted, 3 rejected, 2 need review" or "not reviewed"."""
     counts: dict[str, int] = {}
     for s in obj.slice_status.values():
         counts[s] = counts.get(s, 0) + 1
@@ -62,6 +64,9 @@ def review_summary(obj: SegObject, n_slices: int) -> str:
         text = "not reviewed"
     if rej:
         text += f", {rej} rejected"
+    doubted = counts.get("needs review", 0)
+    if doubted:
+        text += f", {doubted} need review"
     return text
 
 

@@ -233,3 +233,13 @@ def test_regrowth_check_is_passed_to_the_stop_rule():
     )
     assert [r.slice_index for r in checked if not r.lost] == [11, 12, 13, 14]
     assert [r.slice_index for r in checked if r.lost] == [15, 16]
+
+
+def test_released_bad_slices_carry_the_stop_rules_reason():
+    # slice 17: low object score; slice 21: the mask vanished; both followed by good slices
+    pred = FakePredictor(present=[z for z in range(30) if z != 21], scores={17: 0.2, 21: 0.9})
+    out = run(pred, {1: {15: disk()}}, patience=2, directions=("forward",))
+    by_z = {r.slice_index: r for r in out}
+    assert "object score" in by_z[17].flag and "vanished" in by_z[21].flag
+    assert not by_z[17].lost and not by_z[21].lost
+    assert all(not r.flag for z, r in by_z.items() if z not in (17, 21))
