@@ -14,10 +14,15 @@ the hooks return and take plain layer tuples/dicts.
   carries it, else the one image opened in this session with the same shape and voxel size
   (:mod:`napari_medprompt.io.opened_images`), else the layer's scale alone, with a warning that
   the file will not line up with the image in other tools.
+- A save that cannot be done (shape mismatch, a SEG over a non-DICOM or multi-frame image, source
+  files gone, ...) raises :class:`LabelSaveError` with the reason. It is an ``OSError``, not a
+  ``ValueError``: napari takes a ``ValueError`` from a writer to mean "not my format", drops it and
+  reports only "not a valid writer" / "No data written", so the reason would never reach the user.
 """
 
 from __future__ import annotations
 
+import functools
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -29,6 +34,27 @@ from napari_medprompt.io.layers import META_KEY, labels_to_layer_data, volume_fr
 from napari_medprompt.io.read import read_image, sniff
 
 LayerData = tuple[Any, dict, str]
+
+
+class LabelSaveError(OSError):
+    """A label layer napari asked this plugin to save could not be written; ``str(err)`` names the
+    file and the reason (the original :class:`~napari_medprompt.io.errors.LabelWriteError` or
+    ``ValueError`` is kept as ``__cause__``). Nothing was written."""
+
+
+def _reason_shown(writer):
+    """Re-raise a writer's ``ValueError`` (LabelWriteError included) as :class:`LabelSaveError`, which
+    napari shows to the user instead of swallowing it."""
+
+    @functools.wraps(writer)
+    def wrapper(path, data, attributes):
+        try:
+            return writer(path, data, attributes)
+        except ValueError as err:
+            msg = str(err)
+            raise LabelSaveError(msg if str(path) in msg else f"{path}: {msg}") from err
+
+    return wrapper
 
 
 def get_reader(path: str | list[str]) -> Callable[[str | list[str]], list[LayerData]] | None:
@@ -84,6 +110,7 @@ def _image_geometry(path, labels_shape, attributes: dict, need_dicom: bool = Fal
     return None
 
 
+@_reason_shown
 def write_labels(path: str, data: Any, attributes: dict) -> list[str]:
     """napari single-layer writer for Labels: NIfTI label map + JSON sidecar (atomic)."""
     from napari_medprompt.io.labels_io import save_label_map, sidecar_path
@@ -126,11 +153,12 @@ def _label_info(metadata: dict, attributes: dict) -> dict[int, dict] | None:
     return info or None
 
 
+@_reason_shown
 def write_labels_dicom_seg(path: str, data: Any, attributes: dict) -> list[str]:
     """napari single-layer writer for Labels drawn on a DICOM series: a DICOM SEG referencing it.
 
     Needs the image's source file list (``attributes["metadata"]["medprompt"]["dicom_files"]``,
-    copied from the image layer); raises LabelWriteError with the reason otherwise.
+    copied from the image layer); raises :class:`LabelSaveError` with the reason otherwise.
     """
     from napari_medprompt.io.dicom_seg import export_dicom_seg
     from napari_medprompt.io.errors import LabelWriteError

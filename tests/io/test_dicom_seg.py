@@ -66,7 +66,7 @@ def test_seg_export_of_series_without_uids_says_why(tmp_path):
 
 def test_seg_writer_hook_uses_the_image_metadata(tmp_path):
     from napari_medprompt.io.layers import volume_to_layer_data
-    from napari_medprompt.io.napari_hooks import write_labels_dicom_seg
+    from napari_medprompt.io.napari_hooks import LabelSaveError, write_labels_dicom_seg
 
     write_dicom_series(ct_volume(shape=(6, 16, 16)), tmp_path / "series")
     (vol,) = read_image(tmp_path / "series")
@@ -78,7 +78,7 @@ def test_seg_writer_hook_uses_the_image_metadata(tmp_path):
     back, info = read_dicom_seg(out, vol.meta["dicom_files"])
     np.testing.assert_array_equal(back, labels)
     assert info[1]["name"] == "lesion"
-    with pytest.raises(LabelWriteError, match="needs a label layer drawn on an image read from a DICOM"):
+    with pytest.raises(LabelSaveError, match="needs a label layer drawn on an image read from a DICOM"):
         write_labels_dicom_seg(str(tmp_path / "x.dcm"), labels, {"metadata": {}})
 
 

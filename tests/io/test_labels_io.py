@@ -13,7 +13,7 @@ from napari_medprompt.io.atomic import atomic_write, atomic_write_text
 from napari_medprompt.io.errors import LabelWriteError
 from napari_medprompt.io.labels_io import load_label_map, save_label_map, sidecar_path
 from napari_medprompt.io.layers import volume_from_layer, volume_to_layer_data
-from napari_medprompt.io.napari_hooks import write_labels
+from napari_medprompt.io.napari_hooks import LabelSaveError, write_labels
 from tests.io._factory import ct_volume
 
 
@@ -102,7 +102,7 @@ def test_layer_metadata_round_trip_and_writer_hook(tmp_path):
     np.testing.assert_allclose(geom.affine, vol.affine)
     assert info[1]["name"] == "liver"
 
-    with pytest.raises(LabelWriteError, match="does not match its image"):
+    with pytest.raises(LabelSaveError, match="does not match its image"):  # shown by napari
         write_labels(str(tmp_path / "bad.nii.gz"), lab[:-1], attrs)
     assert not (tmp_path / "bad.nii.gz").exists()
 
