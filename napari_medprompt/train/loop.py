@@ -1,20 +1,38 @@
-"""The one training loop: ``train_iter(config, data, model)`` is a generator of :class:`TrainEvent`.
+"""The one training loop: ``train_iter(config, data, model, val=...)`` is a generator of :class:`TrainEvent`.
 
 The GUI runs it in a worker thread and updates plots from the events; the CLI iterates it with a
 progress bar. It never prints and never touches Qt. It stops cleanly when ``config.stop_event`` (a
-``threading.Event``) is set — the best model so far is kept and, with ``out_dir``, saved — or when
-the generator is closed.
+``threading.Event``) is set, or when the generator is closed.
 
-Event kinds, in order: ``start`` (device, trainable parameter count, random-weight warning),
-``features`` (cached-feature extraction progress, for cached-feature methods), ``step`` (loss, lr,
-eta), ``epoch`` (train loss, validation metrics, best so far), ``checkpoint`` (path written),
-``stopped`` (stop requested), ``done`` (final metrics; ``event.model`` is the trained method).
+**Protocol.** ``data`` is the training set as given: k-shot trains on exactly those k images per
+class (nothing is carved out of it). Model selection uses a *separate* validation split, ``val``
+(the dataset's own split, or a fixed split the user made, e.g. with
+:func:`~napari_medprompt.train.data.split_train_val` on a pool before sampling shots). The model is
+selected on ``config.monitor`` (balanced accuracy by default; ``loss`` on request) with early
+stopping after ``patience`` epochs without improvement. Without validation data the run trains a
+fixed schedule (every epoch, the last epoch's weights) and says so in the ``start`` event and the
+results. ``config.val_fraction > 0`` declares ``data`` a *pool*: a grouped, stratified validation
+split is carved from it (said in the events, and ``n_train`` counts what is trained on).
+Training-free methods (zero-shot, Tip-Adapter) report their metrics under ``val`` when there is a
+validation split, else under ``train`` (labelled as training-set metrics), never the reverse.
 
-Methods whose trainable part sits after the frozen encoder (``cached_features``) are trained on
-features computed once per image; the rest run the encoder every step (AMP on CUDA). Seeds are set
-for Python, numpy and torch; cuDNN runs deterministic. Early stopping watches the validation loss
-(``patience`` epochs without improvement) and restores the best weights. Class-balanced sampling
-draws each class equally often per epoch.
+Event kinds, in order: ``start`` (device, trainable parameter count, n_train/n_val per class, how the
+model is selected, random-weight warning), ``features`` (cached-feature extraction progress), ``step``
+(loss, lr, eta), ``epoch`` (train loss, validation metrics, best so far), ``stopped`` (stop requested:
+which epoch is kept, or that nothing was written), ``checkpoint`` (file written in ``out_dir``, never
+over an existing one), ``version`` (the new version of the model store), ``done`` (final metrics;
+``event.model`` is the trained method).
+
+**No global trace.** Randomness comes from local generators: a ``numpy.random.Generator`` for
+sampling, a ``torch.Generator`` for batch order, and a private torch RNG state swapped in only while
+the loop computes (model construction, dropout), so the process-wide Python, numpy and torch random
+states are unchanged after a run; cuDNN's deterministic/benchmark flags are set only while the loop
+computes and restored (``finally``). The same seed gives the same model, whatever the caller did to
+the global random state.
+
+Methods whose trainable part sits after a fixed input transform (``cached_features``) train on
+features computed once per image (``model.encode_for_cache(images, masks)`` when the method defines
+it, else the backbone's ``encode_image``); the rest run the encoder every step (AMP on CUDA).
 """
 
 from __future__ import annotations
@@ -24,11 +42,15 @@ import copy
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from napari_medprompt.train.data import FewShotData, split_train_val
+from napari_medprompt.train.data import DataError, FewShotData, split_train_val
+from napari_medprompt.train.task import MONITORS, ClassificationTask
+
+FALLBACK_SCHEDULE = {"optimizer": "adamw", "lr": 1e-3, "epochs": 20, "batch_size": 16, "weight_decay": 1e-4}
 
 
 @dataclass
@@ -37,18 +59,24 @@ class TrainConfig:
     backbone: str = "ViT-B-16"
     pretrained: str | None = "default"
     method_options: dict = field(default_factory=dict)
-    lr: float = 1e-3
-    epochs: int = 20
-    batch_size: int = 16
-    weight_decay: float = 1e-4
+    # None: the method's own training defaults (its registry entry's TrainDefaults)
+    optimizer: str | None = None  # adamw | adam | sgd
+    lr: float | None = None
+    epochs: int | None = None
+    batch_size: int | None = None
+    weight_decay: float | None = None
     seed: int = 0
-    val_fraction: float = 0.2
+    monitor: str = "balanced_accuracy"  # validation metric the model is selected on (or "loss")
     patience: int = 5  # epochs without validation improvement before stopping; 0 = never
+    val_fraction: float = 0.0  # > 0: ``data`` is a pool; carve a grouped validation split from it
     balanced_sampling: bool = True
     device: str = "auto"  # auto | cuda | mps | cpu
     amp: bool = True  # mixed precision (CUDA only)
-    out_dir: str | None = None  # where the checkpoint is written (adapter.safetensors + .json)
+    preprocess: dict | None = None  # Preprocess.to_dict(); None: the model's own, else the backbone's default
+    out_dir: str | None = None  # also write a checkpoint file here (a free name, never over a file)
     checkpoint_name: str = "adapter.safetensors"
+    store: str | None = None  # model store folder: every run writes a new version there
+    store_activate: bool = True  # make the new version the active one
     stop_event: Any = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict:
@@ -90,20 +118,67 @@ def resolve_device(name: str = "auto"):
     return dev
 
 
-def seed_everything(seed: int) -> None:
-    import random
+def schedule(config: TrainConfig, method: str | None = None) -> dict:
+    """The effective optimizer, lr, epochs, batch size and weight decay: the config's values where
+    set, else the method's registry defaults."""
+    from napari_medprompt.classify.base import available_methods
 
-    import torch
+    info = available_methods().get(method or config.method)
+    d = getattr(info, "defaults", None)
+    out = {}
+    for k, fallback in FALLBACK_SCHEDULE.items():
+        v = getattr(config, k)
+        out[k] = v if v is not None else (getattr(d, k, fallback) if d is not None else fallback)
+    if out["optimizer"] not in ("adamw", "adam", "sgd"):
+        raise ValueError(f"unknown optimizer {out['optimizer']!r}; choose adamw, adam or sgd")
+    return out
 
-    random.seed(seed)
-    np.random.seed(seed % (2**32))
-    torch.manual_seed(seed)
-    torch.backends.cudnn.deterministic = True
-    torch.backends.cudnn.benchmark = False
+
+class LocalRNG:
+    """A private torch random state (CPU, and the CUDA device in use), swapped in by :meth:`active`.
+
+    Inside ``with rng.active():`` torch's default generators run from the private state and cuDNN
+    is deterministic; on exit the private state is saved and the caller's state and cuDNN flags are
+    put back. Never yield inside it."""
+
+    def __init__(self, seed: int, device):
+        import torch
+
+        self.cuda = device.type == "cuda"
+        with torch.random.fork_rng(devices=[device] if self.cuda else []):
+            torch.manual_seed(int(seed))
+            self._cpu = torch.get_rng_state()
+            self._gpu = torch.cuda.get_rng_state(device) if self.cuda else None
+        self.device = device
+
+    @contextlib.contextmanager
+    def active(self):
+        import torch
+
+        cudnn = torch.backends.cudnn
+        flags = (cudnn.deterministic, cudnn.benchmark)
+        saved_cpu = torch.get_rng_state()
+        saved_gpu = torch.cuda.get_rng_state(self.device) if self.cuda else None
+        torch.set_rng_state(self._cpu)
+        if self.cuda:
+            torch.cuda.set_rng_state(self._gpu, self.device)
+        cudnn.deterministic, cudnn.benchmark = True, False
+        try:
+            yield
+        finally:
+            self._cpu = torch.get_rng_state()
+            torch.set_rng_state(saved_cpu)
+            if self.cuda:
+                self._gpu = torch.cuda.get_rng_state(self.device)
+                torch.cuda.set_rng_state(saved_gpu, self.device)
+            cudnn.deterministic, cudnn.benchmark = flags
 
 
 def build_model(config: TrainConfig, classes: list[str], device=None):
-    """The method named in ``config`` on a frozen backbone built from ``config``."""
+    """The method named in ``config`` on a frozen backbone built from ``config``.
+
+    Random initialisation draws from the global torch RNG: call it under :meth:`LocalRNG.active`
+    (as :func:`train_iter` does) to keep the caller's random state untouched."""
     from napari_medprompt.classify.backbones.registry import create_backbone
     from napari_medprompt.classify.base import method_class
 
@@ -132,25 +207,68 @@ def _stopping(config) -> bool:
     return ev is not None and ev.is_set()
 
 
-def train_iter(config: TrainConfig, data: FewShotData, model=None) -> Iterator[TrainEvent]:
+def _spec(config: TrainConfig, model):
+    from napari_medprompt.train.preprocess import Preprocess, preprocess_of
+
+    if config.preprocess is not None:
+        p = config.preprocess
+        return p if isinstance(p, Preprocess) else Preprocess.from_dict(p)
+    return preprocess_of(model)
+
+
+def _store_of(config: TrainConfig, store):
+    from napari_medprompt.train.store import ModelStore
+
+    store = store if store is not None else config.store
+    if store is None or isinstance(store, ModelStore):
+        return store
+    return ModelStore(store)
+
+
+def train_iter(config: TrainConfig, data: FewShotData, model=None, *, val: FewShotData | None = None,
+               store=None) -> Iterator[TrainEvent]:
+    """Train on ``data`` (exactly as given), select on ``val`` (or train a fixed schedule without it).
+
+    ``store``: a :class:`~napari_medprompt.train.store.ModelStore` or its folder (default
+    ``config.store``); the run then writes a new version there."""
     import torch
 
     from napari_medprompt.classify.base import available_methods
-    from napari_medprompt.train.preprocess import Preprocess, images_to_tensor, masks_to_tensor
+    from napari_medprompt.train.preprocess import images_to_tensor, masks_to_tensor
 
-    seed_everything(config.seed)
+    if config.monitor not in MONITORS:
+        raise ValueError(f"unknown monitor {config.monitor!r}; choose one of {', '.join(MONITORS)}")
     device = resolve_device(config.device)
-    info = available_methods().get(config.method if model is None else model.name)
+    method = config.method if model is None else model.name
+    info = available_methods().get(method)
+    sched = schedule(config, method)
     uses_masks = bool(getattr(model, "uses_masks", False) or (info is not None and info.uses_masks))
     data.validate(require_masks=uses_masks)
-    if model is None:
-        model = build_model(config, data.classes, device)
+    carved = ""
+    if val is None and config.val_fraction and config.val_fraction > 0:
+        data, val = split_train_val(data, config.val_fraction, config.seed)
+        carved = (f"validation split carved from the given pool ({config.val_fraction:g} per class, grouped: "
+                  "no group on both sides)")
+    if val is not None:
+        if list(val.classes) != list(data.classes):
+            raise DataError(f"the validation data's classes {val.classes!r} differ from the training data's {data.classes!r}")
+        if len(val) == 0:
+            raise DataError("the validation data is empty; give images or no validation data (fixed schedule)")
+        if uses_masks and not val.has_masks:
+            raise DataError("this method needs a mask for every validation image too")
+    store = _store_of(config, store)
+    if store is not None:
+        store.list()  # a corrupt index is reported now, before any training
+    rng = LocalRNG(config.seed, device)
+    with rng.active():
+        if model is None:
+            model = build_model(config, data.classes, device)
     if list(model.classes) != list(data.classes):
         raise ValueError(f"the model's classes {model.classes!r} differ from the data's {data.classes!r}")
+    task = ClassificationTask(len(data.classes), config.monitor)
     model.to(device)
     bb = model.backbone
-    train_set, val_set = split_train_val(data, config.val_fraction, config.seed)
-    spec = Preprocess.from_backbone(bb)
+    spec = _spec(config, model)
 
     def tensors(ds: FewShotData | None):
         if ds is None:
@@ -159,48 +277,59 @@ def train_iter(config: TrainConfig, data: FewShotData, model=None) -> Iterator[T
         m = masks_to_tensor(ds.masks, ds.images, spec, ds.sources) if uses_masks else None
         return x, m, torch.as_tensor(ds.labels)
 
-    tr, va = tensors(train_set), tensors(val_set)
+    tr, va = tensors(data), tensors(val)
     amp = config.amp and device.type == "cuda"
-    params = model.trainable_parameters()
     cached = bool(getattr(model, "cached_features", False))
+    epochs = int(sched["epochs"])
+    has_val = va is not None
+    selection = task.describe_selection(has_val, epochs)
+    n_per_class = data.class_counts().tolist()
     yield TrainEvent(
         "start",
-        epochs=config.epochs,
-        metrics={"n_trainable": int(model.num_trainable()), "n_train": len(train_set),
-                 "n_val": 0 if val_set is None else len(val_set), "device": str(device),
-                 "random_weights": bool(bb.random_weights), "cached_features": cached},
+        epochs=epochs,
+        metrics={"n_trainable": int(model.num_trainable()), "n_train": len(data), "n_train_per_class": n_per_class,
+                 "n_val": 0 if val is None else len(val),
+                 "n_val_per_class": None if val is None else val.class_counts().tolist(),
+                 "device": str(device), "random_weights": bool(bb.random_weights), "cached_features": cached,
+                 "selection": selection, "monitor": config.monitor if has_val else None,
+                 "validation": carved or ("separate validation split" if has_val else "none"),
+                 "schedule": sched},
         message=("backbone runs on RANDOM weights: results are not meaningful" if bb.random_weights else ""),
     )
 
     def autocast():
         return torch.autocast("cuda", dtype=torch.float16) if amp else contextlib.nullcontext()
 
-    bs = max(1, int(config.batch_size))
+    bs = max(1, int(sched["batch_size"]))
+    feats: dict = {}
     if cached:
-        feats = {}
+        encode = getattr(model, "encode_for_cache", None)
         for split, t in (("train", tr), ("val", va)):
             if t is None:
                 continue
             out = []
             for i in range(0, len(t[0]), bs):
-                with torch.no_grad(), autocast():  # never yield inside: grad mode is thread state
+                with torch.no_grad(), autocast(), rng.active():  # never yield inside: grad mode is thread state
                     x = t[0][i : i + bs].to(device)
-                    if hasattr(model, "encode_for_cache"):  # a fixed input transform (e.g. the mask) first
+                    if encode is not None:
                         m = None if t[1] is None else t[1][i : i + bs].to(device)
-                        out.append(model.encode_for_cache(x, m).float())
+                        out.append(encode(x, m).float())
                     else:
                         out.append(bb.encode_image(x).float())
                 yield TrainEvent("features", step=min(i + bs, len(t[0])), steps=len(t[0]), message=split)
                 if _stopping(config):
                     break
             feats[split] = torch.cat(out) if out else None
-        if _stopping(config):
-            yield TrainEvent("stopped", message="stopped while computing features; nothing was trained")
-            yield TrainEvent("done", message="stopped", model=model)
-            return
-        model.prepare(feats["train"], tr[2].to(device))
-    else:
-        model.prepare(None, tr[2].to(device))
+            if _stopping(config):
+                break
+    if _stopping(config):
+        msg = "stopped while computing features, before any epoch completed; nothing was written"
+        yield TrainEvent("stopped", message=msg)
+        yield TrainEvent("done", message="stopped", model=model,
+                         metrics={"status": "stopped-before-first-epoch", "written": False, "selection": selection})
+        return
+    with rng.active():
+        model.prepare(feats.get("train"), tr[2].to(device))
     params = model.trainable_parameters()  # prepare() may create parameters (Tip-Adapter-F)
 
     def evaluate(t, split):
@@ -208,7 +337,7 @@ def train_iter(config: TrainConfig, data: FewShotData, model=None) -> Iterator[T
             return None
         model.eval()
         logits = []
-        with torch.no_grad():
+        with torch.no_grad(), rng.active():
             if cached:
                 logits.append(model.forward_features(feats[split]).float())
             else:
@@ -216,105 +345,142 @@ def train_iter(config: TrainConfig, data: FewShotData, model=None) -> Iterator[T
                     m = None if t[1] is None else t[1][i : i + bs].to(device)
                     with autocast():
                         logits.append(model(t[0][i : i + bs].to(device), m).float())
-        logits = torch.cat(logits)
-        y = t[2].to(device)
-        loss = float(torch.nn.functional.cross_entropy(logits, y))
-        from napari_medprompt.train.metrics import classification_metrics
-
-        metrics = classification_metrics(t[2].numpy(), logits.softmax(-1).cpu().numpy(), model.n_classes)
-        metrics["loss"] = loss
-        return metrics
-
-    def finish(stopped: bool, best_metrics):
-        path = None
-        if config.out_dir:
-            from napari_medprompt.train.checkpoints import save_checkpoint
-
-            path = str(save_checkpoint(
-                __import__("pathlib").Path(config.out_dir) / config.checkpoint_name, model,
-                config=config.to_dict(), train_fingerprint=data.fingerprint(), metrics=best_metrics,
-            ))
-        return path
+        return task.metrics(torch.cat(logits), t[2])
 
     n_train = len(tr[2])
     steps_per_epoch = (n_train + bs - 1) // bs
     history: list[dict] = []
-    best = {"loss": float("inf"), "state": None, "metrics": None, "epoch": 0}
-    stopped = False
+    best = {"metrics": None, "state": None, "epoch": 0, "train_loss": None}
+    status = "finished"
+    train_metrics = None
     if not params:
-        # training-free methods (zero-shot, Tip-Adapter): nothing to optimise, just evaluate
-        metrics = evaluate(va, "val") or evaluate(tr, "train")
-        best["metrics"] = metrics
-        yield TrainEvent("epoch", epoch=0, epochs=0, metrics=metrics, message="training-free method: nothing to train")
+        # training-free methods (zero-shot, Tip-Adapter): nothing to optimise, evaluate once
+        if has_val:
+            best["metrics"] = evaluate(va, "val")
+            msg = "training-free method: nothing to train; metrics on the validation split"
+        else:
+            train_metrics = evaluate(tr, "train")
+            msg = ("training-free method: nothing to train; no validation data, so the metrics are on the "
+                   "training set itself (the support set the method memorised), reported under 'train'")
+        selection = "training-free: nothing selected"
+        epochs = 0
+        yield TrainEvent("epoch", epoch=0, epochs=0, metrics=best["metrics"] or train_metrics, message=msg)
     else:
-        groups = model.param_groups(config.lr) if hasattr(model, "param_groups") else [{"params": params, "lr": config.lr}]
-        opt = torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
-        total = max(1, config.epochs * steps_per_epoch)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + np.cos(np.pi * min(s, total) / total)))
+        lr, wd = float(sched["lr"]), float(sched["weight_decay"])
+        groups = model.param_groups(lr) if hasattr(model, "param_groups") else [{"params": params, "lr": lr}]
+        if sched["optimizer"] == "sgd":
+            opt = torch.optim.SGD(groups, lr=lr, momentum=0.9, weight_decay=wd)
+        elif sched["optimizer"] == "adam":
+            opt = torch.optim.Adam(groups, lr=lr, weight_decay=wd)
+        else:
+            opt = torch.optim.AdamW(groups, lr=lr, weight_decay=wd)
+        total = max(1, epochs * steps_per_epoch)
+        lr_sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + np.cos(np.pi * min(s, total) / total)))
         scaler = torch.amp.GradScaler("cuda", enabled=amp)
-        gen = torch.Generator().manual_seed(config.seed)
-        counts = np.bincount(tr[2].numpy(), minlength=model.n_classes)
-        weights = torch.as_tensor(1.0 / np.maximum(counts, 1))[tr[2]]
+        gen = torch.Generator().manual_seed(int(config.seed))
+        initial = _adapter_state(model)
         t0, done_steps, bad_epochs = time.perf_counter(), 0, 0
-        for epoch in range(1, config.epochs + 1):
-            model.train()
-            if config.balanced_sampling:
-                order = torch.multinomial(weights, n_train, replacement=True, generator=gen)
-            else:
-                order = torch.randperm(n_train, generator=gen)
+        for epoch in range(1, epochs + 1):
+            order = task.epoch_order(tr[2], gen, balanced=config.balanced_sampling)
             losses = []
             for s in range(steps_per_epoch):
                 if _stopping(config):
-                    stopped = True
+                    status = "stopped"
                     break
                 idx = order[s * bs : (s + 1) * bs]
                 y = tr[2][idx].to(device)
-                with autocast():
-                    if cached:
-                        loss, _ = model.training_loss_from_features(feats["train"][idx.to(device)], y)
+                with rng.active():
+                    model.train()
+                    with autocast():
+                        if cached:
+                            loss = task.loss(model, feats["train"][idx.to(device)], None, y, cached=True)
+                        else:
+                            m = None if tr[1] is None else tr[1][idx].to(device)
+                            loss = task.loss(model, tr[0][idx].to(device), m, y, cached=False)
+                    opt.zero_grad(set_to_none=True)
+                    if amp:
+                        scaler.scale(loss).backward()
+                        scaler.step(opt)
+                        scaler.update()
                     else:
-                        m = None if tr[1] is None else tr[1][idx].to(device)
-                        loss, _ = model.training_loss(tr[0][idx].to(device), m, y)
-                opt.zero_grad(set_to_none=True)
-                if amp:
-                    scaler.scale(loss).backward()
-                    scaler.step(opt)
-                    scaler.update()
-                else:
-                    loss.backward()
-                    opt.step()
-                sched.step()
+                        loss.backward()
+                        opt.step()
+                    lr_sched.step()
                 done_steps += 1
                 losses.append(float(loss.detach()))
                 rate = (time.perf_counter() - t0) / done_steps
-                yield TrainEvent("step", epoch=epoch, epochs=config.epochs, step=done_steps, steps=total,
+                yield TrainEvent("step", epoch=epoch, epochs=epochs, step=done_steps, steps=total,
                                  loss=losses[-1], lr=opt.param_groups[0]["lr"], eta_s=rate * (total - done_steps))
-            if stopped:
+            if status == "stopped":
                 break
-            metrics = evaluate(va, "val") if va is not None else None
+            metrics = evaluate(va, "val")
             train_loss = float(np.mean(losses)) if losses else float("nan")
-            monitor = metrics["loss"] if metrics is not None else train_loss
-            improved = monitor < best["loss"] - 1e-6
+            if has_val:
+                improved = task.better(metrics, best["metrics"])
+            else:
+                improved = True  # fixed schedule: the latest completed epoch is the one kept
             if improved:
-                best.update(loss=monitor, epoch=epoch, metrics=metrics, state=_adapter_state(model))
+                best.update(epoch=epoch, metrics=metrics, state=_adapter_state(model), train_loss=train_loss)
                 bad_epochs = 0
             else:
                 bad_epochs += 1
             history.append({"epoch": epoch, "train_loss": train_loss, **({"val": metrics} if metrics else {})})
-            yield TrainEvent("epoch", epoch=epoch, epochs=config.epochs, loss=train_loss, metrics=metrics,
+            if has_val:
+                note = (f"best {config.monitor} so far" if improved
+                        else f"no improvement in {config.monitor} for {bad_epochs} epoch(s)")
+            else:
+                note = "fixed schedule (no validation data)"
+            yield TrainEvent("epoch", epoch=epoch, epochs=epochs, loss=train_loss, metrics=metrics,
                              lr=opt.param_groups[0]["lr"], eta_s=(time.perf_counter() - t0) / done_steps * (total - done_steps),
-                             message="improved" if improved else f"no improvement for {bad_epochs} epoch(s)")
-            if va is not None and config.patience and bad_epochs >= config.patience:
-                yield TrainEvent("epoch", epoch=epoch, epochs=config.epochs, message=f"early stop after epoch {epoch}")
+                             message=note)
+            if has_val and config.patience and bad_epochs >= config.patience and epoch < epochs:
+                status = "early-stopped"
+                yield TrainEvent("epoch", epoch=epoch, epochs=epochs,
+                                 message=f"early stop after epoch {epoch}: no better {config.monitor} for {bad_epochs} epochs")
                 break
         if best["state"] is not None:
             model.load_state_dict(best["state"], strict=False)
+        else:
+            model.load_state_dict(initial, strict=False)  # no epoch completed: undo the partial one
     model.eval()
-    if stopped:
-        yield TrainEvent("stopped", message="training stopped on request; keeping the best weights so far")
-    final = {"best_epoch": best["epoch"], "val": best["metrics"], "history": history,
-             "n_trainable": int(model.num_trainable()), "train_set_sha256": data.fingerprint()}
-    path = finish(stopped, best["metrics"])
-    if path:
-        yield TrainEvent("checkpoint", path=path, message="adapter written")
-    yield TrainEvent("done", metrics=final, path=path, model=model, message="stopped" if stopped else "finished")
+    model.preprocess = spec
+    completed = not (status == "stopped" and best["epoch"] == 0 and params)
+    if status == "stopped":
+        if not completed:
+            yield TrainEvent("stopped", message="training stopped before the first epoch completed; nothing was "
+                                                "written (the model keeps its initial weights)")
+        elif has_val:
+            yield TrainEvent("stopped", epoch=best["epoch"], message=f"training stopped on request; keeping epoch "
+                             f"{best['epoch']}, the best completed epoch by validation {config.monitor}")
+        else:
+            yield TrainEvent("stopped", epoch=best["epoch"], message=f"training stopped on request; keeping epoch "
+                             f"{best['epoch']}, the last completed epoch (no validation data)")
+    final = {
+        "status": status if completed else "stopped-before-first-epoch",
+        "selection": selection, "monitor": config.monitor if has_val and params else None,
+        "best_epoch": best["epoch"], "epochs_completed": len(history), "epochs_planned": epochs,
+        "val": best["metrics"], "train": train_metrics, "train_loss": best["train_loss"], "history": history,
+        "n_train": len(data), "n_train_per_class": n_per_class, "n_val": 0 if val is None else len(val),
+        "n_trainable": int(model.num_trainable()), "train_set_sha256": data.fingerprint(),
+        "val_set_sha256": None if val is None else val.fingerprint(), "random_weights": bool(bb.random_weights),
+        "schedule": sched, "written": False,
+    }
+    path = vid = None
+    if completed:
+        saved = {k: v for k, v in final.items() if k not in ("written",)}
+        if config.out_dir:
+            from napari_medprompt.train.checkpoints import free_path, save_checkpoint
+
+            path = str(save_checkpoint(free_path(Path(config.out_dir), config.checkpoint_name), model,
+                                       config=config.to_dict(), train_fingerprint=final["train_set_sha256"],
+                                       metrics=saved, preprocess=spec))
+            yield TrainEvent("checkpoint", path=path, message=f"adapter written to {path}")
+        if store is not None:
+            parent = getattr(model, "store_version", True)
+            vid = store.add(model, config=config.to_dict(), data_fingerprint=final["train_set_sha256"], metrics=saved,
+                            preprocess=spec, parent=parent, activate=config.store_activate, status=final["status"])
+            model.store_version = vid
+            yield TrainEvent("version", path=str(store.weights_path(vid)), message=vid)
+        final["written"] = bool(path or vid)
+    final["version"] = vid
+    yield TrainEvent("done", metrics=final, path=path, model=model, message=status)

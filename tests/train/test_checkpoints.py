@@ -1,4 +1,5 @@
-"""Checkpoints: safetensors round trip with identical predictions; mismatches and corrupt files refused."""
+"""Checkpoints: safetensors round trip with identical predictions; never overwritten; mismatches
+(backbone, method, preprocessing, weights hash) and corrupt files refused."""
 
 from __future__ import annotations
 
@@ -6,15 +7,15 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
-torch = pytest.importorskip("torch")
-
-from napari_medprompt.classify.backbones.registry import create_backbone  # noqa: E402
-from napari_medprompt.train.checkpoints import CheckpointError, load_checkpoint, read_metadata  # noqa: E402
-from napari_medprompt.train.data import from_annotations  # noqa: E402
-from napari_medprompt.train.loop import TrainConfig, train_iter  # noqa: E402
-from napari_medprompt.train.predict import predict  # noqa: E402
-from tests.classify.synthetic import blob_task  # noqa: E402
+from napari_medprompt.classify.backbones.registry import create_backbone
+from napari_medprompt.train.checkpoints import CheckpointError, load_checkpoint, read_metadata, save_checkpoint
+from napari_medprompt.train.data import from_annotations
+from napari_medprompt.train.loop import TrainConfig, train_iter
+from napari_medprompt.train.predict import predict
+from napari_medprompt.train.preprocess import Preprocess
+from tests.classify.synthetic import blob_task
 
 torch.set_num_threads(2)
 
@@ -23,7 +24,7 @@ def _train(method, bb_name, tmp_path, **options):
     t = blob_task(8, seed=3)
     data = from_annotations(t.as_items(), classes=t.classes)
     cfg = TrainConfig(method=method, backbone=bb_name, pretrained="random", method_options=options, epochs=3,
-                      lr=1e-2, val_fraction=0.25, out_dir=str(tmp_path))
+                      lr=1e-2, out_dir=str(tmp_path))
     events = list(train_iter(cfg, data))
     done = events[-1]
     assert done.kind == "done" and done.path
@@ -40,7 +41,8 @@ def test_round_trip_gives_identical_predictions(tmp_path, method, bb_name):
     assert meta["backbone"]["random_weights"] is True and meta["classes"] == data.classes
     assert meta["train_set_sha256"] == data.fingerprint() and meta["package_version"]
     assert meta["preprocessing"]["image_size"] == model.backbone.image_size
-    assert json.loads((tmp_path / "adapter.safetensors.json").read_text())["method"] == method
+    side = json.loads((tmp_path / "adapter.safetensors.json").read_text())
+    assert side["method"] == method and len(side["weights_sha256"]) == 64
     test = list(blob_task(4, seed=9).images)
     loaded = load_checkpoint(path)  # rebuilds the (seeded random) backbone by name
     np.testing.assert_array_equal(predict(model, test), predict(loaded, test))
@@ -71,3 +73,28 @@ def test_mismatches_and_corrupt_files_are_refused(tmp_path):
         load_checkpoint(foreign)
     with pytest.raises(CheckpointError, match="does not exist"):
         load_checkpoint(tmp_path / "missing.safetensors")
+
+
+def test_checkpoints_are_never_overwritten(tmp_path):
+    model, path, data = _train("linear-probe", "test-resnet", tmp_path)
+    first = open(path, "rb").read()
+    with pytest.raises(CheckpointError, match="already exists; nothing was overwritten"):
+        save_checkpoint(path, model)
+    model2, path2, _ = _train("linear-probe", "test-resnet", tmp_path)  # same out_dir: a new file name
+    assert path2.endswith("adapter-2.safetensors") and path2 != path
+    assert open(path, "rb").read() == first
+
+
+def test_tampered_weights_and_other_preprocessing_are_refused(tmp_path):
+    model, path, _ = _train("linear-probe", "test-resnet", tmp_path)
+    spec = Preprocess.from_dict(read_metadata(path)["preprocessing"])
+    load_checkpoint(path, preprocess=spec)  # the same preprocessing: fine
+    assert load_checkpoint(path).preprocess == spec  # the model carries what it was trained with
+    other = Preprocess.from_backbone(model.backbone, intensity="window", window=(40, 400))
+    with pytest.raises(CheckpointError, match="other preprocessing than the caller's.*intensity"):
+        load_checkpoint(path, preprocess=other)
+    raw = bytearray(open(path, "rb").read())
+    raw[-3] ^= 0xFF  # one weight byte flipped: still a readable safetensors file
+    open(path, "wb").write(bytes(raw))
+    with pytest.raises(CheckpointError, match="SHA-256 differs"):
+        load_checkpoint(path)

@@ -5,12 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
-
-pytest.importorskip("torch")
-
-from napari_medprompt.train.cli import eval_main, train_main  # noqa: E402
-from tests.classify.synthetic import blob_task, write_npz  # noqa: E402
+from napari_medprompt.train.cli import eval_main, train_main
+from tests.classify.synthetic import blob_task, write_npz
 
 REPO = Path(__file__).resolve().parents[2]
 

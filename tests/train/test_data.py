@@ -13,6 +13,8 @@ from napari_medprompt.train.data import (
     from_folder,
     from_npz,
     k_shot,
+    k_shot_split,
+    npz_splits,
     split_train_val,
 )
 from tests.classify.synthetic import blob_task, write_npz
@@ -37,12 +39,77 @@ def test_k_shot_and_fraction_are_seeded_and_stratified():
         fraction(d, 0.0)
 
 
-def test_split_train_val_keeps_every_class_in_training():
-    d = _data((5, 1, 3))
-    tr, va = split_train_val(d, 0.4, seed=0)
-    assert tr.class_counts().tolist() == [3, 1, 2] and va.class_counts().tolist() == [2, 0, 1]
-    assert set(tr.sources).isdisjoint(va.sources)
+def _grouped(counts=(12, 9, 6), per_group=3):
+    """Classes of ``counts`` images, ``per_group`` consecutive images of a class per case."""
+    d = _data(counts)
+    groups, n = [], 0
+    for c, k in enumerate(counts):
+        groups += [f"case{c}-{i // per_group}" for i in range(k)]
+        n += k
+    return FewShotData(d.images, d.labels, d.classes, None, d.sources, groups)
+
+
+def test_split_train_val_is_grouped_and_stratified():
+    d = _grouped()
+    for seed in range(5):
+        tr, va = split_train_val(d, 0.34, seed=seed)
+        assert set(tr.groups).isdisjoint(va.groups)  # no case on both sides
+        assert len(tr) + len(va) == len(d)
+        assert (va.class_counts() >= 1).all() and (tr.class_counts() >= 1).all()
+        assert va.class_counts().tolist() == [3, 3, 3]  # a third of each class, whole cases
+    a, b = split_train_val(d, 0.34, seed=1)[1], split_train_val(d, 0.34, seed=1)[1]
+    assert a.sources == b.sources
     assert split_train_val(d, 0.0)[1] is None
+
+
+def test_a_group_holding_all_of_a_class_cannot_be_split():
+    d = _grouped((6, 3), per_group=3)  # class c1 is one case
+    with pytest.raises(DataError, match="cannot split class 'c1'.*all its 3 image\\(s\\) belong to group 'case1-0'"):
+        split_train_val(d, 0.3)
+    d = _data((5, 1))
+    with pytest.raises(DataError, match="class 'c1'"):
+        split_train_val(d, 0.3)
+
+
+def test_k_shot_is_exact_grouped_and_spreads_over_cases():
+    d = _grouped((12, 9, 6))
+    shots, rest = k_shot_split(d, 2, seed=3)
+    assert shots.class_counts().tolist() == [2, 2, 2]
+    assert len(set(shots.groups)) == 6  # 2 shots per class from 2 different cases each
+    assert set(shots.groups).isdisjoint(rest.groups)  # the rest of the pool shares no case with the shots
+    assert len(rest) == len(d) - 6 * 3
+    shots5 = k_shot(d, 5, seed=0)
+    assert shots5.class_counts().tolist() == [5, 5, 5]
+    assert len(set(g for g, y in zip(shots5.groups, shots5.labels) if y == 2)) == 2  # c2 has only 2 cases
+
+
+def test_fingerprint_covers_pixels_masks_labels_and_groups():
+    t = blob_task(3, seed=0)
+    d = from_annotations(t.as_items(), classes=t.classes)
+    fp = d.fingerprint()
+    assert fp == from_annotations(t.as_items(), classes=t.classes).fingerprint()
+    img = [im.copy() for im in d.images]
+    img[2][5, 5] += 0.01
+    assert FewShotData(img, d.labels, d.classes, d.masks, d.sources, d.groups).fingerprint() != fp
+    masks = [m.copy() for m in d.masks]
+    masks[0][0, 0] = ~masks[0][0, 0]
+    assert FewShotData(d.images, d.labels, d.classes, masks, d.sources, d.groups).fingerprint() != fp
+    assert FewShotData(d.images, d.labels, d.classes, None, d.sources, d.groups).fingerprint() != fp
+    regrouped = ["one"] * len(d)
+    assert FewShotData(d.images, d.labels, d.classes, d.masks, d.sources, regrouped).fingerprint() != fp
+    renamed = [f"elsewhere/{s}" for s in d.sources]  # same content from another path: same data
+    assert FewShotData(d.images, d.labels, d.classes, d.masks, renamed, d.groups).fingerprint() == fp
+
+
+def test_annotations_carry_their_series_as_group():
+    vol = np.random.default_rng(0).random((4, 8, 8)).astype(np.float32)
+    items = [(vol[z], None, "a" if z < 2 else "b", "ct-001") for z in range(4)]
+    items += [(np.zeros((8, 8)), None, "a"), (np.ones((8, 8)), None, "b", None)]
+    d = from_annotations(items)
+    assert d.groups == ["ct-001"] * 4 + ["annotation[4]", "annotation[5]"]
+    assert d.subset([1, 4]).groups == ["ct-001", "annotation[4]"]
+    with pytest.raises(DataError, match="expected \\(image, mask, class\\[, group\\]\\)"):
+        from_annotations([(np.zeros((4, 4)), None)])
 
 
 def test_bad_training_sets_have_clear_errors():
@@ -82,16 +149,18 @@ def test_npz_loader(tmp_path):
     assert len(d) == 6 and d.classes == ["smooth", "striped"] and d.sources[0] == "t.npz:test[0]"
     with pytest.raises(DataError, match="no 'val_images'"):
         from_npz(tmp_path / "t.npz", "val")
+    assert npz_splits(tmp_path / "t.npz") == ["train", "test"]
     (tmp_path / "bad.npz").write_bytes(b"nope")
     with pytest.raises(DataError, match="bad.npz"):
         from_npz(tmp_path / "bad.npz")
 
 
 def test_preprocessing_mixed_sizes_channels_and_bit_depths():
-    torch = pytest.importorskip("torch")
+    import torch
+
     from napari_medprompt.train.preprocess import Preprocess, images_to_tensor, masks_to_tensor, to_unit_rgb
 
-    spec = Preprocess(32, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+    spec = Preprocess(32, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), pad_to_square=False)  # stretched: no black padding
     grey8 = np.full((20, 30), 255, np.uint8)
     rgb = np.zeros((40, 40, 3), np.uint8)
     rgb[..., 0] = 255

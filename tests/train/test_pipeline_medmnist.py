@@ -1,7 +1,8 @@
 """End to end on real PneumoniaMNIST images for every registered method (random-weight tiny backbones).
 
-A pipeline check, not an accuracy claim: load the .npz, sample a few shots per class, train one epoch,
-write the checkpoint, load it back, predict held-out test images with identical probabilities. Mask
+A pipeline check, not an accuracy claim: load the .npz, sample a few shots per class from the official
+train split, select on a few images of the official val split, train one epoch, write the checkpoint,
+load it back, predict held-out test images with identical probabilities. Mask
 methods get a centred ellipse mask (the lung fields of a chest X-ray sit around the centre). A
 method whose module is not there yet is skipped.
 """
@@ -12,16 +13,15 @@ import importlib
 
 import numpy as np
 import pytest
+import torch
 
-torch = pytest.importorskip("torch")
-
-from napari_medprompt.classify.base import available_methods  # noqa: E402
-from napari_medprompt.train.checkpoints import load_checkpoint, read_metadata  # noqa: E402
-from napari_medprompt.train.data import FewShotData, from_npz, k_shot  # noqa: E402
-from napari_medprompt.train.loop import TrainConfig, train_iter  # noqa: E402
-from napari_medprompt.train.metrics import classification_metrics  # noqa: E402
-from napari_medprompt.train.predict import predict  # noqa: E402
-from tests.conftest import shared_file  # noqa: E402
+from napari_medprompt.classify.base import available_methods
+from napari_medprompt.train.checkpoints import load_checkpoint, read_metadata
+from napari_medprompt.train.data import FewShotData, from_npz, k_shot
+from napari_medprompt.train.loop import TrainConfig, train_iter
+from napari_medprompt.train.metrics import classification_metrics
+from napari_medprompt.train.predict import predict
+from tests.conftest import shared_file
 
 torch.set_num_threads(2)
 CLASSES = ["normal", "pneumonia"]
@@ -46,12 +46,14 @@ def test_pneumoniamnist_pipeline(method, bb_name, tmp_path):
     if bb_name == "test-resnet" and info.needs_text:
         pytest.skip("needs a text tower")
     train = k_shot(from_npz(path, "train", CLASSES), 12, seed=0)
+    val = k_shot(from_npz(path, "val", CLASSES), 3, seed=0)
     test = from_npz(path, "test", CLASSES).subset(range(0, 468, 59))  # 8 images, both classes
     if info.uses_masks:
-        train, test = _with_masks(train), _with_masks(test)
+        train, val, test = _with_masks(train), _with_masks(val), _with_masks(test)
     cfg = TrainConfig(method=method, backbone=bb_name, pretrained="random", epochs=1, batch_size=8, lr=1e-3,
-                      val_fraction=0.25, out_dir=str(tmp_path))
-    events = list(train_iter(cfg, train))
+                      out_dir=str(tmp_path))
+    events = list(train_iter(cfg, train, val=val))
+    assert events[0].metrics["n_train_per_class"] == [12, 12] and events[0].metrics["n_val"] == 6
     done = events[-1]
     assert done.kind == "done" and done.path, [e.kind for e in events]
     model = done.model
