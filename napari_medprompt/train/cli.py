@@ -1,33 +1,48 @@
 """``medprompt-train`` and ``medprompt-eval``: the training loop and evaluation from the command line.
 
-    medprompt-train --data pneumoniamnist.npz --method linear-probe --backbone ViT-B-16 --shots 16 --out runs/lp
+    medprompt-train --data pneumoniamnist.npz --method linear-probe --backbone ViT-B-16 --shots 16 --seeds 0 1 2 --out runs/lp
     medprompt-train --config training/configs/medmnist_fraction_linear_probe.yaml --data pneumoniamnist.npz
-    medprompt-eval --checkpoint runs/lp/adapter.safetensors --data pneumoniamnist.npz --split test
+    medprompt-train --list-methods
+    medprompt-eval --checkpoint runs/lp/seed_0/adapter.safetensors --data pneumoniamnist.npz --split test
+    medprompt-eval --store models/ --data pneumoniamnist.npz --split test          # the active version
 
-``--data`` is a folder with one sub-folder of images per class, or a MedMNIST-style ``.npz``.
+**Protocol.** ``--data`` is the training *pool*: a folder with one sub-folder of images per class, or a
+MedMNIST-style ``.npz`` whose official splits are used: ``train`` (the pool the shots / fractions are
+sampled from), ``val`` (model selection) and ``test`` (evaluation, reported per seed and as mean ± sd).
+Other validation data: ``--val-data`` (a folder or .npz), or ``--val-fraction f``: a grouped split of the
+pool made once (seed ``--split-seed``) *before* the shots are sampled, so k-shot trains on exactly k per
+class. Without validation data every run trains the fixed schedule (no early stopping) and says so.
+``--seeds 0 1 2`` repeats sampling and training per seed and reports mean ± sd.
+
 A ``--config`` file (YAML or JSON) gives defaults for any option (its keys are the option names with
-underscores, plus ``method_options``); options on the command line win. ``--fraction`` may list
-several values (the papers' 5/10/20/50/100 % protocol): one run per fraction, each in its own folder.
+underscores, plus ``method_options``); an unknown key is an error. Options on the command line win.
+``--fraction`` may list several values (the papers' 5/10/20/50/100 % protocol): one series per fraction.
+Method options: ``--opt NAME=VALUE`` (repeatable), checked against the method's option schema
+(``--list-methods`` shows them). ``--store DIR`` writes every run as a new version of a model store.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
 from pathlib import Path
 
-TRAIN_KEYS = ("method", "backbone", "pretrained", "lr", "epochs", "batch_size", "weight_decay", "seed",
-              "val_fraction", "patience", "device", "balanced_sampling", "amp")
+TRAIN_KEYS = ("method", "backbone", "pretrained", "optimizer", "lr", "epochs", "batch_size", "weight_decay",
+              "monitor", "patience", "device", "balanced_sampling", "amp")
+CONFIG_KEYS = TRAIN_KEYS + ("data", "out", "store", "split", "val_split", "test_split", "val_data", "val_fraction",
+                            "split_seed", "classes", "shots", "fraction", "fractions", "seed", "seeds",
+                            "method_options")
 
 
 def _load_config(path: str | None) -> dict:
     if not path:
         return {}
     p = Path(path)
-    text = p.read_text()
     try:
+        text = p.read_text()
         if p.suffix in (".yaml", ".yml"):
             import yaml
 
@@ -38,6 +53,9 @@ def _load_config(path: str | None) -> dict:
         raise SystemExit(f"cannot read config {p}: {err}") from None
     if not isinstance(cfg, dict):
         raise SystemExit(f"config {p} must be a mapping of option names to values")
+    unknown = sorted(set(cfg) - set(CONFIG_KEYS))
+    if unknown:
+        raise SystemExit(f"config {p}: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(CONFIG_KEYS)}")
     return cfg
 
 
@@ -50,26 +68,64 @@ def _load_data(path: str, split: str, classes=None):
     return from_folder(p)
 
 
+def describe_methods() -> str:
+    """Every registered method: description, needs, training defaults and option schema."""
+    from napari_medprompt.classify.base import available_methods
+
+    lines = []
+    for name, info in sorted(available_methods().items()):
+        needs = [w for w, f in (("masks", info.uses_masks), ("a CLIP text tower", info.needs_text)) if f]
+        lines.append(f"{name}: {info.description}" + (f" (needs {' and '.join(needs)})" if needs else ""))
+        d = getattr(info, "defaults", None)
+        if d is not None:
+            if d.epochs == 0:
+                lines.append("  training-free (nothing is optimised)")
+            else:
+                lines.append(f"  defaults: optimizer {d.optimizer}, lr {d.lr:g}, epochs {d.epochs}, "
+                             f"batch size {d.batch_size}, weight decay {d.weight_decay:g}"
+                             + (f"  [{d.note}]" if getattr(d, "note", "") else ""))
+        for o in getattr(info, "options", ()):
+            lines.append(f"  --opt {o.describe()}")
+    return "\n".join(lines)
+
+
 def _parser_train() -> argparse.ArgumentParser:
     from napari_medprompt.classify.base import available_methods
+    from napari_medprompt.train.task import MONITORS
 
     p = argparse.ArgumentParser(prog="medprompt-train", description="Train a few-shot adapter on a frozen backbone.")
     p.add_argument("--config", help="YAML/JSON file with defaults for these options")
-    p.add_argument("--data", help="class-folder root or MedMNIST-style .npz")
-    p.add_argument("--split", default=None, help="split of a .npz to train on (default: train)")
+    p.add_argument("--list-methods", action="store_true", help="list the methods, their defaults and options, then exit")
+    p.add_argument("--data", help="class-folder root or MedMNIST-style .npz (the training pool)")
+    p.add_argument("--split", default=None, help="split of a .npz to sample training images from (default: train)")
+    p.add_argument("--val-split", default=None, help="split of the .npz for model selection (default: val when "
+                   "present); 'none' for no validation")
+    p.add_argument("--test-split", default=None, help="split of the .npz to evaluate on (default: test when present); 'none'")
+    p.add_argument("--val-data", default=None, help="separate validation data (class folder or .npz)")
+    p.add_argument("--val-fraction", type=float, default=None,
+                   help="carve a grouped validation split of this fraction from the pool before sampling")
+    p.add_argument("--split-seed", type=int, default=None, help="seed of the --val-fraction split (default 0; fixed across seeds)")
     p.add_argument("--classes", nargs="+", default=None, help="class names for a .npz (in label order)")
     p.add_argument("--method", choices=sorted(available_methods()), default=None)
     p.add_argument("--backbone", default=None, help="e.g. ViT-B-16, resnet50, hf-hub:..., test-vit-tiny")
     p.add_argument("--pretrained", default=None, help="tag, local weights file, or 'random'")
-    p.add_argument("--shots", type=int, default=None, help="k images per class (seeded)")
-    p.add_argument("--fraction", type=float, nargs="+", default=None, help="fraction(s) of the training set per class")
-    p.add_argument("--method-option", action="append", default=[], metavar="KEY=VALUE",
-                   help="method option (value parsed as JSON when possible), repeatable")
-    for k, t in (("lr", float), ("epochs", int), ("batch_size", int), ("weight_decay", float), ("seed", int),
-                 ("val_fraction", float), ("patience", int)):
-        p.add_argument("--" + k.replace("_", "-"), dest=k, type=t, default=None)
+    p.add_argument("--shots", type=int, default=None, help="k images per class (sampled per seed)")
+    p.add_argument("--fraction", type=float, nargs="+", default=None, help="fraction(s) of the training pool per class")
+    p.add_argument("--opt", "--method-option", dest="opt", action="append", default=[], metavar="NAME=VALUE",
+                   help="method option, checked against the method's schema (see --list-methods); repeatable")
+    for k, t in (("lr", float), ("epochs", int), ("batch_size", int), ("weight_decay", float), ("patience", int)):
+        p.add_argument("--" + k.replace("_", "-"), dest=k, type=t, default=None,
+                       help="default: the method's own" if k != "patience" else None)
+    p.add_argument("--optimizer", choices=("adamw", "adam", "sgd"), default=None)
+    p.add_argument("--monitor", choices=MONITORS, default=None, help="validation metric for model selection "
+                   "(default balanced_accuracy)")
+    p.add_argument("--seed", type=int, default=None, help="one seed (same as --seeds N)")
+    p.add_argument("--seeds", type=int, nargs="+", default=None, help="several seeds: report mean ± sd")
     p.add_argument("--device", default=None, help="auto (default), cuda, mps or cpu")
-    p.add_argument("--out", default=None, help="output folder (checkpoint + metrics.json)")
+    p.add_argument("--out", default=None, help="output folder (checkpoints, metrics.json, summary.json)")
+    p.add_argument("--store", default=None, help="model store folder: every run becomes a new version")
+    p.add_argument("--list-versions", action="store_true", help="list the versions of --store, then exit")
+    p.add_argument("--rebuild-index", action="store_true", help="rebuild the index of --store from its version folders, then exit")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -81,81 +137,171 @@ def _parse_value(v: str):
         return v
 
 
+def _store_command(args) -> int:
+    from napari_medprompt.train.store import ModelStore, StoreError
+
+    if not args.store:
+        print("medprompt-train: --list-versions / --rebuild-index need --store DIR", file=sys.stderr)
+        return 2
+    store = ModelStore(args.store)
+    try:
+        if args.rebuild_index:
+            backup = store.rebuild_index()
+            print(f"index of {store.root} rebuilt from {len(store.list())} version folder(s)"
+                  + (f"; previous index kept as {backup}" if backup else ""))
+            if store.active is None and store.list():
+                print("no version is active (the previous activation could not be read); activate one")
+        for v in store.list():
+            ba = v.get("balanced_accuracy")
+            print(f"{'*' if v['active'] else ' '} {v['id']}  {v['created_at']}  {v['method']} on {v['backbone']}"
+                  f"{' (RANDOM weights)' if v['random_weights'] else ''}  parent={v['parent']}  {v['status']}"
+                  + (f"  {v['selected_on']} balanced_accuracy={ba:.3f}" if ba is not None else ""))
+    except StoreError as err:
+        print(f"medprompt-train: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def train_main(argv: list[str] | None = None) -> int:
-    from napari_medprompt.train.data import DataError, fraction, k_shot
+    from napari_medprompt.classify.base import validate_method_options
+    from napari_medprompt.train.checkpoints import CheckpointError
+    from napari_medprompt.train.data import DataError, npz_splits, split_train_val
     from napari_medprompt.train.loop import TrainConfig
+    from napari_medprompt.train.metrics import format_mean_sd
+    from napari_medprompt.train.store import StoreError
 
     args = _parser_train().parse_args(argv)
+    if args.list_methods:
+        print(describe_methods())
+        return 0
+    if args.list_versions or args.rebuild_index:
+        return _store_command(args)
     cfg = _load_config(args.config)
     merged = {k: cfg[k] for k in TRAIN_KEYS if k in cfg}
     merged.update({k: getattr(args, k) for k in TRAIN_KEYS if getattr(args, k, None) is not None})
+    method = merged.get("method", TrainConfig.method)
     options = dict(cfg.get("method_options") or {})
-    for item in args.method_option:
-        key, _, val = item.partition("=")
-        options[key] = _parse_value(val)
+    for item in args.opt:
+        key, eq, val = item.partition("=")
+        if not eq:
+            raise SystemExit(f"medprompt-train: --opt {item!r}: expected NAME=VALUE")
+        options[key.strip()] = _parse_value(val)
+    try:
+        options = validate_method_options(method, options)
+    except (KeyError, ValueError) as err:
+        print(f"medprompt-train: {err.args[0] if err.args else err}", file=sys.stderr)
+        return 2
     data_path = args.data or cfg.get("data")
     if not data_path:
         raise SystemExit("medprompt-train: --data (or 'data' in --config) is required")
     out = Path(args.out or cfg.get("out") or "medprompt-run")
+    store = args.store or cfg.get("store")
     shots = args.shots if args.shots is not None else cfg.get("shots")
-    fracs = args.fraction or cfg.get("fractions") or ([cfg["fraction"]] if "fraction" in cfg else [None])
+    fracs = args.fraction or cfg.get("fractions") or ([cfg["fraction"]] if cfg.get("fraction") else [None])
+    seeds = args.seeds or ([args.seed] if args.seed is not None else None) or cfg.get("seeds") \
+        or [cfg.get("seed", 0)]
+    val_fraction = args.val_fraction if args.val_fraction is not None else cfg.get("val_fraction")
+    classes = args.classes or cfg.get("classes")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     try:
-        data = _load_data(data_path, args.split or cfg.get("split", "train"), args.classes or cfg.get("classes"))
-        runs = []
+        is_npz = Path(data_path).suffix == ".npz"
+        pool = _load_data(data_path, args.split or cfg.get("split", "train"), classes)
+        splits = npz_splits(data_path) if is_npz else []
+        val_split = args.val_split or cfg.get("val_split") or ("val" if "val" in splits else None)
+        test_split = args.test_split or cfg.get("test_split") or ("test" if "test" in splits else None)
+        val_data = args.val_data or cfg.get("val_data")
+        val, val_note = None, "none: fixed schedule (no early stopping, last epoch kept)"
+        if val_data:
+            val = _load_data(val_data, val_split or "val", pool.classes)
+            val_note = f"{val_data} ({len(val)} images)"
+        elif val_fraction:
+            pool, val = split_train_val(pool, float(val_fraction), int(args.split_seed or cfg.get("split_seed") or 0))
+            val_note = f"{float(val_fraction):g} of the pool, grouped, fixed ({len(val)} images)"
+        elif val_split and val_split != "none" and is_npz:
+            val = _load_data(data_path, val_split, pool.classes)
+            val_note = f"official {val_split!r} split ({len(val)} images)"
+        test = None
+        if test_split and test_split != "none" and is_npz:
+            test = _load_data(data_path, test_split, pool.classes)
+        print(f"training pool: {len(pool)} images {dict(zip(pool.classes, pool.class_counts().tolist()))}; "
+              f"validation: {val_note}; test: {'none' if test is None else f'{test_split!r} ({len(test)} images)'}",
+              file=sys.stderr)
+        summaries = []
         for frac in fracs:
-            seed = merged.get("seed", 0)
-            subset = k_shot(data, int(shots), seed) if shots else data
-            subset = fraction(subset, float(frac), seed) if frac else subset
             run_dir = out / f"fraction_{frac:g}" if frac and len(fracs) > 1 else out
-            config = TrainConfig(**merged, method_options=options, out_dir=str(run_dir))
-            result = _run(config, subset, quiet=args.quiet, label=f"fraction {frac:g}" if frac else "")
-            result["fraction"], result["n_images"] = frac, len(subset)
-            runs.append(result)
+            config = TrainConfig(**merged, method_options=options)
+            label = f"fraction {frac:g}" if frac else (f"{shots}-shot" if shots else "")
+            summary = _run_seeds(config, pool, seeds, val=val, test=test, shots=shots, fraction=frac, store=store,
+                                 out_dir=run_dir, quiet=args.quiet, label=label)
+            summary["validation"] = val_note
             run_dir.mkdir(parents=True, exist_ok=True)
-            (run_dir / "metrics.json").write_text(json.dumps(result, indent=1))
-    except (DataError, ValueError, RuntimeError) as err:
+            from napari_medprompt.io.atomic import atomic_write_text
+
+            atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=1))
+            summaries.append((label, summary))
+    except (DataError, CheckpointError, StoreError, ValueError, RuntimeError) as err:
         print(f"medprompt-train: {err}", file=sys.stderr)
         return 2
-    for r in runs:
-        val = r.get("val") or {}
-        print(f"{r.get('checkpoint')}: images={r['n_images']} val_accuracy={val.get('accuracy', float('nan')):.3f} "
-              f"val_balanced_accuracy={val.get('balanced_accuracy', float('nan')):.3f}")
+    for label, s in summaries:
+        bits = [f"{label or 'run'}: {len(s['seeds'])} seed(s), n_train={s['runs'][0]['n_train']}"]
+        for split in ("val", "test", "train"):
+            if s[split]["n"]:
+                bits.append(f"{split} balanced_accuracy {format_mean_sd(s[split])}")
+        if s["runs"][0].get("random_weights"):
+            bits.append("RANDOM backbone weights: not meaningful")
+        print("; ".join(bits))
     return 0
 
 
-def _run(config, data, quiet: bool, label: str = "") -> dict:
+def _run_seeds(config, pool, seeds, *, val, test, shots, fraction, store, out_dir: Path, quiet: bool, label: str) -> dict:
     from tqdm import tqdm
 
-    from napari_medprompt.train.loop import train_iter
+    from napari_medprompt.train.seeds import train_seeds
 
-    bar, result = None, {}
-    for ev in train_iter(config, data):
+    bars: dict = {}
+    warned = []
+
+    def on_event(seed, ev):
         if ev.kind == "start":
-            if ev.message:
+            if ev.message and not warned:
+                warned.append(ev.message)
                 print(f"WARNING: {ev.message}", file=sys.stderr)
+            if ev.metrics.get("selection") and seed == seeds[0]:
+                print(f"{config.method} {label}: {ev.metrics['selection']}", file=sys.stderr)
         elif ev.kind == "step" and not quiet:
+            bar = bars.get(seed)
             if bar is None:
-                bar = tqdm(total=ev.steps, desc=f"{config.method} {label}".strip(), unit="step", file=sys.stderr)
+                bar = bars[seed] = tqdm(total=ev.steps, desc=f"{config.method} {label} seed {seed}".strip(),
+                                        unit="step", file=sys.stderr)
             bar.update(1)
             bar.set_postfix(loss=f"{ev.loss:.4f}", epoch=ev.epoch)
-        elif ev.kind == "done":
-            result = {k: v for k, v in (ev.metrics or {}).items() if k != "history"}
-            result["checkpoint"] = ev.path
-            result["status"] = ev.message
-    if bar is not None:
-        bar.close()
-    return result
+        elif ev.kind in ("stopped", "done") and seed in bars:
+            bars.pop(seed).close()
+
+    multi = len(seeds) > 1  # several seeds: out_dir/seed_<s>/; one: its checkpoint directly in out_dir
+    cfg = config if multi else dataclasses.replace(config, out_dir=str(out_dir))
+    summary = train_seeds(cfg, pool, seeds, val=val, test=test, shots=shots, fraction=fraction, store=store,
+                          out_dir=str(out_dir) if multi else None, on_event=on_event)
+    from napari_medprompt.io.atomic import atomic_write_text
+
+    for run in summary["runs"]:
+        d = out_dir / f"seed_{run['seed']}" if multi else out_dir
+        d.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(d / "metrics.json", json.dumps(run, indent=1))
+    return summary
 
 
 def eval_main(argv: list[str] | None = None) -> int:
     from napari_medprompt.train.checkpoints import CheckpointError, load_checkpoint
     from napari_medprompt.train.data import DataError
-    from napari_medprompt.train.metrics import classification_metrics
-    from napari_medprompt.train.predict import predict
+    from napari_medprompt.train.seeds import evaluate
+    from napari_medprompt.train.store import ModelStore, StoreError
 
-    p = argparse.ArgumentParser(prog="medprompt-eval", description="Evaluate a trained adapter checkpoint.")
-    p.add_argument("--checkpoint", required=True)
+    p = argparse.ArgumentParser(prog="medprompt-eval", description="Evaluate a trained adapter (checkpoint or store version).")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--checkpoint")
+    src.add_argument("--store", help="model store folder (with --version, else its active version)")
+    p.add_argument("--version", default=None, help="store version id, e.g. v0003 (default: the active one)")
     p.add_argument("--data", required=True, help="class-folder root or MedMNIST-style .npz")
     p.add_argument("--split", default="test")
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N images")
@@ -164,18 +310,23 @@ def eval_main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     try:
-        model = load_checkpoint(args.checkpoint, device=args.device)
+        if args.store:
+            store = ModelStore(args.store)
+            model = store.load(args.version, device=args.device)
+            where = f"{args.store}:{model.store_version}"
+        else:
+            model = load_checkpoint(args.checkpoint, device=args.device)
+            where = str(args.checkpoint)
         data = _load_data(args.data, args.split, model.classes if Path(args.data).suffix == ".npz" else None)
         if args.limit:
             data = data.subset(range(min(args.limit, len(data))))
         if list(data.classes) != list(model.classes):
-            raise DataError(f"the data's classes {data.classes!r} differ from the checkpoint's {model.classes!r}")
-        probs = predict(model, data.images, data.masks if getattr(model, "uses_masks", False) else None, device=args.device)
-    except (CheckpointError, DataError, ValueError) as err:
+            raise DataError(f"the data's classes {data.classes!r} differ from the model's {model.classes!r}")
+        metrics = evaluate(model, data, device=args.device)
+    except (CheckpointError, StoreError, DataError, ValueError) as err:
         print(f"medprompt-eval: {err}", file=sys.stderr)
         return 2
-    metrics = classification_metrics(data.labels, probs, len(model.classes))
-    metrics["checkpoint"] = str(args.checkpoint)
+    metrics["checkpoint"] = where
     metrics["random_weights"] = bool(model.backbone.random_weights)
     text = json.dumps(metrics, indent=1)
     if args.json:

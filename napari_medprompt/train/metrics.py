@@ -72,3 +72,33 @@ def classification_metrics(y_true, probs, n_classes: int | None = None) -> dict:
         "confusion": cm.tolist(),
         "n": int(n),
     }
+
+
+SCALAR_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "auroc", "loss")
+
+
+def mean_sd(runs: list[dict | None], keys=SCALAR_METRICS) -> dict:
+    """Across runs (e.g. seeds): ``{"mean": {metric: ...}, "sd": {metric: ...}, "n": runs used}``.
+
+    ``sd`` is the sample standard deviation (ddof=1), None with fewer than two runs. Runs that are
+    None (no such split) are left out; NaN values of a metric are left out of that metric."""
+    runs = [r for r in runs if r]
+    mean, sd = {}, {}
+    for k in keys:
+        vals = np.asarray([r[k] for r in runs if k in r and r[k] is not None], np.float64)
+        vals = vals[np.isfinite(vals)]
+        if not len(vals):
+            continue
+        mean[k] = float(vals.mean())
+        sd[k] = float(vals.std(ddof=1)) if len(vals) > 1 else None
+    return {"mean": mean, "sd": sd, "n": len(runs)}
+
+
+def format_mean_sd(summary: dict, key: str = "balanced_accuracy") -> str:
+    """``"0.812 ± 0.031 (3 seeds)"``; ``"0.812 (1 seed)"`` when there is no spread to report."""
+    m = summary["mean"].get(key)
+    if m is None:
+        return "n/a"
+    s = summary["sd"].get(key)
+    n = summary["n"]
+    return f"{m:.3f} ± {s:.3f} ({n} seeds)" if s is not None else f"{m:.3f} ({n} seed{'s' if n != 1 else ''})"

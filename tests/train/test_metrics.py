@@ -27,3 +27,13 @@ def test_auroc_with_ties_and_degenerate_classes():
     probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.3, 0.7]])
     assert classification_metrics([0, 1, 0, 1], probs)["auroc"] == 1.0
     assert confusion_matrix([1], [0], 2).tolist() == [[0, 0], [1, 0]]
+
+
+def test_mean_sd_over_runs():
+    from napari_medprompt.train.metrics import format_mean_sd, mean_sd
+
+    s = mean_sd([{"accuracy": 0.5, "auroc": float("nan")}, {"accuracy": 0.7, "auroc": 0.9}, None])
+    assert s["n"] == 2 and math.isclose(s["mean"]["accuracy"], 0.6) and math.isclose(s["sd"]["accuracy"], 0.1414213562, rel_tol=1e-6)
+    assert s["mean"]["auroc"] == 0.9 and s["sd"]["auroc"] is None  # NaN left out: one value, no spread
+    assert format_mean_sd(s, "accuracy") == "0.600 ± 0.141 (2 seeds)"
+    assert format_mean_sd(mean_sd([{"accuracy": 1.0}]), "accuracy") == "1.000 (1 seed)"
