@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-torch = pytest.importorskip("torch")
+import torch  # noqa: E402  (a hard dependency: a broken install must fail, not skip)
 
 from napari_medprompt.classify.backbones.registry import create_backbone  # noqa: E402
 from napari_medprompt.models.cache import WeightsUnavailable  # noqa: E402

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-torch = pytest.importorskip("torch")
+import torch  # noqa: E402  (a hard dependency: a broken install must fail, not skip)
 pytest.importorskip("sam2")
 
 MODEL = "sam2.1-hiera-tiny"
