@@ -74,7 +74,7 @@ def run_loop_until(cond, timeout_s: float) -> bool:
 
     check.timeout.connect(poll)
     check.start()
-    loop.exec_()
+    loop.exec()
     check.stop()
     return bool(cond())
 

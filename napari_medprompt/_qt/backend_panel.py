@@ -14,7 +14,7 @@ import os
 import sys
 from pathlib import Path
 
-from qtpy.QtCore import QObject, Signal
+from qtpy.QtCore import QObject, Qt, Signal
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -193,7 +193,8 @@ class BackendPanel(QWidget):
         self.random = QCheckBox("random weights (testing only)")
         self.status = QLabel()
         self.status.setWordWrap(True)
-        self.status.setTextInteractionFlags(self.status.textInteractionFlags() | 1)  # selectable
+        self.status.setTextInteractionFlags(  # selectable, so a path or an error can be copied
+            self.status.textInteractionFlags() | Qt.TextInteractionFlag.TextSelectableByMouse)
         self.bar = QProgressBar()
         self.bar.setVisible(False)
         self.load_button = QPushButton("Load backend")

@@ -1,14 +1,15 @@
 """The napari layers that hold the prompts of the current object: a Points layer and a Shapes layer.
 
 Points: a click (in the Points layer's *add* mode, which the widget turns on) adds a **positive**
-point drawn green; a **Shift**-click adds a **negative** point drawn red. ``T`` flips the polarity of
+point drawn green; a **Shift**-click adds a **negative** point drawn red. ``N`` flips the polarity of
 plain clicks (then Shift-click adds a positive point). Shapes: rectangles drawn on a slice are box
 prompts (the newest rectangle on a slice is the one used).
 
 Both layers share the image's scale, translation and display affine (the radiological flip, see
 :func:`napari_medprompt.io.layers.display_affine`), so their data coordinates are the image's voxel
-indices ``(z, row, col)`` and a click lands on the voxel under the cursor. :class:`PromptLayers` turns their contents on one slice into a
-:class:`~napari_medprompt.segment.base.Prompt` and emits ``changed`` whenever the user edits them.
+indices ``(z, row, col)`` and a click lands on the voxel under the cursor. :class:`PromptLayers`
+turns their contents on one slice into a :class:`~napari_medprompt.segment.base.Prompt` and emits
+``changed`` whenever the user edits them.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ class PromptLayers:
     def __init__(self, viewer, image_layer) -> None:
         self.viewer = viewer
         self.ndim = image_layer.ndim
-        self.positive_default = True  # polarity of a plain click (T toggles it)
+        self.positive_default = True  # polarity of a plain click (N toggles it)
         self._pending_polarity: bool | None = None
         self._muted = False
         self.last_slice: int | None = None  # slice of the newest prompt edit (None for 2D)

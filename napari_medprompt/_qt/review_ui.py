@@ -30,11 +30,11 @@ SLICE_COLUMNS = ["Slice", "Status", "Area (cm²)"]
 
 def table_item(text: str, data=None, align_right: bool = False) -> QTableWidgetItem:
     it = QTableWidgetItem(text)
-    it.setFlags(Qt.ItemIsSelectable | Qt.ItemIsEnabled)
+    it.setFlags(Qt.ItemFlag.ItemIsSelectable | Qt.ItemFlag.ItemIsEnabled)
     if data is not None:
-        it.setData(Qt.UserRole, data)
+        it.setData(Qt.ItemDataRole.UserRole, data)
     if align_right:
-        it.setTextAlignment(int(Qt.AlignRight | Qt.AlignVCenter))
+        it.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
     return it
 
 
@@ -42,11 +42,11 @@ def _table(columns: list[str], multi: bool, stretch: int) -> QTableWidget:
     t = QTableWidget(0, len(columns))
     t.setHorizontalHeaderLabels(columns)
     t.verticalHeader().setVisible(False)
-    t.setSelectionBehavior(QAbstractItemView.SelectRows)
-    t.setSelectionMode(QAbstractItemView.ExtendedSelection if multi else QAbstractItemView.SingleSelection)
-    t.setEditTriggers(QAbstractItemView.NoEditTriggers)
-    t.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeToContents)
-    t.horizontalHeader().setSectionResizeMode(stretch, QHeaderView.Stretch)
+    t.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+    t.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection if multi else QAbstractItemView.SelectionMode.SingleSelection)
+    t.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+    t.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+    t.horizontalHeader().setSectionResizeMode(stretch, QHeaderView.ResizeMode.Stretch)
     return t
 
 

@@ -107,11 +107,11 @@ class ReviewWidget(QWidget):
         rows = self.objects.selectionModel().selectedRows() if self.objects.selectionModel() else []
         if not rows:
             return None
-        return self.objects.item(rows[0].row(), 1).data(Qt.UserRole)
+        return self.objects.item(rows[0].row(), 1).data(Qt.ItemDataRole.UserRole)
 
     def select_object(self, object_id: int) -> None:
         for r in range(self.objects.rowCount()):
-            if self.objects.item(r, 1).data(Qt.UserRole) == int(object_id):
+            if self.objects.item(r, 1).data(Qt.ItemDataRole.UserRole) == int(object_id):
                 self.objects.selectRow(r)
                 return
 
@@ -172,7 +172,7 @@ class ReviewWidget(QWidget):
     def _fill_slices(self) -> None:
         oid = self.selected_object()
         keep = {i.row() for i in self.slices.selectionModel().selectedRows()} if self.slices.selectionModel() else set()
-        keep_z = {self.slices.item(r, 0).data(Qt.UserRole) for r in keep if self.slices.item(r, 0)}
+        keep_z = {self.slices.item(r, 0).data(Qt.ItemDataRole.UserRole) for r in keep if self.slices.item(r, 0)}
         self.slices.blockSignals(True)
         self.slices.setRowCount(0)
         rows = slice_rows(self.session, oid, self.filter.currentText()) if oid is not None and self.session else []
@@ -214,20 +214,20 @@ class ReviewWidget(QWidget):
         self._current_z = z
         for r in range(self.slices.rowCount()):
             it = self.slices.item(r, 0)
-            here = it.data(Qt.UserRole) == z
+            here = it.data(Qt.ItemDataRole.UserRole) == z
             font = it.font()
             font.setBold(here)
             it.setFont(font)
-            it.setText(f"▶ {it.data(Qt.UserRole)}" if here else str(it.data(Qt.UserRole)))
+            it.setText(f"▶ {it.data(Qt.ItemDataRole.UserRole)}" if here else str(it.data(Qt.ItemDataRole.UserRole)))
             if here:
-                self.slices.scrollToItem(it, QAbstractItemView.PositionAtCenter)
+                self.slices.scrollToItem(it, QAbstractItemView.ScrollHint.PositionAtCenter)
 
     def resizeEvent(self, event) -> None:  # noqa: N802 (Qt name): keep the shown slice in view
         super().resizeEvent(event)
         for r in range(self.slices.rowCount()):
             it = self.slices.item(r, 0)
-            if it.data(Qt.UserRole) == self._current_z:
-                self.slices.scrollToItem(it, QAbstractItemView.PositionAtCenter)
+            if it.data(Qt.ItemDataRole.UserRole) == self._current_z:
+                self.slices.scrollToItem(it, QAbstractItemView.ScrollHint.PositionAtCenter)
                 break
 
     def _update_buttons(self) -> None:
@@ -249,10 +249,10 @@ class ReviewWidget(QWidget):
     # --------------------------------------------------------------------------------- actions
     def selected_slices(self) -> list[int]:
         rows = sorted(i.row() for i in self.slices.selectionModel().selectedRows())
-        return [self.slices.item(r, 0).data(Qt.UserRole) for r in rows]
+        return [self.slices.item(r, 0).data(Qt.ItemDataRole.UserRole) for r in rows]
 
     def _on_slice_clicked(self, item) -> None:
-        z = self.slices.item(item.row(), 0).data(Qt.UserRole)
+        z = self.slices.item(item.row(), 0).data(Qt.ItemDataRole.UserRole)
         self.jump_to(z)
 
     def jump_to(self, z: int) -> None:

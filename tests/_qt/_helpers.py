@@ -52,7 +52,7 @@ def press(qtbot, button) -> None:
     """Click a widget button with the left mouse button, as a user would."""
     from qtpy.QtCore import Qt
 
-    qtbot.mouseClick(button, Qt.LeftButton)
+    qtbot.mouseClick(button, Qt.MouseButton.LeftButton)
 
 
 def load_backend(qtbot, widget, name: str = "classic", checkpoint: str = "", timeout: int = 60000):
@@ -63,7 +63,7 @@ def load_backend(qtbot, widget, name: str = "classic", checkpoint: str = "", tim
     if checkpoint:
         widget.backend.checkpoint.setText(checkpoint)
         widget.backend.update_status()
-    qtbot.mouseClick(widget.backend.load_button, Qt.LeftButton)
+    qtbot.mouseClick(widget.backend.load_button, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: widget._seg_ready or any(lv == "error" for lv, _ in widget.messages),
                     timeout=timeout)
     assert widget._seg_ready, widget.messages

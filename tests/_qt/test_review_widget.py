@@ -59,7 +59,7 @@ def _color_layer(layer, session):
 def _click_row(qtbot, table, row):
     table.scrollToItem(table.item(row, 0))
     rect = table.visualItemRect(table.item(row, 0))
-    qtbot.mouseClick(table.viewport(), Qt.LeftButton, pos=rect.center())
+    qtbot.mouseClick(table.viewport(), Qt.MouseButton.LeftButton, pos=rect.center())
 
 
 def _cells(table, col):
@@ -103,7 +103,7 @@ def test_reject_range_clears_only_that_object(review, qtbot):
     liver_before = session.labels == 1
     w.range_from.setValue(lo)
     w.range_to.setValue(hi)
-    qtbot.mouseClick(w.reject_range, Qt.LeftButton)
+    qtbot.mouseClick(w.reject_range, Qt.MouseButton.LeftButton)
     assert not (session.labels[lo:hi + 1] == 1).any()
     outside = np.ones(session.shape[0], bool)
     outside[lo:hi + 1] = False
@@ -123,10 +123,10 @@ def test_accept_selected_slices_and_locked_object(review, qtbot):
     viewer, w, session, lab, zs, zs2 = review
     _click_row(qtbot, w.objects, 1)  # spleen
     _click_row(qtbot, w.slices, 3)
-    qtbot.mouseClick(w.slices.viewport(), Qt.LeftButton, Qt.ShiftModifier,
+    qtbot.mouseClick(w.slices.viewport(), Qt.MouseButton.LeftButton, Qt.KeyboardModifier.ShiftModifier,
                      w.slices.visualItemRect(w.slices.item(5, 0)).center())
     assert w.selected_slices() == zs2[3:6]
-    qtbot.mouseClick(w.accept_selected, Qt.LeftButton)
+    qtbot.mouseClick(w.accept_selected, Qt.MouseButton.LeftButton)
     assert session.objects[2].slices_with("accepted") == zs2[:6]
     assert w.objects.item(1, 4).text() == f"6/{len(zs2)} accepted"
     session.set_locked(2, True)
@@ -198,13 +198,13 @@ def test_accept_shown_slice_walks_through_slices_to_review(review, qtbot):
     _click_row(qtbot, w.objects, 1)  # spleen: zs2[:3] already accepted
     ctrl = controller_for(viewer)
     ctrl.jump_to_slice(zs2[0])
-    qtbot.mouseClick(w.next_review, Qt.LeftButton)
+    qtbot.mouseClick(w.next_review, Qt.MouseButton.LeftButton)
     assert ctrl.current_slice() == zs2[3]  # first slice not yet accepted
-    qtbot.mouseClick(w.accept_shown, Qt.LeftButton)
+    qtbot.mouseClick(w.accept_shown, Qt.MouseButton.LeftButton)
     assert session.objects[2].slice_status[zs2[3]] == "accepted"
     assert ctrl.current_slice() == zs2[4]  # moved on by itself
     spleen_other = session.labels == 1
-    qtbot.mouseClick(w.reject_shown, Qt.LeftButton)
+    qtbot.mouseClick(w.reject_shown, Qt.MouseButton.LeftButton)
     assert session.objects[2].slice_status[zs2[4]] == "rejected"
     assert not (session.labels[zs2[4]] == 2).any()
     np.testing.assert_array_equal(session.labels == 1, spleen_other)  # the liver is untouched
