@@ -40,8 +40,13 @@ class PropagationRun:
         on_error: Callable[[BaseException], None],
         description: str = "Propagating",
         expected: int = 0,
+        session=None,
     ) -> None:
         self.object_id = int(object_id)
+        self.session = session  # the AnnotationSession this run commits to (never another image's)
+        self.detached = False  # closed early (image switched / viewer closing): later signals are ignored
+        self.previous: set[int] = set()  # the object's propagated slices before this run (replaced)
+        self.flags: dict[int, str] = {}  # slices the stop rule doubted -> its reason
         self.settings = settings
         if settings.cancel is None:
             settings.cancel = threading.Event()
@@ -83,14 +88,18 @@ class PropagationRun:
         if result.lost:
             self.lost.append(int(result.slice_index))
             return
-        if self.cancelled:
+        if self.cancelled or self.detached:
             return
-        self.results[int(result.slice_index)] = np.asarray(result.mask, dtype=bool)
+        z = int(result.slice_index)
+        self.results[z] = np.asarray(result.mask, dtype=bool)
+        if getattr(result, "flag", ""):
+            self.flags[z] = result.flag
         self._on_slice(result)
 
     def _errored(self, err: BaseException) -> None:
         self.error = err
-        self._on_error(err)
+        if not self.detached:
+            self._on_error(err)
 
     def _finished(self) -> None:
         self.t_end = time.perf_counter()
@@ -150,6 +159,7 @@ class Prefetcher:
 
     def set_segmenter(self, segmenter, n_slices: int) -> None:
         self.stop()
+        self.started += 1  # results of earlier prefetches (another image) are dropped
         self.segmenter = segmenter
         self.n_slices = int(n_slices)
         self.done = []
@@ -167,11 +177,16 @@ class Prefetcher:
             seg,
             prefetch_order(int(z), self.n_slices, self.radius),
             self._cancel,
-            on_yield=self.done.append,
+            on_yield=lambda z, t=token: self._yielded(t, z),
             on_finish=lambda: self._finished(token),
             on_error=self._failed,  # a failed prefetch only costs speed later; predict reports
             background=True,
         )
+
+    def _yielded(self, token: int, z: int) -> None:
+        """A slice embedded by prefetch ``token``; dropped when a newer prefetch (or image) started."""
+        if token == self.started:
+            self.done.append(z)
 
     def _failed(self, err: BaseException) -> None:
         self.error = err

@@ -12,6 +12,17 @@ from napari_medprompt._qt.session_binding import labels_colormap, sync_label_met
 from napari_medprompt.session import SessionError, SessionSaveError
 
 
+def unique_name(name: str, taken) -> str:
+    """``name``, or ``name 2``, ``name 3`` ... when an object already has it ("" stays "")."""
+    taken = {t.strip().lower() for t in taken}
+    if not name or name.lower() not in taken:
+        return name
+    n = 2
+    while f"{name} {n}".lower() in taken:
+        n += 1
+    return f"{name} {n}"
+
+
 class ObjectsMixin:
     def _import_labels_layer(self) -> None:
         """Copy a user's Labels layer into the session (their layer is only read)."""
@@ -61,8 +72,10 @@ class ObjectsMixin:
         """Start a new object (the next label id); ``keep_prompts`` keeps the points just placed."""
         if not self._ready(need_segmenter=False):
             return 0
+        name = unique_name(name or self.objects.name.currentText().strip(),
+                           [o.name for o in self.ctrl.session.objects.values()])
         try:
-            obj = self.ctrl.session.new_object(name=name or self.objects.name.currentText().strip())
+            obj = self.ctrl.session.new_object(name=name)
         except SessionSaveError:
             obj = max(self.ctrl.session.objects.values(), key=lambda o: o.id)
         self.select_object(obj.id, keep_prompts=keep_prompts)
@@ -122,6 +135,8 @@ class ObjectsMixin:
             event.object_id is not None and event.object_id not in self._known_ids()
         ):
             self._sync_objects()
+        if self.run is not None and self._autosave_during_run and event.kind in ("edit", "status", "objects"):
+            self._saver.request(self.ctrl.session)  # autosave is paused during a run: save the user's edit now
         self._update_buttons()
 
     def _known_ids(self) -> set[int]:

@@ -6,28 +6,57 @@ and committed to the session in chunks of ``CHUNK_SLICES`` (or after ``CHUNK_SEC
 saved to the session folder in a background thread (:class:`BackgroundSaver`; the session's own
 autosave, which fsyncs on the main thread, is paused during the run), so a crash mid-run keeps what
 was propagated so far; the chunks form one undo step (a session undo group). A chunk waits while the
-previous one is being saved (the save holds the session lock). The engine's stop rule ends the run where the object ends.
+previous one is being saved (the save holds the session lock). The engine's stop rule ends the run
+where the object ends. The user may paint, click and accept during a run: each of those is an undo
+step of its own and the slices it touches are never overwritten by the run (the session enforces it).
+A run belongs to its session: switching the image or closing the viewer first commits what the run
+delivered to that session and saves it (:meth:`finish_run_now`).
 """
 
 from __future__ import annotations
 
 import time
 
+import numpy as np
+
 from napari_medprompt._qt import segment_ui
 from napari_medprompt._qt.jobs import PropagationRun
 from napari_medprompt.segment.base import PromptError, PropagationSettings
 from napari_medprompt.segment.validate import require_volume
+from napari_medprompt.session import SessionError, SessionSaveError
+from napari_medprompt.session.objects import PROPAGATED_STATUSES
 
 SEED_STATUSES = ("prompted", "edited", "accepted")
+#: Slices that stop a propagation where the object is empty: the user said "not here".
+BARRIER_STATUSES = ("prompted", "edited", "accepted", "rejected")
 CHUNK_SLICES = 12  # propagated slices committed (and autosaved) together
 CHUNK_SECONDS = 2.0  # ... or fewer, once the oldest uncommitted slice is this old
 MAX_UNCOMMITTED = 64  # commit even while the previous chunk is still being saved
 
 
+def run_seeds(session, oid: int) -> dict:
+    """Seed masks of object ``oid``: its prompted / edited / accepted slices, and, as empty masks
+    (barriers the propagation stops at), its rejected slices and the ones the user erased."""
+    obj = session.objects[oid]
+    seeds = {}
+    for z, status in obj.slice_status.items():
+        if status in BARRIER_STATUSES:
+            mask = session.labels[z] == oid
+            if status in SEED_STATUSES or not mask.any():
+                seeds[int(z)] = mask if status != "rejected" else np.zeros_like(mask)
+    return seeds
+
+
 class PropagationMixin:
     # ---------------------------------------------------------------------------- propagation
     def propagate(self) -> None:
-        """Propagate the current object from its accepted / prompted / edited slices."""
+        """Propagate the current object from its accepted / prompted / edited slices.
+
+        Rejected slices and slices the user erased are barriers; slices the user prompted, edited,
+        accepted or rejected (before or during the run) are never overwritten. Slices the stop rule
+        doubted are committed as "needs review". The run replaces what the previous run of the
+        object left in its slice range (one undo step, with the run).
+        """
         if not self._ready() or self.run is not None:
             return
         image = self.ctrl.image_layer
@@ -46,11 +75,10 @@ class PropagationMixin:
         if obj.locked:
             self._warn(f"'{obj.display_name}' is locked (finished): unlock it to propagate it again.")
             return
-        seeds = {z: session.labels[z] == oid for z, s in obj.slice_status.items() if s in SEED_STATUSES}
-        seeds = {z: m for z, m in seeds.items() if m.any()}
-        if not seeds:
+        seeds = run_seeds(session, oid)
+        if not any(m.any() for m in seeds.values()):
             self._error(f"'{obj.display_name}' has no accepted, prompted or painted slice to start from: "
-                        "accept a preview (A) or paint the object on a slice first.")
+                        "accept a preview (K) or paint the object on a slice first.")
             return
         settings = PropagationSettings(
             slice_range=segment_ui.slice_range(self.ui), directions=segment_ui.directions(self.ui)
@@ -61,45 +89,66 @@ class PropagationMixin:
         self._uncommitted, self._uncommitted_since = {}, None
         session.begin_undo_group(f"propagated {obj.display_name}")
         self._autosave_during_run, session.autosave = session.autosave, False
+        previous = {z for z, st in obj.slice_status.items() if st in PROPAGATED_STATUSES and lo <= z <= hi}
         self.run = PropagationRun(
             self.ctrl.segmenter, oid, seeds, settings,
             on_slice=lambda r: self._show_propagated(r), on_done=self._propagation_done,
             on_error=lambda e: self._error(f"Propagation failed: {e}"),
             description=f"Propagating {obj.display_name}", expected=hi - lo + 1 - len(seeds),
+            session=session,
         )
-        self.ui.status.setText(f"Propagating '{obj.display_name}' from slices {sorted(seeds)} … (Esc cancels)")
+        self.run.previous = previous
+        self.ui.status.setText(f"Propagating '{obj.display_name}' from slices "
+                               f"{sorted(z for z, m in seeds.items() if m.any())} … (Esc cancels)")
         self._update_buttons()
 
     def _show_propagated(self, result) -> None:
         """Draw a propagated slice in the preview layer (redraws coalesced) and commit in chunks."""
+        run = self.run
+        if run is None or run.detached:
+            return
         z = int(result.slice_index)
         if self.preview_layer is not None:
-            self.preview_layer.data[z][result.mask] = self.run.object_id
+            self.preview_layer.data[z][result.mask] = run.object_id
             self._preview_dirty.add(z)
             if not self._redraw_timer.isActive():
                 self._redraw_timer.start()
         if not self._uncommitted:
             self._uncommitted_since = time.perf_counter()
-        self._uncommitted[z] = self.run.results[z]
+        self._uncommitted[z] = run.results[z]
         due = len(self._uncommitted) >= CHUNK_SLICES or time.perf_counter() - self._uncommitted_since > CHUNK_SECONDS
         if (due and not self._saver.busy) or len(self._uncommitted) >= MAX_UNCOMMITTED:
-            self._commit_chunk(self.run.object_id)
+            self._commit_chunk(run)
 
-    def _commit_chunk(self, oid: int) -> None:
-        """Commit the uncommitted propagated slices (part of the run's undo group; autosaved)."""
+    def _commit_chunk(self, run: PropagationRun) -> None:
+        """Commit the run's uncommitted slices to the run's session (part of its undo group;
+        autosaved): plain ones as "propagated", those the stop rule doubted as "needs review"."""
         masks, self._uncommitted = self._uncommitted, {}
-        session = self.ctrl.session
+        session, oid = run.session, run.object_id
         if not masks or session is None or oid not in session.objects:
             return
-        self._session_call("commit_slices", oid, masks, "propagated", self._provenance(action="propagate"))
+        doubted = {z: m for z, m in masks.items() if z in run.flags}
+        plain = {z: m for z, m in masks.items() if z not in run.flags}
+        for status, part in (("propagated", plain), ("needs review", doubted)):
+            if part:
+                self._commit_to(session, oid, part, status)
         if self._autosave_during_run:
             self._saver.request(session)
-        if self.preview_layer is not None:  # now shown by the segmentation layer
+        if self.preview_layer is not None and session is self.ctrl.session:  # now in the segmentation layer
             for z in masks:
                 self.preview_layer.data[z] = 0
             self._preview_dirty.update(masks)
             if not self._redraw_timer.isActive():
                 self._redraw_timer.start()
+
+    def _commit_to(self, session, oid: int, masks: dict, status: str) -> None:
+        if session is self.ctrl.session:
+            self._session_call("commit_slices", oid, masks, status, self._provenance(action="propagate"))
+            return
+        try:  # the run of an image no longer shown: straight into its own session
+            session.commit_slices(oid, masks, status, self._provenance(action="propagate"))
+        except Exception as err:  # noqa: BLE001 - reported, the viewer goes on
+            self._warn(f"Could not commit the last propagated slices of the previous image: {err}")
 
     def _redraw_preview(self) -> None:
         """Redraw the preview layer if a slice changed since the last redraw is on screen."""
@@ -107,31 +156,72 @@ class PropagationMixin:
         if self.preview_layer is not None and dirty and self.ctrl.shows_any(self.preview_layer, dirty):
             self.preview_layer.refresh()
 
-    def _propagation_done(self, run: PropagationRun) -> None:
-        self.run = None
-        session = self.ctrl.session
+    def _close_run(self, run: PropagationRun) -> None:
+        """Commit what the run computed, replace the previous run's leftovers (a run that ended by
+        itself only), close its undo group and restore the session's autosave."""
+        session = run.session
         try:
-            self._commit_chunk(run.object_id)
+            self._commit_chunk(run)
+            if not run.cancelled and run.error is None and session is not None and run.object_id in session.objects:
+                stale = sorted(run.previous - set(run.results))
+                if stale:
+                    self._retract(session, run.object_id, stale)
         finally:
             if session is not None:
                 session.end_undo_group()
                 session.autosave = self._autosave_during_run
+
+    def _retract(self, session, oid: int, stale: list[int]) -> None:
+        try:
+            session.retract_propagated(oid, stale)
+        except SessionSaveError:
+            pass  # applied in memory; the save failure is reported by the session's event
+        except (SessionError, ValueError, KeyError) as err:
+            self._warn(str(err))
+
+    def _propagation_done(self, run: PropagationRun) -> None:
+        if run.detached:  # already closed (image switched / viewer closing)
+            return
+        self.run = None
+        session = run.session
+        self._close_run(run)
         self._clear_preview()
         n = len(run.results)
         where = f"; the object ends at slice(s) {sorted(run.lost)}" if run.lost else ""
+        doubted = f"; {len(run.flags)} slice(s) need review" if run.flags else ""
         state = "cancelled" if run.cancelled else ("failed" if run.error else "done")
-        self.ui.status.setText(f"Propagation {state}: {n} slices in {run.t_end - run.t_start:.1f} s{where}.")
+        self.ui.status.setText(f"Propagation {state}: {n} slices in {run.t_end - run.t_start:.1f} s{where}{doubted}.")
         self._update_buttons()
         self._follow_slice()
         # finished once the last chunk is on disk too (saved in the background)
         self._saver.request(session if self._autosave_during_run else None,
                             then=lambda: self.propagation_finished.emit(run))
 
+    def finish_run_now(self) -> None:
+        """Stop a running propagation before the image changes or the viewer closes: cancel it,
+        commit every slice it delivered to *its* session, close its undo group and save that
+        session now (synchronously), so nothing lands in the next image's session."""
+        run = self.run
+        if run is None:
+            return
+        run.cancel()
+        run.detached = True
+        self.run = None
+        self._close_run(run)
+        session = run.session
+        if session is not None and session.folder is not None and self._autosave_during_run:
+            try:
+                session.save()
+            except SessionError:
+                pass  # reported through the session's save_failed event
+        self._clear_preview()
+        self._update_buttons()
+
     def cancel(self) -> None:
         if self.run is not None:
             self.run.cancel()
 
     def _cancel_all(self) -> None:
-        self.cancel()
+        self.finish_run_now()
         self.prefetcher.stop()
         self._runner.cancel()

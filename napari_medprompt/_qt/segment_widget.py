@@ -11,6 +11,7 @@ is put in add mode), rectangles in the "prompts (box)" layer = box prompts. Keys
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 
@@ -47,9 +48,22 @@ def _ask_restore_dialog(folder: Path) -> bool:
         None,
         "Restore annotation session?",
         f"A saved annotation session exists for this image:\n{folder}\n\nRestore it? "
-        "(No keeps it as a backup and starts a new session.)",
+        "(No keeps it and starts a new session; it is offered again next time.)",
     )
     return answer == QMessageBox.Yes
+
+
+def _choose_session_dialog(candidates) -> object | None:
+    """Pick one of several saved sessions of the image (None: start a new session)."""
+    from qtpy.QtWidgets import QInputDialog
+
+    new = "Start a new session (the saved ones are kept)"
+    items = [c.describe() for c in candidates] + [new]
+    item, ok = QInputDialog.getItem(None, "Restore annotation session?",
+                                    "Several saved annotation sessions exist for this image:", items, 0, False)
+    if not ok or item == new:
+        return None
+    return candidates[items.index(item)]
 
 
 #: When the last prediction took less than this, the next runs on the main thread (``_predicts_fast``).
@@ -63,6 +77,8 @@ class SegmentWidget(ObjectsMixin, PropagationMixin, QWidget):
     propagation_finished = Signal(object)  # the PropagationRun
     #: Called with the session folder when a saved session exists; True restores it. Tests replace it.
     ask_restore = staticmethod(_ask_restore_dialog)
+    #: Called with the saved sessions when there are several; returns one or None (new). Tests replace it.
+    choose_session = staticmethod(_choose_session_dialog)
 
     def __init__(self, napari_viewer) -> None:
         super().__init__()
@@ -102,6 +118,8 @@ class SegmentWidget(ObjectsMixin, PropagationMixin, QWidget):
         self._autosave_during_run = True  # the session's autosave setting, paused while propagating
         self._saver = BackgroundSaver()
         self._last_engine_s: float | None = None  # seconds of the segmenter's last predict()
+        self._bind_gen = 0  # generation of the latest segmenter bind (older binds are skipped)
+        self._bind_lock = threading.Lock()
 
         self.backend = BackendPanel()
         self.objects = ObjectsPanel()
@@ -201,7 +219,7 @@ class SegmentWidget(ObjectsMixin, PropagationMixin, QWidget):
         self._cancel_all()
         try:
             vol = layer_volume(layer)
-            session, note = open_session(vol, self.ask_restore)
+            session, note, level = open_session(vol, self.ask_restore, self.choose_session)
         except (SessionError, ValueError, OSError) as err:
             self._error(f"Could not start a session for '{layer.name}': {err}")
             return
@@ -221,10 +239,12 @@ class SegmentWidget(ObjectsMixin, PropagationMixin, QWidget):
                                 layer.metadata.get("medprompt", {}).get("window_preset") or default_preset(vol.modality))
         segment_ui.set_range(self.ui, layer.data.shape[0] if layer.ndim == 3 else 1)
         self._sync_objects()
+        if session.objects:  # a restored session: go on with its last object (no duplicate on click)
+            self.select_object(max(session.objects))
         self.viewer.layers.selection.active = self.prompts.points
         self.prompts.points.mode = "add"
         if note:
-            self._notify("info", note)
+            self._notify(level, note)
         if self.ctrl.segmenter is not None:
             self._bind_segmenter(self.ctrl.segmenter)
         self._update_buttons()
@@ -256,16 +276,28 @@ class SegmentWidget(ObjectsMixin, PropagationMixin, QWidget):
         layer, vol, session = self.ctrl.image_layer, self.volume, self.ctrl.session
         image = np.asarray(layer.data)
 
-        def bound(_r=None):
-            if seg is self.ctrl.segmenter and layer is self.ctrl.image_layer:
+        self._bind_gen += 1
+        gen = self._bind_gen
+
+        def bind_job():
+            # one bind at a time, newest wins: an older image's bind finishing last would otherwise
+            # leave the segmenter bound to the image no longer shown
+            with self._bind_lock:
+                if gen != self._bind_gen:
+                    return False
+                seg.bind(image, modality=vol.modality, spacing=vol.spacing, key=session.image_key)
+                return True
+
+        def bound(done=True):
+            if done and gen == self._bind_gen and seg is self.ctrl.segmenter and layer is self.ctrl.image_layer:
                 self._seg_ready = True
                 self.prefetcher.set_segmenter(seg, image.shape[0] if image.ndim == 3 else 1)
                 self._follow_slice()
                 self._update_buttons()
                 self._on_prompts_changed()
 
-        start_worker(lambda: seg.bind(image, modality=vol.modality, spacing=vol.spacing, key=session.image_key),
-                     on_result=bound, on_error=lambda e: self._error(f"Could not prepare the image: {e}"))
+        start_worker(bind_job, on_result=bound,
+                     on_error=lambda e: self._error(f"Could not prepare the image: {e}"))
 
     def _follow_slice(self) -> None:
         if self._seg_ready and self.run is None:

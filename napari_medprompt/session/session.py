@@ -221,7 +221,7 @@ class AnnotationSession(SessionPersistence):
                 plane[own] = 0
                 plane[m & free] = oid
                 blocked += int(np.count_nonzero(m & ~free))
-                if (plane == oid).any():
+                if (plane == oid).any() or status == "needs review":  # "vanished here?" is a question too
                     obj.slice_status[z] = status
                 else:
                     obj.slice_status.pop(z, None)
