@@ -11,6 +11,9 @@ Records:
 - ``classify.linear_probe_cached``: one linear-probe epoch on cached features, baseline = the same head
   trained for one epoch with the encoder run on every batch; ``classify.linear_probe_cached.50ep``:
   a whole 50-epoch training on cached features (target < 1 s);
+- ``classify.explain``: one explanation (probabilities + heat map on the image's own pixel grid) of a
+  512 x 512 CT slice in HU through a soft-tissue window, linear probe (ViT: attention rollout),
+  baseline = ``predict`` of the same slice (forward only); median of 3 after a warm-up (target < 3 s);
 - ``classify.peak_rss``: the process's peak resident memory.
 Targets (ViT-B-16 on the 2-core CPU): linear probe on cached features < 1 s after extraction;
 methods that backpropagate through the encoder < 60 s per epoch.
@@ -62,6 +65,39 @@ def _epoch_time(model, data, batch_size: int, lr: float = 1e-3) -> tuple[float, 
         elif ev.kind == "epoch" and t_epoch is None:
             t_epoch = now
     return t_epoch - t_feat_end, t_feat_end - t_start
+
+
+def explain_records(backbone, dev: str, tag: str, repeats: int = 3) -> list:
+    """``classify.explain`` (see the module docstring)."""
+    import torch
+
+    from napari_medprompt.classify.base import method_class
+    from napari_medprompt.train.explain import explain
+    from napari_medprompt.train.predict import predict
+
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:512, 0:512]
+    ct = np.where((yy - 256) ** 2 / 200**2 + (xx - 256) ** 2 / 230**2 <= 1, 40, -1000).astype(np.int16)  # body in air
+    ct[(yy - 300) ** 2 + (xx - 180) ** 2 <= 30**2] = 120  # an enhancing lesion
+    ct = (ct + rng.normal(0, 10, ct.shape)).astype(np.int16)
+    torch.manual_seed(0)
+    model = method_class("linear-probe")(backbone, ["a", "b"])
+    explain(model, ct, window="soft_tissue")  # warm-up
+    predict(model, ct, window="soft_tissue")
+    times, base = [], []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        e = explain(model, ct, window="soft_tissue")
+        times.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        predict(model, ct, window="soft_tissue")
+        base.append(time.perf_counter() - t0)
+    assert e.heatmap.shape == ct.shape
+    print(f"[classify] explain: {median(times):.3f} s per 512x512 slice ({e.technique}); predict {median(base):.3f} s",
+          file=sys.stderr, flush=True)
+    return [Record("classify.explain", "image", median(times), "s", baseline=median(base), device=dev,
+                   notes=f"{tag}; 512x512 CT slice, soft-tissue window, linear probe, {e.technique}, heat map on "
+                         f"the slice's pixel grid; baseline = predict of the same slice; target < 3 s")]
 
 
 def run(args) -> list:
@@ -132,5 +168,6 @@ def run(args) -> list:
             t0 = time.perf_counter()
     records.append(Record("classify.linear_probe_cached.50ep", "train", time.perf_counter() - t0, "s", device=dev,
                           notes=f"{tag}; 50 epochs after feature extraction (target < 1 s)"))
+    records += explain_records(backbone, dev, tag)
     records.append(Record("classify.peak_rss", "peak", peak_rss_mb(), "MiB", device=dev, notes=tag))
     return records
