@@ -145,10 +145,9 @@ class LocalRNG:
         import torch
 
         self.cuda = device.type == "cuda"
-        with torch.random.fork_rng(devices=[device] if self.cuda else []):
-            torch.manual_seed(int(seed))
-            self._cpu = torch.get_rng_state()
-            self._gpu = torch.cuda.get_rng_state(device) if self.cuda else None
+        # states of fresh local generators: nothing global is seeded, not even for a moment
+        self._cpu = torch.Generator().manual_seed(int(seed)).get_state()
+        self._gpu = torch.Generator(device=device).manual_seed(int(seed)).get_state() if self.cuda else None
         self.device = device
 
     @contextlib.contextmanager
@@ -480,7 +479,8 @@ def train_iter(config: TrainConfig, data: FewShotData, model=None, *, val: FewSh
             vid = store.add(model, config=config.to_dict(), data_fingerprint=final["train_set_sha256"], metrics=saved,
                             preprocess=spec, parent=parent, activate=config.store_activate, status=final["status"])
             model.store_version = vid
-            yield TrainEvent("version", path=str(store.weights_path(vid)), message=vid)
+            yield TrainEvent("version", path=str(store.weights_path(vid)), message=vid,
+                             metrics={"version": vid, "store": str(store.root), "active": bool(config.store_activate)})
         final["written"] = bool(path or vid)
     final["version"] = vid
     yield TrainEvent("done", metrics=final, path=path, model=model, message=status)
