@@ -176,6 +176,19 @@ def test_session_restore_offer(make_napari_viewer, qtbot, tmp_path, monkeypatch,
     assert np.array_equal(widget2.ctrl.labels_layer.data, saved)
     assert widget2.ctrl.session.objects and "Restored" in widget2.messages[-1][1]
     del asked
+    # the restored object is selected: the next click refines it instead of creating a second liver
+    session = widget2.ctrl.session
+    (oid,) = session.objects
+    assert widget2.ctrl.current_object == oid
+    assert widget2.objects.current_id() == oid
+    load_backend(qtbot, widget2)
+    click_and_preview(qtbot, widget2, z - 1, r, c)
+    press(qtbot, widget2.ui.accept)
+    assert list(session.objects) == [oid] and (session.labels[z - 1] == oid).any()
+    # a new object never takes a name already used
+    widget2.objects.name.setCurrentText("liver")
+    new = widget2.new_object()
+    assert session.objects[new].name == "liver 2" and session.objects[oid].name == "liver"
 
 
 def test_box_prompt_from_the_shapes_layer(ct_widget, qtbot, liver):
