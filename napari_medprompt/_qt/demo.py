@@ -69,7 +69,7 @@ def _widen(viewer, dock, width: int) -> None:
 
 
 def _close_notifications(viewer) -> None:
-    """Close toast notifications (e.g. napari's PyQt5 deprecation notice) before a screenshot."""
+    """Close toast notifications (e.g. a warning napari shows on start) before a screenshot."""
     try:
         from napari._qt.dialogs.qt_notification import NapariQtNotification
     except ImportError:
@@ -86,7 +86,7 @@ def build_demo(backend: str = "classic", session_dir: str | Path | None = None, 
     from napari_medprompt._sample_data import make_sample_ct
 
     SegmentWidget.ask_restore = staticmethod(lambda folder: False)
-    # the PyQt5 deprecation notice would otherwise cover part of the canvas as a notification
+    # under PyQt5, napari's deprecation notice would otherwise cover part of the canvas
     warnings.filterwarnings("ignore", message=".*PyQt5 backend is deprecated.*")
     viewer = napari.Viewer(title="napari-medprompt demo: synthetic abdominal CT", show=show)
     (img_data, img_kw, _), (gt_data, gt_kw, _) = make_sample_ct()
