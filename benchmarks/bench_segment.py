@@ -57,7 +57,8 @@ def _permissive(mode: str, n: int):
     """Settings that never stop early, so every scenario covers the whole volume."""
     from napari_medprompt.segment.base import PropagationSettings
 
-    return PropagationSettings(mode=mode, min_object_score=0.0, min_area_px=1, max_area_ratio=1e9, patience=n + 1)
+    return PropagationSettings(mode=mode, min_object_score=0.0, min_area_px=1, max_area_ratio=1e9, patience=n + 1,
+                               min_thickness_fraction=0.0)
 
 
 # ----------------------------------------------------------------------------- clicks and embeddings

@@ -275,6 +275,7 @@ class SegmentWidget(ObjectsMixin, PropagationMixin, QWidget):
         self.prefetcher.stop()
         layer, vol, session = self.ctrl.image_layer, self.volume, self.ctrl.session
         image = np.asarray(layer.data)
+        preset = self.ui.window.currentText() or None  # the model window follows the display's preset
 
         self._bind_gen += 1
         gen = self._bind_gen
@@ -285,7 +286,8 @@ class SegmentWidget(ObjectsMixin, PropagationMixin, QWidget):
             with self._bind_lock:
                 if gen != self._bind_gen:
                     return False
-                seg.bind(image, modality=vol.modality, spacing=vol.spacing, key=session.image_key)
+                seg.bind(image, modality=vol.modality, spacing=vol.spacing, key=session.image_key,
+                         display_preset=preset)
                 return True
 
         def bound(done=True):
@@ -413,6 +415,9 @@ class SegmentWidget(ObjectsMixin, PropagationMixin, QWidget):
             "device": str(getattr(seg, "device", "cpu")),
             "random_weights": bool(getattr(seg, "random_weights", False)),
         }
+        info = getattr(seg, "provenance_info", None)
+        if callable(info):
+            prov.update(info())  # checkpoint, model window
         prov.update(extra)
         return prov
 
@@ -456,6 +461,12 @@ class SegmentWidget(ObjectsMixin, PropagationMixin, QWidget):
         layer.contrast_limits = (lo, hi)
         if self.ui.window.currentText() != preset:
             self.ui.window.setCurrentText(preset)
+        seg = self.ctrl.segmenter
+        if seg is not None and hasattr(seg, "set_model_window"):
+            try:  # the model sees what the clinician sees (unless a model window was chosen)
+                seg.set_model_window(display_preset=preset)
+            except ValueError as err:
+                self._warn(f"Model window unchanged: {err}")
 
     def save_segmentation(self, path: str | Path | None = None):
         """Write the label map as NIfTI + JSON sidecar (in a worker); returns the worker."""

@@ -224,7 +224,7 @@ def _read_group(group: list[_Image], given: Path) -> Volume:
     meta["n_slices"] = n
     meta["dicom_files"] = [str(im.path) for im in group]
     spacing = (float(np.linalg.norm(step_vec)) if n > 1 else dz, row_sp, col_sp)
-    return Volume(
+    return _with_modality(Volume(
         data=data,
         spacing=spacing,
         affine=affine,
@@ -233,7 +233,15 @@ def _read_group(group: list[_Image], given: Path) -> Volume:
         source=str(given),
         meta=meta,
         warnings=warnings,
-    )
+    ), first)
+
+
+def _with_modality(vol: Volume, ds) -> Volume:
+    """A series without a usable Modality tag ("OT" or none): infer it from its other tags, else
+    from the voxels (:mod:`napari_medprompt.io.modality`), marked as inferred."""
+    from napari_medprompt.io.modality import apply_inference
+
+    return apply_inference(vol, ds=ds)
 
 
 def _series_label(ds) -> str:
@@ -355,6 +363,6 @@ def _stack_without_geometry(group: list[_Image], given: Path, label: str) -> Vol
     meta["n_slices"] = len(group)
     meta["dicom_files"] = [str(im.path) for im in group]
     affine = np.diag([ps[1], ps[0], 1.0, 1.0])
-    return Volume(data=data, spacing=(1.0, ps[0], ps[1]), affine=affine,
-                  modality=str(group[0].ds.get("Modality", "OT") or "OT"), name=label,
-                  source=str(given), meta=meta, warnings=warnings)
+    return _with_modality(Volume(data=data, spacing=(1.0, ps[0], ps[1]), affine=affine,
+                          modality=str(group[0].ds.get("Modality", "OT") or "OT"), name=label,
+                          source=str(given), meta=meta, warnings=warnings), group[0].ds)

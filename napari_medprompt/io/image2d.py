@@ -48,7 +48,7 @@ def read_image2d(path: str | Path) -> Volume:
     if spatial not in (2, 3):
         raise ImageReadError(path, f"unexpected image array of shape {data.shape}")
     spacing = (1.0,) * spatial
-    return Volume(
+    vol = Volume(
         data=data,
         spacing=spacing,
         affine=np.eye(4),
@@ -59,6 +59,9 @@ def read_image2d(path: str | Path) -> Volume:
         meta={"format": path.suffix.lower().lstrip("."), "spacing_unit": "pixel"},
         warnings=warnings,
     )
+    from napari_medprompt.io.modality import apply_inference
+
+    return apply_inference(vol)  # a picture file records no modality: grey radiograph -> DX, else OT
 
 
 def _read_pillow(path: Path) -> np.ndarray:

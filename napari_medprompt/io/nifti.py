@@ -75,16 +75,21 @@ def read_nifti(path: str | Path, modality: str | None = None) -> Volume:
     descrip = hdr["descrip"].tobytes().split(b"\0", 1)[0].decode("latin-1").strip()
     if descrip:
         meta["description"] = descrip
-    return Volume(
+    vol = Volume(
         data=data,
         spacing=spacing,
         affine=affine,
-        modality=modality or _guess_modality(data),
+        modality=modality or "OT",
         name=_stem(path),
         source=str(path),
         meta=meta,
         warnings=warnings,
     )
+    if modality is None:  # NIfTI records no modality: infer it from the voxels (marked as inferred)
+        from napari_medprompt.io.modality import apply_inference
+
+        apply_inference(vol)
+    return vol
 
 
 def _keep_both_forms(hdr, affine: np.ndarray, meta: dict, path: Path, warnings: list[str]) -> None:
@@ -160,17 +165,6 @@ def _read_array(img) -> np.ndarray:
                 out += dt(int(inter))
                 return out
     return np.asanyarray(dataobj)
-
-
-def _guess_modality(data: np.ndarray) -> str:
-    """CT when the values look like Hounsfield units (air near -1000), else unknown ("OT")."""
-    if data.dtype.kind not in "iuf" or data.size == 0:
-        return "OT"
-    step = max(1, data.shape[0] // 8)
-    sample = data[::step]
-    lo = float(np.min(sample))
-    hi = float(np.max(sample))
-    return "CT" if -3100.0 <= lo <= -900.0 and hi > 200.0 else "OT"
 
 
 def _stem(path: Path) -> str:

@@ -53,7 +53,7 @@ def read_sitk(path: str | Path, modality: str | None = None) -> Volume:
         data = drop_extra_axes(data, path)
         data = replace_non_finite(data, path, warnings)
     meta = {"format": path.suffix.lower().lstrip("."), "orientation": _axcodes(affine)}
-    return Volume(
+    vol = Volume(
         data=data,
         spacing=tuple(reversed(spacing_xyz.tolist())),
         affine=affine,
@@ -64,6 +64,11 @@ def read_sitk(path: str | Path, modality: str | None = None) -> Volume:
         meta=meta,
         warnings=warnings,
     )
+    if modality is None:  # NRRD / MHA record no modality: infer it from the voxels (marked as inferred)
+        from napari_medprompt.io.modality import apply_inference
+
+        apply_inference(vol)
+    return vol
 
 
 def _sitk_detail(e: Exception) -> str:

@@ -73,6 +73,11 @@ class PropagationSettings:
     min_area_px: int = 10  # a mask smaller than this counts as vanished
     max_area_ratio: float = 2.5  # area change by more than this factor between slices = a jump
     patience: int = 2  # stop after this many consecutive lost slices
+    # the object thinned out: below this share of its largest area in the run *and* ...
+    min_area_fraction: float = 0.05
+    # ... thinner than this share of its thickest section (inscribed radius) = a tail / vessel, not
+    # the object (0 turns the check off)
+    min_thickness_fraction: float = 0.3
     cancel: threading.Event | None = None  # set it to stop between slices
 
 
@@ -91,11 +96,25 @@ class Segmenter(Protocol):
         window: tuple[float, float] | None = None,
         spacing: Sequence[float] | None = None,
         key: str | None = None,
+        display_preset: str | None = None,
     ) -> None:
         """Use ``image`` ((z, y, x) or (y, x)) from now on.
 
-        ``window`` is the intensity range the model sees (independent of the display window); the
-        array is never modified. ``key`` identifies the image for embedding caches.
+        ``window`` fixes the intensity range the model sees for this image; without it the model
+        window follows ``display_preset`` (the display's window preset) unless another model window
+        was chosen (:meth:`set_model_window`). The array is never modified. ``key`` identifies the
+        image for embedding caches.
+        """
+
+    def set_model_window(self, model_window=..., *, display_preset=...) -> tuple[float, float] | None:
+        """Choose the intensity window the model sees (the display never changes the voxels).
+
+        ``model_window``: None (the checkpoint's own convention if it declares one, else follow the
+        display), ``"display"``, a preset name, a convention name (``"medsam2"``) or ``(low, high)``;
+        ``display_preset``: the preset the display uses now (the dock passes it on every change).
+        Leaving an argument out keeps it. Returns the window now in force, or None for a backend that
+        works on the image's own values (classic) or before an image is bound. A change of window
+        invalidates cached embeddings. See :mod:`napari_medprompt.imaging.window`.
         """
 
     def predict(self, slice_index: int, prompt: Prompt, object_id: int = 1) -> SliceResult:

@@ -71,6 +71,8 @@ class ClassicSegmenter:
         self._image: np.ndarray | None = None
         self._smoothed: OrderedDict[int, np.ndarray] = OrderedDict()
         self._lock = threading.Lock()  # the GUI may predict while a worker propagates
+        self.model_window = None
+        self.display_preset: str | None = None
 
     # ------------------------------------------------------------------ binding
     def bind(
@@ -81,6 +83,7 @@ class ClassicSegmenter:
         window: tuple[float, float] | None = None,
         spacing: Sequence[float] | None = None,
         key: str | None = None,
+        display_preset: str | None = None,
     ) -> None:
         """Use ``image`` ((z, y, x) or (y, x)) from now on; it is read, never modified.
 
@@ -93,6 +96,8 @@ class ClassicSegmenter:
         self.modality = str(modality or "").upper()
         self.is_ct = self.modality == "CT"
         self.key = key
+        if display_preset is not None:
+            self.display_preset = display_preset  # recorded only (see set_model_window)
         if spacing is None:
             # unknown pixel size: assume the slice spans a typical 400 mm body field of view
             px_mm = ASSUMED_FOV_MM / max(arr.shape[-2:])
@@ -115,6 +120,25 @@ class ClassicSegmenter:
             self.spread_floor = 0.02 * abs(float(window[1]) - float(window[0])) or 1e-6
         with self._lock:
             self._smoothed.clear()
+
+    def set_model_window(self, model_window=..., *, display_preset=...) -> None:
+        """Recorded only: region growing works on the image's own values (HU on CT), whatever the
+        display or model window, so there is no model input to re-window (returns None)."""
+        from napari_medprompt.imaging.window import check_model_window_choice
+
+        if model_window is not ...:
+            try:
+                check_model_window_choice(model_window)
+            except ValueError as err:
+                raise PromptError(str(err)) from None
+            self.model_window = model_window
+        if display_preset is not ...:
+            self.display_preset = display_preset
+        return None
+
+    def provenance_info(self) -> dict:
+        """Fields a commit records in provenance besides backend / model / device."""
+        return {"model_window": {"window": None, "source": "image values (classic works on raw intensities)"}}
 
     @property
     def is_2d(self) -> bool:

@@ -10,11 +10,20 @@ through a volume, in one of two modes behind the same call:
   prompt) and its box as the next prompt (the shared driver in
   :mod:`napari_medprompt.segment.propagation`); fast on a CPU, the default there.
 
-Model input: the slice windowed to [0, 1] with the model window (its own, never the display window;
-the bound array is never modified), replicated to 3 channels, then SAM2's own resize to 1024 and
+Model input: the slice windowed to [0, 1] with the *model window* (the bound array is never
+modified), replicated to 3 channels, then SAM2's own resize to 1024 and
 ImageNet normalisation (``SAM2ImagePredictor``'s transforms). Coordinates: napari points
 ``(row, col)`` become SAM ``(x, y) = (col, row)`` and boxes ``(row0, col0, row1, col1)`` become
 ``(x0, y0, x1, y1) = (col0, row0, col1, row1)``, in pixel units of the slice.
+
+Model window (``model_window``, :meth:`Sam2Segmenter.set_model_window`): by default the model sees
+the slice through the window the clinician picked for the display (``display_preset``; the
+modality's default preset until one is picked), unless the checkpoint declares its own convention
+(MedSAM / MedSAM2 checkpoints: CT level 40 / width 400, MR 0.5-99.5 percentiles; see
+:mod:`napari_medprompt.imaging.window`), which then applies. An explicit preset name, convention name
+or ``(low, high)`` overrides both. The window is part of the embedding-cache signature, so changing
+it never serves embeddings computed through another window; ``weights_status()`` and
+``provenance_info()`` report it.
 
 Speed (CPU): embeddings are cached per slice (:mod:`embedding_cache`), the dense positional
 encoding of the decoder is computed once, only the chosen mask is upsampled, everything runs under
@@ -36,7 +45,12 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_medprompt.imaging.normalize import default_model_window, window_to_unit
+from napari_medprompt.imaging.normalize import window_to_unit
+from napari_medprompt.imaging.window import (
+    MODEL_WINDOW_CONVENTIONS,
+    check_model_window_choice,
+    resolve_model_window,
+)
 from napari_medprompt.models.sam2_weights import RANDOM_SEED, build_model, model_spec, resolve_checkpoint
 from napari_medprompt.segment.base import PromptError, PropagationSettings, Prompt, SliceResult
 from napari_medprompt.segment.embedding_cache import EmbeddingCache, file_fingerprint, image_digest
@@ -78,6 +92,39 @@ def pick_device(device: str = "auto") -> str:
     return dev
 
 
+def checkpoint_window_convention(checkpoint: str | os.PathLike | None) -> str | None:
+    """The window convention a checkpoint declares (a name in ``MODEL_WINDOW_CONVENTIONS``) or None.
+
+    Declared by a JSON sidecar beside the file (``<file>.json`` or ``<stem>.json`` holding
+    ``{"window_convention": "medsam2"}``), else recognised from a published file name (MedSAM2's
+    ``MedSAM2_*.pt`` -> "medsam2", ``medsam_*`` -> "medsam"). Meta's SAM 2 files declare none.
+    """
+    import json
+
+    if checkpoint is None:
+        return None
+    path = Path(checkpoint)
+    for side in (path.with_name(path.name + ".json"), path.with_suffix(".json")):
+        if side.is_file():
+            try:
+                declared = json.loads(side.read_text()).get("window_convention")
+            except (OSError, ValueError, AttributeError) as err:
+                raise ValueError(f"{side}: not a readable checkpoint description ({err})") from None
+            if declared is None:
+                continue
+            if declared not in MODEL_WINDOW_CONVENTIONS:
+                raise ValueError(
+                    f"{side}: unknown window_convention {declared!r}; known: {', '.join(MODEL_WINDOW_CONVENTIONS)}"
+                )
+            return str(declared)
+    name = path.name.lower()
+    if name.startswith("medsam2"):
+        return "medsam2"
+    if name.startswith("medsam"):
+        return "medsam"
+    return None
+
+
 def _cpu_has_bf16() -> bool:
     try:
         import torch
@@ -99,7 +146,10 @@ class Sam2Segmenter:
     None = on where the CPU supports bfloat16; always on for CUDA, as SAM2 itself runs),
     ``memory_frames`` (memory mode: how many past frames the memory bank holds, SAM2's default 6;
     fewer is faster, see :mod:`sam2_video`), ``offload_state`` (memory mode on a GPU: keep SAM2's
-    per-frame memories in CPU memory).
+    per-frame memories in CPU memory), ``model_window`` (None: the checkpoint's window convention
+    when it declares one, else follow the display preset; or ``"display"``, a preset name, a
+    convention name, ``(low, high)``), ``window_convention`` (declare the checkpoint's convention,
+    e.g. ``"medsam2"``; None = read it from the checkpoint, see :func:`checkpoint_window_convention`).
 
     ``weights_status()`` returns what the GUI shows (model, checkpoint, random weights, device).
     """
@@ -119,6 +169,8 @@ class Sam2Segmenter:
         memory_bf16: bool | None = None,
         encoder_bf16: bool | None = None,
         offload_state: bool = False,
+        model_window=None,
+        window_convention: str | None = None,
     ) -> None:
         import torch
         from sam2.sam2_image_predictor import SAM2ImagePredictor
@@ -159,6 +211,17 @@ class Sam2Segmenter:
             self._dense_pe = self.net.sam_prompt_encoder.get_dense_pe()
         self._image: np.ndarray | None = None
         self._lock = threading.RLock()
+        if window_convention is None:
+            window_convention = checkpoint_window_convention(self.checkpoint_path)
+        elif window_convention not in MODEL_WINDOW_CONVENTIONS:
+            raise ValueError(
+                f"unknown window convention {window_convention!r}; choose one of {', '.join(MODEL_WINDOW_CONVENTIONS)}"
+            )
+        self.window_convention: str | None = window_convention
+        self.model_window = model_window  # the user's choice (None = convention, else the display)
+        self.display_preset: str | None = None
+        self.window_source = ""
+        self._explicit_window = False
 
     # ------------------------------------------------------------------ info
     def weights_status(self) -> dict:
@@ -171,11 +234,30 @@ class Sam2Segmenter:
             "encoder_dtype": "bfloat16" if self.encoder_bf16 else "float32",
             "decoder_dtype": "bfloat16" if self.decoder_bf16 else "float32",
             "propagation_mode": self.resolved_mode(),
+            "model_window": self.model_window_info(),
             "message": (
                 f"{self.model_name} with RANDOM weights: masks are meaningless (tests / timing only)"
                 if self.random_weights
                 else f"{self.model_name} ({self.checkpoint_path.name}) on {self.device}"
             ),
+        }
+
+    def model_window_info(self) -> dict:
+        """The window the model sees: limits, where they came from, the choice and the convention."""
+        win = getattr(self, "window", None)
+        return {
+            "window": None if win is None else [float(win[0]), float(win[1])],
+            "source": self.window_source,
+            "choice": self.model_window if isinstance(self.model_window, (str, type(None))) else list(self.model_window),
+            "display_preset": self.display_preset,
+            "convention": self.window_convention,
+        }
+
+    def provenance_info(self) -> dict:
+        """Fields a commit records in the object's provenance besides backend / model / device."""
+        return {
+            "checkpoint": None if self.checkpoint_path is None else str(self.checkpoint_path),
+            "model_window": self.model_window_info(),
         }
 
     def resolved_mode(self, mode: str | None = None) -> str:
@@ -202,33 +284,90 @@ class Sam2Segmenter:
         window: tuple[float, float] | None = None,
         spacing: Sequence[float] | None = None,
         key: str | None = None,
+        display_preset: str | None = None,
     ) -> None:
+        """Use ``image`` from now on. ``window`` (low, high) fixes the model window for this image
+        (overriding ``model_window``); ``display_preset`` is the display's preset the default
+        model window follows (see the module docstring)."""
         arr = check_image(image)
-        win = tuple(float(v) for v in (window if window is not None else default_model_window(arr, modality)))
-        if not win[1] > win[0]:
-            raise PromptError(f"the model window must have low < high, got {win}")
+        if display_preset is not None:
+            self.display_preset = display_preset
+        if window is not None:
+            win, source = self._resolve_window(arr, modality, tuple(window))
+        else:
+            win, source = self._resolve_window(arr, modality, self.model_window)
         digest = image_digest(arr)
         with self._lock:
             self._image = arr  # a reference: never modified, never copied whole
-            self.window = win
+            self._explicit_window = window is not None
+            self._digest, self._key = digest, key
+            self.window, self.window_source = win, source
             self.modality = modality
             self.spacing = None if spacing is None else tuple(float(s) for s in spacing)
             self.is_2d = arr.ndim == 2
             self.n_slices = 1 if self.is_2d else arr.shape[0]
             self.slice_shape = tuple(arr.shape[-2:])
             self.predictor._orig_hw = [self.slice_shape]
-            self.cache.open(
-                {
-                    "image": digest,
-                    "shape": list(arr.shape),
-                    "model": self.model_name,
-                    "weights": self.weights_id,
-                    "encoder_dtype": "bfloat16" if self.encoder_bf16 else "float32",
-                    "window": list(win),
-                },
-                key or digest,
-                self.cache_root,
+            self._open_cache()
+
+    def _open_cache(self) -> None:
+        arr = self._image
+        self.cache.open(
+            {
+                "image": self._digest,
+                "shape": list(arr.shape),
+                "model": self.model_name,
+                "weights": self.weights_id,
+                "encoder_dtype": "bfloat16" if self.encoder_bf16 else "float32",
+                "window": list(self.window),
+            },
+            self._key or self._digest,
+            self.cache_root,
+        )
+
+    def _resolve_window(self, arr: np.ndarray, modality: str, choice) -> tuple[tuple[float, float], str]:
+        try:
+            win, source = resolve_model_window(
+                arr, modality, choice, display_preset=self.display_preset, convention=self.window_convention
             )
+        except ValueError as err:
+            raise PromptError(str(err)) from None
+        return (float(win[0]), float(win[1])), source
+
+    def set_model_window(self, model_window=..., *, display_preset=...) -> tuple[float, float] | None:
+        """Change what the model sees: ``model_window`` (see the class docstring) and/or the display
+        preset the default follows. Re-windows the bound image (its values untouched) and switches
+        the embedding cache to the new window's signature, so no embedding computed through the old
+        window is served. Returns the model window now in force (None when no image is bound).
+        Raises :class:`PromptError` for an unknown or invalid window, changing nothing.
+        """
+        choice = self.model_window if model_window is ... else model_window
+        preset = self.display_preset if display_preset is ... else display_preset
+        with self._lock:
+            if self._image is None:
+                try:
+                    check_model_window_choice(choice)
+                except ValueError as err:
+                    raise PromptError(str(err)) from None
+                self.model_window, self.display_preset = choice, preset
+                return None
+            if model_window is ... and self._explicit_window:
+                self.display_preset = preset  # bind(window=...) fixed the window for this image
+                return self.window
+            old_preset = self.display_preset
+            self.display_preset = preset
+            try:
+                win, source = self._resolve_window(self._image, self.modality, choice)
+            except PromptError:
+                self.display_preset = old_preset
+                raise
+            self.model_window = choice
+            self._explicit_window = False
+            if win != self.window:
+                self.window = win
+                self._open_cache()
+            self.window_source = source
+            return win
 
     def _require_bound(self) -> None:
         if self._image is None:

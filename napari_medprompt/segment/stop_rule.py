@@ -6,7 +6,13 @@ each new slice and calls it *bad* when
 - the backend's object score is below ``settings.min_object_score`` (when the backend gives one),
 - the mask vanished (fewer than ``settings.min_area_px`` pixels), or
 - the area jumped: it changed by more than a factor ``settings.max_area_ratio`` against the last
-  good slice (a leak into a neighbour, or a collapse).
+  good slice (a leak into a neighbour, or a collapse), or
+- the object thinned out into a tube: its area fell below ``settings.min_area_fraction`` of the
+  largest area of this run (the seed's, usually) *and* its thickness (the radius of the largest
+  disc inside it) below ``settings.min_thickness_fraction`` of the thickest section's. Gradual
+  shrinking never trips the jump check, so without this a propagation slides from the end of an
+  organ down the vessel leaving it (the liver into the inferior vena cava) and goes on for many
+  slices. An organ's last sliver is judged the same way, which costs its tip a slice or two.
 
 After ``settings.patience`` consecutive bad slices the object counts as lost and that direction
 stops. A good slice resets the count and becomes the new area reference.
@@ -53,6 +59,7 @@ class StopRule:
             )
         self.reference_area: float = 0.0
         self.max_area = 0.0
+        self.max_thickness = 0.0
         self.min_after_shrink: float | None = None
         self.streak = 0
         self.last_ok = True
@@ -62,6 +69,7 @@ class StopRule:
         """Start a run from ``seed_mask`` (its area is the first reference)."""
         self.reference_area = float(np.count_nonzero(seed_mask)) if seed_mask is not None else 0.0
         self.max_area = self.reference_area
+        self.max_thickness = thickness(seed_mask) if seed_mask is not None else 0.0
         self.min_after_shrink = None
         self.streak = 0
         self.last_ok = True
@@ -80,9 +88,28 @@ class StopRule:
             ratio = max(area / ref, ref / area)
             if ratio > s.max_area_ratio:
                 return f"area jumped by x{ratio:.1f} (> x{s.max_area_ratio:g})"
+        tail = self._tail(mask, area)
+        if tail:
+            return tail
         low = self.min_after_shrink
         if self.regrow_ratio is not None and low is not None and area > self.regrow_ratio * low:
             return f"area grew again (x{area / low:.1f}) after the object had shrunk"
+        return ""
+
+    def _tail(self, mask: np.ndarray, area: float) -> str:
+        """The thinned-out check (see the module docstring): a reason, or ""."""
+        s = self.settings
+        frac = float(getattr(s, "min_area_fraction", 0.0) or 0.0)
+        thin = float(getattr(s, "min_thickness_fraction", 0.0) or 0.0)
+        if frac <= 0 or thin <= 0 or self.max_area <= 0 or area >= frac * self.max_area:
+            return ""
+        t = thickness(mask)
+        if self.max_thickness > 0 and t < thin * self.max_thickness:
+            return (
+                f"the object thinned out to {100 * area / self.max_area:.0f}% of its largest area and "
+                f"{2 * t:.0f} px across ({100 * t / self.max_thickness:.0f}% of its thickest): a thin "
+                "tubular structure (a vessel?) or the last sliver, not the object"
+            )
         return ""
 
     def update(self, mask: np.ndarray, object_score: float | None = None) -> bool:
@@ -93,7 +120,9 @@ class StopRule:
             area = float(np.count_nonzero(mask))
             self.streak = 0
             self.reference_area = area
-            self.max_area = max(self.max_area, area)
+            if area > self.max_area:
+                self.max_area = area
+                self.max_thickness = max(self.max_thickness, thickness(mask))
             if self.min_after_shrink is not None:
                 self.min_after_shrink = min(self.min_after_shrink, area)
             elif area < self.shrink_fraction * self.max_area:
@@ -101,3 +130,18 @@ class StopRule:
             return False
         self.streak += 1
         return self.streak >= self.settings.patience
+
+
+def thickness(mask: np.ndarray | None) -> float:
+    """Radius (px) of the largest disc inside ``mask`` (the maximum of its distance transform)."""
+    if mask is None:
+        return 0.0
+    m = np.asarray(mask, dtype=bool)
+    if not m.any():
+        return 0.0
+    from scipy import ndimage as ndi
+
+    rows = np.flatnonzero(m.any(axis=1))
+    cols = np.flatnonzero(m.any(axis=0))
+    crop = m[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    return float(ndi.distance_transform_edt(np.pad(crop, 1)).max())

@@ -106,3 +106,29 @@ def test_empty_mask_counts_as_vanished_even_with_min_area_zero():
     assert "vanished" in rule.judge(np.zeros((8, 8), dtype=bool))
     full = np.ones((8, 8), dtype=bool)
     assert rule.judge(full) == ""  # zero reference area: no ratio to compare, no crash
+
+
+def test_an_object_that_thins_out_into_a_tube_is_lost():
+    # an organ whose section shrinks gradually (never a jump) and goes on as a thin vessel
+    rule = StopRule(PropagationSettings(patience=2))
+    rule.reset(square(40))
+    for n in (36, 30, 24, 18, 13, 10):
+        assert rule.update(square(n)) is False and rule.last_ok, n
+    assert rule.update(square(7)) is False  # 3% of the seed's area, 18% of its thickness
+    assert not rule.last_ok and "thinned out" in rule.reason and "3% of its largest area" in rule.reason
+    assert rule.update(square(7)) is True  # the vessel goes on: lost here
+
+
+def test_a_thin_object_that_stays_as_thin_is_not_a_tail():
+    strip = lambda length: np.pad(np.ones((4, length), bool), ((10, 10), (2, 2)))  # noqa: E731
+    rule = StopRule(PropagationSettings(patience=1, max_area_ratio=2.5))
+    rule.reset(strip(200))
+    for n in (150, 100, 60, 30, 14, 8):  # down to 4% of the area, but as thick as ever
+        assert rule.update(strip(n)) is False and rule.last_ok, n
+
+
+def test_the_tail_check_can_be_turned_off():
+    rule = StopRule(PropagationSettings(patience=1, min_thickness_fraction=0.0))
+    rule.reset(square(40))
+    for n in (36, 30, 24, 18, 13, 10, 7, 7, 7):
+        assert rule.update(square(n)) is False, n
