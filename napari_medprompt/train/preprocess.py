@@ -32,12 +32,17 @@ from dataclasses import dataclass, fields, replace
 
 import numpy as np
 
+from napari_medprompt.imaging.normalize import MODEL_WINDOW_CT
 from napari_medprompt.train.data import DataError
 
 INTENSITY_MODES = ("auto", "window", "percentiles")
-#: The CT window a model sees unless the user states another (level, width) in HU: -300..400 HU keeps
-#: fat, soft tissue, contrast and bone apart (see :data:`napari_medprompt.imaging.normalize.MODEL_WINDOW_CT`).
-DEFAULT_CT_WINDOW: tuple[float, float] = (50.0, 700.0)
+#: The CT window a model sees unless the user states another, as (level, width) in HU: the project's
+#: model window :data:`~napari_medprompt.imaging.normalize.MODEL_WINDOW_CT` (-300..400 HU keeps fat,
+#: soft tissue, contrast and bone apart).
+DEFAULT_CT_WINDOW: tuple[float, float] = (
+    (MODEL_WINDOW_CT[0] + MODEL_WINDOW_CT[1]) / 2.0,
+    MODEL_WINDOW_CT[1] - MODEL_WINDOW_CT[0],
+)
 
 
 @dataclass(frozen=True)

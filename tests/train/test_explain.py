@@ -163,3 +163,35 @@ def test_heatmap_layer_lines_up_with_the_image_layer():
         heatmap_layer_data(axial, vol.data.shape, slice_index=12)
     with pytest.raises(ValueError, match="3 values for a 2D layer"):
         heatmap_layer_data(axial, (30, 40), scale=(1, 1, 1))
+
+
+# ----------------------------------------------------------------------------- explain() contract
+@pytest.fixture(scope="module")
+def untrained():
+    from napari_medprompt.classify.backbones.registry import create_backbone
+    from napari_medprompt.classify.base import method_class
+
+    torch.manual_seed(0)
+    return method_class("linear-probe")(create_backbone("test-vit-tiny"), ["a", "b", "c"])
+
+
+def test_explanation_contract_and_bad_input(untrained):
+    from napari_medprompt.train.predict import predict
+
+    rgb = np.random.default_rng(0).integers(0, 255, (30, 50, 3), np.uint8)
+    e = explain(untrained, rgb)
+    assert isinstance(e, Explanation) and e.heatmap.shape == (30, 50) and e.mask is None
+    np.testing.assert_allclose(e.probabilities, predict(untrained, rgb)[0], atol=1e-5)  # same as predict
+    assert e.target == e.predicted and e.random_weights and any("RANDOM" in n for n in e.notes)
+    json.dumps(e.summary())
+    data, kw, _ = heatmap_layer_data(e, rgb.shape, scale=(0.5, 0.5))
+    assert data.shape == (30, 50) and "RANDOM weights" in kw["name"]
+    ct = np.full((40, 40), 40, np.int16)
+    e = explain(untrained, ct, window=(40, 400), target=2)
+    assert e.target == 2 and e.preprocess.window == (40.0, 400.0) and e.preprocess.intensity == "window"
+    with pytest.raises(ValueError, match="one 2D image"):
+        explain(untrained, np.zeros((5, 30, 30), np.float32))
+    with pytest.raises(ValueError, match="target 3 is not a class index"):
+        explain(untrained, ct, target=3)
+    with pytest.raises(ValueError, match="unknown window"):
+        explain(untrained, ct, window="bright")
