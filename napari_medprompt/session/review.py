@@ -48,7 +48,7 @@ class SliceRow:
 
 
 def review_summary(obj: SegObject, n_slices: int) -> str:
-    """E.g. "12/40 accepted, 3 rejected, 2 need review" or "not reviewed"."""
+    """E.g. "12/40 accepted, 3 rejected, 1 needs review" or "not reviewed"."""
     counts: dict[str, int] = {}
     for s in obj.slice_status.values():
         counts[s] = counts.get(s, 0) + 1
@@ -66,7 +66,7 @@ def review_summary(obj: SegObject, n_slices: int) -> str:
         text += f", {rej} rejected"
     doubted = counts.get("needs review", 0)
     if doubted:
-        text += f", {doubted} need review"
+        text += f", {doubted} need{'s' if doubted == 1 else ''} review"
     return text
 
 

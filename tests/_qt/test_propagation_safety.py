@@ -102,7 +102,7 @@ def _gap_volume(viewer):
 
 
 def test_doubted_slices_are_committed_as_needs_review(make_napari_viewer, qtbot, tmp_path, monkeypatch):
-    from napari_medprompt.session.review import slice_rows
+    from napari_medprompt.session.review import object_rows, slice_rows
 
     viewer, widget = make_widget(make_napari_viewer, monkeypatch, tmp_path, add_image=_gap_volume)
     load_backend(qtbot, widget)
@@ -117,6 +117,7 @@ def test_doubted_slices_are_committed_as_needs_review(make_napari_viewer, qtbot,
     assert [r.slice for r in slice_rows(s, oid, "Needs review")] == [15]
     assert [r.slice for r in slice_rows(s, oid, "To review")][:1] == [4]
     assert "1 slice(s) need review" in widget.ui.status.text()
+    assert "1 needs review" in object_rows(s)[0].status  # the Review dock's object table
 
 
 def test_edits_during_a_run_are_respected_and_undo_on_their_own(accepted, qtbot, monkeypatch, liver):
