@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from napari_medprompt.imaging.window import contrast_limits, default_preset
-from napari_medprompt.io.volume import Volume
+from napari_medprompt.io.volume import Volume, radiological_flips
 
 META_KEY = "medprompt"
 
@@ -45,12 +45,68 @@ def display_affine(vol: Volume) -> list[list[float]]:
     """napari ``affine`` for ``vol``'s layers: a homogeneous matrix in data-axis order that mirrors
     the axes :meth:`Volume.radiological_flips` names, each within its own extent (world coordinates
     keep the range ``0 .. (n - 1) * spacing``). Identity for 2D images and correctly oriented volumes."""
-    n = vol.spatial_ndim
+    return _flip_matrix(vol.radiological_flips(), vol.spatial_shape, vol.spacing)
+
+
+def display_affine_of(md: dict) -> np.ndarray:
+    """:func:`display_affine` of the image described by a ``medprompt`` metadata dict."""
+    shape = tuple(int(n) for n in md.get("shape") or ())
+    spacing = tuple(float(s) for s in md.get("spacing") or (1.0,) * len(shape))
+    flips = radiological_flips(np.asarray(md["affine"], float)) if len(shape) == 3 else (False,) * len(shape)
+    return np.asarray(_flip_matrix(flips, shape, spacing))
+
+
+def layer_to_image_flips(md: dict, attributes: dict) -> tuple[bool, ...] | None:
+    """How a label layer's voxels map onto the voxels of the image ``md`` describes, from where napari
+    draws them (the layer's ``scale``, ``translate`` and ``affine`` against the image's display
+    transform): ``()`` when they coincide (or the layer carries no transform), the axes to reverse
+    when the layer is a mirror of the image grid (a layer napari made in world space), or None when
+    it lies on another grid."""
+    shape = tuple(int(n) for n in md.get("shape") or ())
+    n = len(shape)
+    if "affine" not in attributes or n == 0:
+        return ()
+    lay_aff = np.asarray(attributes["affine"], float)
+    for key in ("rotate", "shear"):
+        extra = attributes.get(key)
+        if extra is not None and not np.allclose(np.asarray(extra, float), np.eye(n) if key == "rotate"
+                                                 else np.zeros_like(np.asarray(extra, float))):
+            return None
+    if lay_aff.shape != (n + 1, n + 1):
+        return None
+    scale = np.asarray(attributes.get("scale", (1.0,) * n), float)[-n:]
+    translate = np.asarray(attributes.get("translate", (0.0,) * n), float)[-n:]
+    img = display_affine_of(md)
+    spacing = np.asarray(md.get("spacing") or (1.0,) * n, float)[-n:]
+
+    def layer_world(idx):
+        return lay_aff[:n, :n] @ (scale * idx + translate) + lay_aff[:n, n]
+
+    def image_index(world):
+        return np.linalg.solve(img[:n, :n], world - img[:n, n]) / spacing
+
+    origin = image_index(layer_world(np.zeros(n)))
+    flips = []
+    for k in range(n):
+        step = image_index(layer_world(np.eye(n)[k])) - origin
+        if np.allclose(step, np.eye(n)[k], atol=1e-4) and abs(origin[k]) < 1e-3:
+            flips.append(False)
+        elif np.allclose(step, -np.eye(n)[k], atol=1e-4) and abs(origin[k] - (shape[k] - 1)) < 1e-3:
+            flips.append(True)
+        else:
+            return None
+    if not np.allclose(np.delete(origin, [k for k in range(n) if flips[k]]), 0.0, atol=1e-3):
+        return None
+    return tuple(flips) if any(flips) else ()
+
+
+def _flip_matrix(flips, shape, spacing) -> list[list[float]]:
+    n = len(shape)
     mat = np.eye(n + 1)
-    for k, flip in enumerate(vol.radiological_flips()):
+    for k, flip in enumerate(flips):
         if flip:
             mat[k, k] = -1.0
-            mat[k, n] = (vol.spatial_shape[k] - 1) * float(vol.spacing[k])
+            mat[k, n] = (shape[k] - 1) * float(spacing[k])
     return mat.tolist()
 
 

@@ -30,7 +30,13 @@ from typing import Any
 
 from napari_medprompt.io import opened_images
 from napari_medprompt.io.labels_io import looks_like_label_map, read_sidecar
-from napari_medprompt.io.layers import META_KEY, labels_to_layer_data, volume_from_layer, volume_to_layer_data
+from napari_medprompt.io.layers import (
+    META_KEY,
+    labels_to_layer_data,
+    layer_to_image_flips,
+    volume_from_layer,
+    volume_to_layer_data,
+)
 from napari_medprompt.io.read import read_image, sniff
 
 LayerData = tuple[Any, dict, str]
@@ -110,6 +116,32 @@ def _image_geometry(path, labels_shape, attributes: dict, need_dicom: bool = Fal
     return None
 
 
+def _on_image_grid(path, labels, attributes: dict, md: dict | None):
+    """``labels`` in the voxel order of the image ``md`` describes. A layer napari made in world space
+    (its "new labels" button with no image selected) over a volume shown flipped is the image's grid
+    mirrored: it is flipped back (with a warning). A layer on another grid is refused."""
+    import numpy as np
+
+    if md is None:
+        return labels
+    flips = layer_to_image_flips(md, attributes)
+    if flips is None:
+        from napari_medprompt.io.errors import LabelWriteError
+
+        raise LabelWriteError(
+            f"{path}: the label layer {attributes.get('name', '')!r} is not drawn on the voxel grid of "
+            f"{md.get('name', 'its image')!r} (moved, rotated or scaled in napari); nothing was written"
+        )
+    if not flips:
+        return labels
+    axes = tuple(k for k, f in enumerate(flips) if f)
+    warnings.warn(
+        f"{path}: the label layer {attributes.get('name', '')!r} was made on napari's world grid, which "
+        f"runs the other way along axes {axes} from {md.get('name', 'the image')!r}; it is saved in the "
+        "image's own voxel order, so it overlays the image in other tools", UserWarning, stacklevel=3)
+    return np.ascontiguousarray(np.flip(labels, axis=axes))
+
+
 @_reason_shown
 def write_labels(path: str, data: Any, attributes: dict) -> list[str]:
     """napari single-layer writer for Labels: NIfTI label map + JSON sidecar (atomic)."""
@@ -130,6 +162,7 @@ def write_labels(path: str, data: Any, attributes: dict) -> list[str]:
                 f"{own.get('name', '')!r} of shape {image_shape}; nothing was written"
             )
     md = _image_geometry(path, labels.shape, attributes)
+    labels = _on_image_grid(path, labels, attributes, md)
     if md is not None:
         reference = volume_from_layer(labels, {META_KEY: md})
     else:
@@ -176,6 +209,7 @@ def write_labels_dicom_seg(path: str, data: Any, attributes: dict) -> list[str]:
     p = Path(path)
     if p.suffix.lower() != ".dcm":
         p = p.with_name(p.name + ".dcm")
-    export_dicom_seg(p, np.asarray(data), files, _label_info(metadata, attributes),
+    labels = _on_image_grid(path, np.asarray(data), attributes, md)
+    export_dicom_seg(p, labels, files, _label_info(metadata, attributes),
                      series_description=f"{attributes.get('name', 'labels')} (MedPrompt)")
     return [str(p)]

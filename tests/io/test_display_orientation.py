@@ -103,3 +103,33 @@ def test_real_ct_spine_down_liver_left(shared_data):
     spine, liver, middle = world_centroid(vertebrae), world_centroid(lab == ids["liver"]), world_centroid(body)
     assert spine[1] > middle[1] + 20  # rows run down: the spine is at the bottom of the axial view
     assert liver[2] < middle[2] - 20  # the liver (patient's right) on the viewer's left
+
+
+def test_world_grid_labels_layer_is_saved_in_the_image_voxel_order(tmp_path, viewer_model):
+    """A labels layer on napari's world grid (what "new labels" makes from the world extent when a
+    non-image layer is active, or another tool adds with the image's scale only) is the flipped
+    image's grid mirrored: the writer flips it back (and says so), so the saved file still overlays
+    the source; a layer moved off the grid is refused."""
+    path, marker = write_nifti(tmp_path / "ras.nii.gz", "RAS")
+    viewer = viewer_model()
+    viewer.open(str(path), plugin=PLUGIN)
+    image = viewer.layers[0]
+    labels = viewer.add_labels(np.zeros(image.data.shape, np.uint8), scale=image.scale, name="drawn")
+    assert labels.data.shape == image.data.shape
+    world = image.data_to_world(marker)  # draw where the marker is shown
+    idx = tuple(int(round(v)) for v in labels.world_to_data(world))
+    assert idx != tuple(marker)  # the world grid runs the other way
+    labels.data[idx] = 2
+    viewer.layers.selection.active = labels
+    with pytest.warns(UserWarning, match="saved in the image's own voxel order"):
+        labels.save(str(tmp_path / "seg.nii.gz"), plugin=PLUGIN)
+    arr = np.asanyarray(nib.load(str(tmp_path / "seg.nii.gz")).dataobj)
+    z, y, x = marker
+    assert arr[x, y, z] == 2 and arr.sum() == 2
+
+    labels.translate = (0.0, 3.3, 0.0)  # moved by the user: not the image's grid any more
+    from napari_medprompt.io.napari_hooks import LabelSaveError
+
+    with pytest.raises(LabelSaveError, match="not drawn on the voxel grid"):
+        labels.save(str(tmp_path / "moved.nii.gz"), plugin=PLUGIN)
+    assert not (tmp_path / "moved.nii.gz").exists()
