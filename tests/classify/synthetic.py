@@ -27,11 +27,14 @@ class SyntheticTask:
     classes: list[str]
 
     def as_items(self, dtype=None) -> list[tuple[np.ndarray, np.ndarray, str]]:
-        """(image, mask, class name) triples, as the app's annotations provide them."""
+        """(image, mask, class name) triples, as the app's annotations provide them.
+
+        Every image is its own case (copies, not views of one stacked array, which the data layer
+        would group as slices of one volume)."""
         out = []
         for img, m, y in zip(self.images, self.masks, self.labels):
-            im = img if dtype is None else _to_dtype(img, dtype)
-            out.append((im, m, self.classes[int(y)]))
+            im = img.copy() if dtype is None else _to_dtype(img, dtype)
+            out.append((im, m.copy(), self.classes[int(y)]))
         return out
 
     def subset(self, idx) -> SyntheticTask:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
+import torch  # noqa: E402  (a hard dependency: a broken install must fail, not skip)
 
 from napari_medprompt.classify.base import method_class  # noqa: E402
 from napari_medprompt.classify.methods.base import MissingMaskError  # noqa: E402
@@ -40,8 +40,11 @@ CASES = [
     ("visual-prompt", "test-resnet", {}, {"prompter", "classifier"}),
     ("movl", "test-vit-tiny", {"discrepancy_weight": 0.1}, {"prompter", "classifier"}),
     ("movl", "test-resnet", {"discrepancy_weight": 0.5}, {"prompter", "classifier"}),
-    ("mask-guided-clip", "test-vit-tiny", {"attention_bias": "upweight", "alpha": 0.3}, {"classifier"}),
-    ("segprompt", "test-vit-tiny", {}, {"mask_tokenizer", "prompts", "classifier"}),
+    ("mask-guided-clip", "test-vit-tiny", {}, {"classifier"}),  # the default: segmented image, fusion head, cached
+    ("mask-guided-clip", "test-vit-tiny", {"guidance": "overlay", "attention_bias": "upweight", "alpha": 0.3, "head": "text"},
+     {"classifier"}),
+    ("segprompt", "test-vit-tiny", {}, {"mask_tokenizer", "seg_pos_embed", "prompts", "classifier"}),
+    ("segprompt", "test-vit-tiny", {"mask_fusion": "add"}, {"mask_tokenizer", "prompts", "classifier"}),
 ]
 
 
@@ -98,7 +101,7 @@ def test_prompt_methods_say_what_they_cannot_run_on(backbones):
         method_class("mask-guided-clip")(rn, ["a", "b"], attention_bias="restrict")
     with pytest.raises(ValueError, match="text tower"):
         method_class("mask-guided-clip")(rn, ["a", "b"], head="text")
-    with pytest.raises(ValueError, match="unknown head"):
+    with pytest.raises(ValueError, match="vpt-shallow.head: 'bogus' is not one of auto, linear, text"):
         method_class("vpt-shallow")(backbones["test-vit-tiny"], ["a", "b"], head="bogus")
     with pytest.raises(ValueError, match="does not fit"):
         method_class("visual-prompt")(rn, ["a", "b"], pad=40)

@@ -102,31 +102,51 @@ _ENTRIES = (
         defaults=TrainDefaults(lr=1e-2, epochs=30, batch_size=16, weight_decay=0.0, note=_PROJECT),
     ),
     MethodInfo(
-        "movl", _M + "movl:MoVL", "Visual prompt + linear probe with a feature-discrepancy term (MoVL)",
+        "movl", _M + "movl:MoVL",
+        "MoVL-style visual prompt + linear probe with a discrepancy term (cosine distance prompted vs plain, "
+        "weight 0.1, zero-initialised prompt: this project's choices; the paper's exact form was not verifiable)",
         options=(
             OptionSpec("pad", int, None, "width of the prompt frame in pixels (default: 30 px at 224 px, scaled)", min=1, max=4096),
-            OptionSpec("discrepancy_weight", float, 0.1, "weight of the feature-discrepancy term", min=0.0, max=100.0),
-            OptionSpec("init_std", float, 0.0, "std of the prompt's initialisation", min=0.0, max=100.0),
+            OptionSpec("discrepancy_weight", float, 0.1, "weight of the discrepancy term 1 - cos(f(x+p), f(x)) (project default)", min=0.0, max=100.0),
+            OptionSpec("init_std", float, 0.0, "std of the prompt frame's N(0, std) initialisation (0 = start from the plain linear probe)", min=0.0, max=100.0),
         ),
         defaults=TrainDefaults(lr=1e-2, epochs=30, batch_size=16, weight_decay=1e-4, note=_PROJECT),
     ),
     MethodInfo(
-        "mask-guided-clip", _M + "mask_guided:MaskGuidedClip", "Mask steers CLIP to the region (MedFocusCLIP)", uses_masks=True,
+        "mask-guided-clip", _M + "mask_guided:MaskGuidedClip",
+        "MedFocusCLIP-style: the segmented region (pixel-wise attention) through frozen CLIP, image-text "
+        "fusion head, loss lambda*CE + (1-lambda)*alignment; trains on cached features",
+        uses_masks=True, cached_features=True,
         options=(
-            OptionSpec("colour", list, [1.0, 0.0, 0.0], "RGB colour of the mask overlay, each in [0, 1]", min=0.0, max=1.0, item_type=float, length=3),
-            OptionSpec("alpha", float, 0.5, "opacity of the mask overlay", min=0.0, max=1.0),
-            OptionSpec("overlay", bool, True, "tint the masked region on the image fed to CLIP"),
-            OptionSpec("attention_bias", str, "none", "bias on the class token's attention (ViT only)", choices=("none", "restrict", "upweight")),
+            OptionSpec("guidance", str, "segment", "how the mask acts on the input: segment = the segmented image "
+                       "(pixel-wise attention, the paper); overlay = colour tint of the region (earlier variant); none",
+                       choices=("segment", "overlay", "none")),
+            OptionSpec("outside", float, 0.0, "segment: fraction of the image kept outside the mask (0 = black)", min=0.0, max=1.0),
+            OptionSpec("colour", list, [1.0, 0.0, 0.0], "overlay: RGB colour of the tint, each in [0, 1]", min=0.0, max=1.0, item_type=float, length=3),
+            OptionSpec("alpha", float, 0.5, "overlay: opacity of the tint", min=0.0, max=1.0),
+            OptionSpec("attention_bias", str, "none", "extension (ViT only): bias the class token's attention to the "
+                       "mask's patches; disables cached features", choices=("none", "restrict", "upweight")),
             OptionSpec("bias_strength", float, 2.0, "strength of the 'upweight' bias", min=0.0, max=50.0),
             OptionSpec("bias_layers", int, None, "number of last blocks that get the bias (default: all)", min=1, max=1000),
-            _n_prompts(0, 0, "learnable VPT-shallow prompt tokens (ViT only; 0 = none)"),
-            _head(), _templates(),
+            _n_prompts(0, 0, "learnable VPT-shallow prompt tokens (ViT only; 0 = none; >0 disables cached features)"),
+            _head(("auto", "fusion", "text", "linear"),
+                  "fusion: image-text fusion head with the alignment loss (the paper's structure); text: cosine "
+                  "classifier from the class text; linear; auto = fusion on CLIP, linear otherwise"),
+            OptionSpec("loss_weight", float, 0.5, "lambda in L = lambda*L_cls + (1-lambda)*L_align (fusion head)", min=0.0, max=1.0),
+            _templates(),
         ),
-        defaults=TrainDefaults(lr=1e-3, epochs=30, batch_size=16, weight_decay=1e-4, note=_PROJECT),
+        defaults=TrainDefaults(lr=1e-3, epochs=50, batch_size=32, weight_decay=1e-4, note=_PROJECT + "; cached features"),
     ),
     MethodInfo(
-        "segprompt", _M + "segprompt:SegPrompt", "Mask tokens interact with image tokens in a frozen ViT (SegPrompt)", uses_masks=True,
-        options=(_n_prompts(4, 0, "learnable prompt tokens after the class token (0 = none)"), _head(), _templates()),
+        "segprompt", _M + "segprompt:SegPrompt",
+        "SegPrompt: segmentation tokens with their own position embeddings join the image tokens of a frozen ViT",
+        uses_masks=True,
+        options=(
+            OptionSpec("mask_fusion", str, "concat", "concat: segmentation tokens as their own stream in the sequence "
+                       "(the paper); add: mask tokens added to the patch tokens (earlier variant)", choices=("concat", "add")),
+            OptionSpec("seg_grid", int, None, "concat: segmentation tokens per side (default: one per image patch)", min=1, max=256),
+            _n_prompts(4, 0, "learnable prompt tokens after the class token (0 = none)"), _head(), _templates(),
+        ),
         defaults=TrainDefaults(lr=1e-3, epochs=30, batch_size=16, weight_decay=1e-4, note=_PROJECT),
     ),
     MethodInfo(

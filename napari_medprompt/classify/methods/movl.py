@@ -1,21 +1,29 @@
-"""MoVL: a pixel-space visual prompt and a linear probe trained jointly on a frozen backbone.
+"""MoVL-style training (after Tian et al. 2024, "MoVL: Exploring Fusion Strategies for the
+Domain-Adaptive Application of Pretrained Models in Medical Imaging Tasks", arXiv:2405.07411):
+a pixel-space visual prompt and a linear probe trained jointly on a frozen backbone.
 
-The prompt is Bahng et al.'s padding frame (:class:`~.visual_prompt.PadPrompter`, width ``pad``,
-default 30 px at 224 px); the linear probe reads the frozen encoder's features of the prompted image.
-Training loss (MoVL's exact discrepancy formula is not published; this is the form used here):
+**What the paper says** (its abstract and a published summary; the full text and code were not
+reachable for this project): visual prompting (VP) fills the gap between medical inputs and a
+natural-image pretrained model, a linear probe (LP) reads the features, and both train jointly with
+a loss "containing categorisation loss and discrepancy loss, which describe the variance of
+prompted and plain images" (a term that keeps the original image's information); the summary also
+mentions a dedicated initialisation. The discrepancy's exact formula, its weight and the prompt
+initialisation are in the full text, which could not be checked here.
+
+**This project's form** (named ``movl`` for the method family; the three points below are this
+project's choices, NOT verified against the paper's text):
 
     L = CE(W f(x + p) + b, y) + discrepancy_weight * mean_i [1 - cos(f(x_i + p), f(x_i))]
 
-with ``f`` the frozen encoder (``encode_image``) and ``f(x)`` computed without gradients. The
-discrepancy term is the per-image cosine distance between the features of the prompted and the plain
-image: it keeps the prompt from pushing the features away from what the pretrained encoder sees
-(MoVL's motivation: the prompt adapts, the pretrained representation is preserved, which is where its
-out-of-distribution robustness comes from). A per-image cosine was chosen over a batch-level
-statistic (e.g. an MMD between the two feature batches) because few-shot batches are small (a
-handful of images), where a batch MMD is noisy, and because it is scale-free, so the same weight
-works on CLIP (unnormalised projection output) and ResNet (post-ReLU pooled) features.
-``discrepancy_weight`` defaults to 0.1. The prompt starts at zero (``init_std=0``), so training starts
-from the plain linear probe with a discrepancy of 0. Works on CLIP ViTs and ResNets.
+- discrepancy: the per-image cosine distance between the frozen encoder's features of the prompted
+  and the plain image (``f(x)`` without gradients). Per-image rather than a batch statistic (e.g.
+  an MMD) because few-shot batches are small; scale-free, so one weight works for CLIP and ResNet.
+- ``discrepancy_weight`` 0.1.
+- the prompt (Bahng et al.'s padding frame, :class:`~.visual_prompt.PadPrompter`, width ``pad``,
+  default 30 px at 224 px) starts at zero (``init_std=0``), so training starts from the plain linear
+  probe with a discrepancy of 0; ``init_std=1`` gives Bahng et al.'s N(0, 1) frame.
+
+Works on CLIP ViTs and ResNets (only ``encode_image`` is used).
 """
 
 from __future__ import annotations
