@@ -22,6 +22,7 @@ import numpy as np
 from napari_medprompt._qt import segment_ui
 from napari_medprompt._qt.jobs import PropagationRun
 from napari_medprompt.segment.base import PromptError, PropagationSettings
+from napari_medprompt.segment.propagation import plan_runs
 from napari_medprompt.segment.validate import require_volume
 from napari_medprompt.session import SessionError, SessionSaveError
 from napari_medprompt.session.objects import PROPAGATED_STATUSES
@@ -45,6 +46,16 @@ def run_seeds(session, oid: int) -> dict:
             if status in SEED_STATUSES or not mask.any():
                 seeds[int(z)] = mask if status != "rejected" else np.zeros_like(mask)
     return seeds
+
+
+def run_reach(seeds: dict, lo: int, hi: int, directions) -> set[int]:
+    """The slices a run from ``seeds`` is meant to cover: in each enabled direction, from every
+    non-empty seed up to the next one (or the end of ``lo``..``hi``), barriers ignored. What the
+    previous run left there and this run did not produce (it stopped earlier) is replaced."""
+    covered: set[int] = set()
+    for seed, step, end in plan_runs({z: True for z, m in seeds.items() if m.any()}, lo, hi, directions):
+        covered.update(range(seed + step, end + step, step))
+    return covered
 
 
 class PropagationMixin:
@@ -89,7 +100,8 @@ class PropagationMixin:
         self._uncommitted, self._uncommitted_since = {}, None
         session.begin_undo_group(f"propagated {obj.display_name}")
         self._autosave_during_run, session.autosave = session.autosave, False
-        previous = {z for z, st in obj.slice_status.items() if st in PROPAGATED_STATUSES and lo <= z <= hi}
+        reach = run_reach(seeds, lo, hi, settings.directions)
+        previous = {z for z, st in obj.slice_status.items() if st in PROPAGATED_STATUSES and z in reach}
         self.run = PropagationRun(
             self.ctrl.segmenter, oid, seeds, settings,
             on_slice=lambda r: self._show_propagated(r), on_done=self._propagation_done,

@@ -10,7 +10,6 @@ slices are dropped (a status never describes voxels that are not there) and
 from __future__ import annotations
 
 import shutil
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path

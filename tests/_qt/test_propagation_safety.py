@@ -5,7 +5,6 @@ on their own, and switching the image or closing during a run commits to the rig
 
 from __future__ import annotations
 
-import functools
 import time
 
 import numpy as np
@@ -181,3 +180,15 @@ def test_switching_image_or_quitting_during_a_run_commits_to_its_own_session(acc
     np.testing.assert_array_equal(old.labels, snapshot)
     if how == "switch image":
         assert not widget.ctrl.session.labels.any()
+
+
+def test_rerun_replaces_only_within_its_own_reach():
+    from napari_medprompt._qt.segment_propagation import run_reach
+
+    seed = np.ones((4, 4), bool)
+    barrier = np.zeros((4, 4), bool)
+    assert run_reach({10: seed}, 0, 29, ("forward",)) == set(range(11, 30))
+    assert run_reach({10: seed, 14: barrier}, 0, 29, ("forward", "backward")) == set(range(30)) - {10}
+    both = run_reach({10: seed, 20: seed}, 0, 29, ("forward", "backward"))
+    assert both == set(range(30)) - {10, 20}
+    assert run_reach({10: seed}, 5, 12, ("backward",)) == set(range(5, 10))
