@@ -37,9 +37,9 @@ def _button(text: str, action: str | None, tip: str, key_in_label: bool = True) 
 def polarity_text(positive: bool) -> str:
     if positive:
         return ("Click: <b style='color:#00e000'>positive</b> point · Shift+Click: "
-                "<b style='color:#ff4040'>negative</b> · T toggles")
+                f"<b style='color:#ff4040'>negative</b> · {shortcut_for('toggle_polarity')} toggles")
     return ("Click: <b style='color:#ff4040'>negative</b> point · Shift+Click: "
-            "<b style='color:#00e000'>positive</b> · T toggles")
+            f"<b style='color:#00e000'>positive</b> · {shortcut_for('toggle_polarity')} toggles")
 
 
 def build(owner, backend_panel, objects_panel) -> SimpleNamespace:

@@ -22,7 +22,7 @@ from qtpy.QtWidgets import QFileDialog, QMessageBox, QVBoxLayout, QWidget
 
 from napari_medprompt._qt import segment_ui
 from napari_medprompt._qt.backend_panel import BackendPanel
-from napari_medprompt._qt.controller import controller_for
+from napari_medprompt._qt.controller import controller_for, real_viewer
 from napari_medprompt._qt.jobs import BackgroundSaver, Prefetcher, PropagationRun
 from napari_medprompt._qt.objects_panel import ObjectsPanel
 from napari_medprompt._qt.segment_objects import ObjectsMixin
@@ -35,7 +35,7 @@ from napari_medprompt._qt.session_binding import (
     make_preview_layer,
     open_session,
 )
-from napari_medprompt._qt.shortcuts import bind_shortcuts
+from napari_medprompt._qt.shortcuts import bind_shortcuts, shortcut_for
 from napari_medprompt._qt.workers import LatestOnlyRunner, start_worker
 from napari_medprompt.imaging.window import contrast_limits, default_preset, preset_names
 from napari_medprompt.segment.base import PromptError
@@ -82,7 +82,7 @@ class SegmentWidget(ObjectsMixin, PropagationMixin, QWidget):
 
     def __init__(self, napari_viewer) -> None:
         super().__init__()
-        self.viewer = napari_viewer
+        self.viewer = real_viewer(napari_viewer)  # napari's per-widget proxy unwrapped: one set of layers
         self.ctrl = controller_for(napari_viewer)
         self.messages: list[tuple[str, str]] = []  # (level, text) of every notification shown
         self.prompts: PromptLayers | None = None
@@ -380,7 +380,7 @@ class SegmentWidget(ObjectsMixin, PropagationMixin, QWidget):
         self.last_latency = {"click_to_preview_s": time.perf_counter() - t0, "engine_s": engine_s,
                              "inline": inline}
         self.ui.status.setText(f"Preview on slice {z}: {int(mask.sum())} px, score {result.score:.2f}. "
-                               "A = accept")
+                               f"{shortcut_for('accept')} = accept")
         self.preview_updated.emit(z)
         self._resume_timer.start()  # resume prefetching around the viewed slice
 
