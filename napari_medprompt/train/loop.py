@@ -244,6 +244,9 @@ def train_iter(config: TrainConfig, data: FewShotData, model=None, *, val: FewSh
     uses_masks = bool(getattr(model, "uses_masks", False) or (info is not None and info.uses_masks))
     data.validate(require_masks=uses_masks)
     carved = ""
+    if val is not None and config.val_fraction and config.val_fraction > 0:
+        raise ValueError("give either a validation set (val=...) or config.val_fraction (a split carved from the "
+                         "pool), not both")
     if val is None and config.val_fraction and config.val_fraction > 0:
         data, val = split_train_val(data, config.val_fraction, config.seed)
         carved = (f"validation split carved from the given pool ({config.val_fraction:g} per class, grouped: "

@@ -256,6 +256,8 @@ def test_bad_input_errors(bb, data):
     with pytest.raises(DataError, match="'b' have no examples"):
         next(train_iter(TrainConfig(), empty, None))
     other = FewShotData(data.images[:2], [0, 1], ["x", "y"])
+    with pytest.raises(ValueError, match="either a validation set"):
+        next(train_iter(TrainConfig(val_fraction=0.2), data, method_class("linear-probe")(bb, data.classes), val=data))
     with pytest.raises(DataError, match="validation data's classes"):
         next(train_iter(TrainConfig(), data, method_class("linear-probe")(bb, data.classes), val=other))
     mask_methods = [n for n, i in available_methods().items() if i.uses_masks]
