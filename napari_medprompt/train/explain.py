@@ -146,6 +146,7 @@ def heatmap_layer_data(
     *,
     scale=None,
     translate=None,
+    affine=None,
     plane: str = "axial",
     slice_index: int | None = None,
     rgb: bool = False,
@@ -158,6 +159,8 @@ def heatmap_layer_data(
     ``plane``'s axis ("axial" z, "coronal" y, "sagittal" x, as in :mod:`napari_medprompt.segment.planes`)
     of a (Z, Y, X) float32 array, zero elsewhere (``np.zeros``: pages never written take no memory).
     ``scale`` / ``translate``: the image layer's (copied as they are, so the overlay lines up).
+    ``affine``: the image layer's napari ``affine`` (the radiological display flip the plugin's reader
+    sets, :func:`napari_medprompt.io.layers.display_affine`); pass it whenever the image layer has one.
     """
     heat = explanation.heatmap if isinstance(explanation, Explanation) else np.asarray(explanation, np.float32)
     if heat.ndim != 2:
@@ -203,6 +206,11 @@ def heatmap_layer_data(
         "translate": _vector(translate, nd, "translate", 0.0),
         "metadata": md,
     }
+    if affine is not None:
+        aff = np.asarray(affine, dtype=float)
+        if aff.shape != (nd + 1, nd + 1):
+            raise ValueError(f"affine of shape {aff.shape} for a {nd}D layer; expected {(nd + 1, nd + 1)}")
+        kwargs["affine"] = aff.tolist()
     return data, kwargs, "image"
 
 
