@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from napari_medprompt.session.objects import SegObject
+from napari_medprompt.session.objects import SegObject, default_color
 from napari_medprompt.session.store import (
     MANIFEST,
     MANIFEST_BACKUP,
@@ -49,21 +49,27 @@ class RestoreReport:
     damaged_slices: dict[int, str] = field(default_factory=dict)  # slice -> reason
     objects_hit: dict[str, list[int]] = field(default_factory=dict)  # object name -> its lost slices
     manifest_problem: str | None = None  # session.json was damaged; the backup copy was used
+    bad_objects: list[str] = field(default_factory=list)  # object records that could not be read
     kept_in: Path | None = None  # where the damaged originals were copied
+    objects: int | None = None  # objects restored
     keep_error: str | None = None
 
     @property
     def complete(self) -> bool:
-        return not self.damaged_slices and self.manifest_problem is None
+        return not self.damaged_slices and self.manifest_problem is None and not self.bad_objects
 
     def message(self) -> str:
         """A warning for the user: what was restored, what was not, where the originals are."""
         if self.complete:
             return f"Restored the session from {self.folder} ({self.restored_slices} slices)."
         parts = [f"The session in {self.folder} was damaged; restored {self.restored_slices} of "
-                 f"{self.restored_slices + len(self.damaged_slices)} slices."]
+                 f"{self.restored_slices + len(self.damaged_slices)} slices and "
+                 f"{self.objects if self.objects is not None else '?'} object(s)."]
         if self.manifest_problem:
             parts.append(f"session.json was unreadable ({self.manifest_problem}); its backup copy was used.")
+        if self.bad_objects:
+            parts.append(f"Unreadable object record(s): {'; '.join(self.bad_objects)}; their voxels are "
+                         "kept under placeholder objects.")
         if self.damaged_slices:
             parts.append(f"Not restored: slice(s) {_spans(self.damaged_slices)}.")
             hit = "; ".join(f"'{n}' slice(s) {_spans(zs)}" for n, zs in sorted(self.objects_hit.items()))
@@ -136,16 +142,24 @@ def load_session(cls, folder, *, image_key=None, shape=None, reference=None, aut
         )
     session = cls(saved_shape, spacing, image_key=saved_key, image_name=name, folder=None,
                   autosave=autosave, reference=reference, labels=labels)
-    try:
-        objects = [SegObject.from_dict(d) for d in manifest.get("objects", [])]
-    except (KeyError, TypeError, ValueError) as err:
-        raise SessionCorruptError(f"{store.manifest_path}: object records malformed ({err})", folder) from err
+    objects, bad_records = [], []
+    for i, d in enumerate(manifest.get("objects", [])):
+        try:
+            objects.append(SegObject.from_dict(d))
+        except (KeyError, TypeError, ValueError, AttributeError) as err:
+            if not partial:
+                raise SessionCorruptError(f"{store.manifest_path}: object records malformed ({err})", folder) from err
+            bad_records.append(f"record {i + 1} ({err})")
     session.objects = {o.id: o for o in objects}
+    if bad_records:  # voxels whose object record was lost stay, under a placeholder object
+        for oid in sorted(set(np.unique(labels).tolist()) - {0} - set(session.objects)):
+            session.objects[oid] = SegObject(oid, f"object {oid} (record damaged)", default_color(oid))
     session.created = manifest.get("created", session.created)
     session.uid = str(manifest.get("session_id") or session.uid)
     report = RestoreReport(folder, restored_slices=len(store.slice_files),
                            damaged_slices=dict(store.damage["slices"]),
-                           manifest_problem=store.damage["manifest"])
+                           manifest_problem=store.damage["manifest"], bad_objects=bad_records)
+    report.objects = len(session.objects)
     session.restore_report = report
     # the folder is bound without rewriting it: everything loaded is already on disk
     session.folder = folder

@@ -116,3 +116,20 @@ def test_both_manifests_gone_is_a_clear_error_and_nothing_is_deleted(tmp_path):
     with pytest.raises(SessionCorruptError, match="cannot be read as a session file"):
         AnnotationSession.load(folder, partial=True)
     assert sorted(os.listdir(folder / SLICE_DIR)) == packs
+
+
+def test_an_unreadable_object_record_is_named_and_its_voxels_kept(tmp_path):
+    folder = tmp_path / "ct.medprompt"
+    original = _reviewed_session(folder)
+    manifest = json.loads((folder / MANIFEST).read_text())
+    manifest["objects"][1]["slice_status"] = {"12": "bogus"}  # the kidney's record is damaged
+    text = json.dumps(manifest)
+    (folder / MANIFEST).write_text(text)
+    (folder / MANIFEST_BACKUP).write_text(text)
+    with pytest.raises(SessionCorruptError, match="object records malformed"):
+        AnnotationSession.load(folder)
+    s = AnnotationSession.load(folder, partial=True)
+    np.testing.assert_array_equal(s.labels, original.labels)
+    assert s.objects[1].name == "liver" and s.objects[2].name == "object 2 (record damaged)"
+    msg = s.restore_report.message()
+    assert "record 2" in msg and "bogus" in msg and "placeholder" in msg
