@@ -137,26 +137,35 @@ def read_image_file(path: str | Path) -> np.ndarray:
 
 
 def from_folder(root: str | Path) -> FewShotData:
-    """``root/<class>/<image>``: one sub-folder per class. ``<name>_mask.<ext>`` beside an image is its mask."""
+    """``root/<class>/<image>``: one sub-folder per class. ``<name>_mask.<ext>`` beside an image is its mask.
+
+    Images one level deeper, ``root/<class>/<case>/<image>``, belong to the group ``<case>`` (a patient
+    or series: its slices are never split apart; the same case name under two class folders is one
+    patient with images of both classes); an image directly in the class folder is its own group.
+    """
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"{root} is not a folder (expected one sub-folder of images per class)")
     classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    images, labels, masks, sources = [], [], [], []
+    images, labels, masks, sources, groups = [], [], [], [], []
     for ci, c in enumerate(classes):
-        files = sorted(p for p in (root / c).iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
-        for p in files:
-            if p.stem.endswith(MASK_SUFFIX):
-                continue
-            images.append(read_image_file(p))
-            mpath = next((q for q in files if q.stem == p.stem + MASK_SUFFIX), None)
-            masks.append(read_image_file(mpath) > 0 if mpath is not None else None)
-            labels.append(ci)
-            sources.append(str(p))
+        folders = [(root / c, None)] + sorted(
+            (d, d.name) for d in (root / c).iterdir() if d.is_dir() and not d.name.startswith("."))
+        for folder, case in folders:
+            files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+            for p in files:
+                if p.stem.endswith(MASK_SUFFIX):
+                    continue
+                images.append(read_image_file(p))
+                mpath = next((q for q in files if q.stem == p.stem + MASK_SUFFIX), None)
+                masks.append(read_image_file(mpath) > 0 if mpath is not None else None)
+                labels.append(ci)
+                sources.append(str(p))
+                groups.append(case if case is not None else str(p))
     if not classes:
         raise DataError(f"{root} has no class sub-folders")
-    data = FewShotData(images, np.asarray(labels, np.int64), classes, masks if any(m is not None for m in masks) else None, sources)
-    return data
+    return FewShotData(images, np.asarray(labels, np.int64), classes,
+                       masks if any(m is not None for m in masks) else None, sources, groups)
 
 
 def from_npz(path: str | Path, split: str = "train", classes: list[str] | None = None) -> FewShotData:

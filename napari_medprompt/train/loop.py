@@ -271,6 +271,7 @@ def train_iter(config: TrainConfig, data: FewShotData, model=None, *, val: FewSh
     model.to(device)
     bb = model.backbone
     spec = _spec(config, model)
+    model.preprocess = spec  # predictions during and after training preprocess as the training did
 
     def tensors(ds: FewShotData | None):
         if ds is None:
@@ -445,7 +446,6 @@ def train_iter(config: TrainConfig, data: FewShotData, model=None, *, val: FewSh
         else:
             model.load_state_dict(initial, strict=False)  # no epoch completed: undo the partial one
     model.eval()
-    model.preprocess = spec
     completed = not (status == "stopped" and best["epoch"] == 0 and params)
     if status == "stopped":
         if not completed:

@@ -137,6 +137,12 @@ def test_folder_with_16bit_rgb_and_masks(tmp_path):
     assert d.classes == ["lesion", "normal"] and d.labels.tolist() == [0, 1, 1]
     assert d.images[1].dtype == np.uint16 and d.images[2].shape == (30, 40, 3)
     assert d.masks[0].sum() == 20 and d.masks[1] is None
+    assert d.groups == [str(tmp_path / "lesion" / "c.png"), str(tmp_path / "normal" / "a.png"), str(tmp_path / "normal" / "b.png")]
+    (tmp_path / "lesion" / "patient7").mkdir()  # a case folder: its slices are one group
+    for z in range(2):
+        Image.fromarray(np.full((20, 20), 100 + z, np.uint8)).save(tmp_path / "lesion" / "patient7" / f"s{z}.png")
+    d = from_folder(tmp_path)
+    assert d.groups[:3] == [str(tmp_path / "lesion" / "c.png"), "patient7", "patient7"] and d.labels.tolist() == [0, 0, 0, 1, 1]
     (tmp_path / "normal" / "broken.png").write_bytes(b"\x89PNG garbage")
     with pytest.raises(DataError, match="broken.png"):
         from_folder(tmp_path)
