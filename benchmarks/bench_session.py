@@ -172,7 +172,8 @@ def kill9_restored(folder: Path, quick: bool = False) -> Record:
     if not hasattr(signal, "SIGKILL"):
         return Record("session.kill9_restored", "fraction", float("nan"), "fraction", notes="no SIGKILL here")
     fractions, counts = [], []
-    for k, after in enumerate((3, 12) if quick else (3, 12, 30)):
+    points = (3, 12) if quick else (3, 12, 30)
+    for k, after in enumerate(points):
         sub = folder / f"run{k}"
         proc = _worker("propagate", str(sub))
         committed: dict[int, int] = {80: -1}
@@ -200,7 +201,7 @@ def kill9_restored(folder: Path, quick: bool = False) -> Record:
         fractions.append(same / len(committed))
         counts.append(f"{same}/{len(committed)}")
     return Record("session.kill9_restored", "fraction", min(fractions), "fraction", baseline=1.0,
-                  notes=f"SIGKILL after 3/12/30 chunks of 8: {', '.join(counts)} committed slices restored "
+                  notes=f"SIGKILL after {'/'.join(map(str, points))} chunks of 8: {', '.join(counts)} committed slices restored "
                         "byte-identical (strict CRC-checked load); goal 1.0")
 
 
