@@ -205,6 +205,20 @@ def from_npz(path: str | Path, split: str = "train", classes: list[str] | None =
     )
 
 
+def official_splits(path: str | Path, classes: list[str] | None = None) -> dict[str, FewShotData]:
+    """Every split of a MedMNIST-style archive, e.g. ``{"train": pool, "val": ..., "test": ...}``:
+    sample shots / fractions from ``train``, select on ``val``, report ``test``. Class names come from
+    ``classes`` (else ``class 0``, ``class 1``... sized by the train split), the same for every split."""
+    names = npz_splits(path)
+    if "train" not in names:
+        raise DataError(f"{path} has no 'train' split (it has: {', '.join(names) or 'none'})")
+    out = {"train": from_npz(path, "train", classes)}
+    for name in names:
+        if name != "train":
+            out[name] = from_npz(path, name, out["train"].classes)
+    return out
+
+
 def npz_splits(path: str | Path) -> list[str]:
     """The splits a MedMNIST-style archive holds (``train``, ``val``, ``test``, ...), in that order."""
     path = Path(path)

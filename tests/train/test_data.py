@@ -15,6 +15,7 @@ from napari_medprompt.train.data import (
     k_shot,
     k_shot_split,
     npz_splits,
+    official_splits,
     split_train_val,
 )
 from tests.classify.synthetic import blob_task, write_npz
@@ -156,9 +157,19 @@ def test_npz_loader(tmp_path):
     with pytest.raises(DataError, match="no 'val_images'"):
         from_npz(tmp_path / "t.npz", "val")
     assert npz_splits(tmp_path / "t.npz") == ["train", "test"]
+    splits = official_splits(tmp_path / "t.npz", ["smooth", "striped"])
+    assert set(splits) == {"train", "test"} and splits["test"].classes == ["smooth", "striped"]
     (tmp_path / "bad.npz").write_bytes(b"nope")
     with pytest.raises(DataError, match="bad.npz"):
         from_npz(tmp_path / "bad.npz")
+
+
+def test_medmnist_official_splits():
+    from tests.conftest import shared_file
+
+    s = official_splits(shared_file("medmnist/breastmnist.npz"), ["malignant", "normal-benign"])
+    assert [len(s[k]) for k in ("train", "val", "test")] == [546, 78, 156]
+    assert all(d.classes == ["malignant", "normal-benign"] for d in s.values())
 
 
 def test_preprocessing_mixed_sizes_channels_and_bit_depths():
