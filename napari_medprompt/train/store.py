@@ -241,15 +241,34 @@ class ModelStore:
         ``parent``: the version it derives from; ``True`` (default) = the version active now.
         ``activate``: make it the active version (the previous one stays, for :meth:`rollback`).
         """
-        from napari_medprompt.io.atomic import atomic_write_text
-        from napari_medprompt.train.checkpoints import _jsonable
-
         idx = self._read_index()  # a corrupt index is reported before anything is written
         if parent is True:
             parent = idx.get("active")
         elif parent is not None and parent is not False and parent not in idx["versions"]:
             raise StoreError(f"parent version {parent!r} is not in model store {self.root}")
         vid, folder = self._reserve()
+        try:
+            rec = self._write_version(vid, folder, model, config, data_fingerprint, metrics, preprocess, parent,
+                                      status, notes)
+        except BaseException:
+            # an incomplete new version (disk full, interrupt) is removed; no other version is touched
+            # (its id stays taken by the tombstone, so it is never reused)
+            (self.versions_dir / f"{vid}.deleted").write_text(_now())
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        with self._lock():
+            idx = self._read_index()
+            idx["versions"][vid] = _summary(rec)
+            if activate:
+                idx["active"] = vid
+                idx["history"].append(vid)
+            self._write_index(idx)
+        return vid
+
+    def _write_version(self, vid, folder, model, config, data_fingerprint, metrics, preprocess, parent, status, notes):
+        from napari_medprompt.io.atomic import atomic_write_text
+        from napari_medprompt.train.checkpoints import _jsonable
+
         weights = save_checkpoint(folder / WEIGHTS, model, config=config, train_fingerprint=data_fingerprint,
                                   metrics=metrics, preprocess=preprocess)
         side = json.loads(weights.with_name(weights.name + ".json").read_text())
@@ -262,14 +281,7 @@ class ModelStore:
             "package_version": side["package_version"], **_jsonable(notes or {}),
         }
         atomic_write_text(folder / "version.json", json.dumps(rec, indent=1))
-        with self._lock():
-            idx = self._read_index()
-            idx["versions"][vid] = _summary(rec)
-            if activate:
-                idx["active"] = vid
-                idx["history"].append(vid)
-            self._write_index(idx)
-        return vid
+        return rec
 
     def activate(self, version: str) -> None:
         with self._lock():

@@ -154,3 +154,21 @@ def test_load_checks_the_callers_preprocessing(two_versions):
     store.load(v2, preprocess=spec)
     with pytest.raises(StoreError, match="other preprocessing"):
         store.load(v2, preprocess=Preprocess(spec.image_size + 8, spec.mean, spec.std))
+
+
+def test_a_failed_write_leaves_no_half_version(two_versions, monkeypatch):
+    import napari_medprompt.train.store as store_mod
+
+    store, (v1, _), (v2, _) = two_versions
+    model = store.load(v1)
+
+    def disk_full(*a, **k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(store_mod, "save_checkpoint", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        store.add(model)
+    assert [v["id"] for v in store.list()] == [v1, v2] and store.active == v2
+    assert sorted(p.name for p in (store.root / "versions").iterdir() if p.is_dir()) == [v1, v2]
+    monkeypatch.undo()
+    assert store.add(model) == "v0004"  # v0003's id, taken by the failed write, is not reused
