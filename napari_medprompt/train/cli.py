@@ -17,8 +17,9 @@ class. Without validation data every run trains the fixed schedule (no early sto
 A ``--config`` file (YAML or JSON) gives defaults for any option (its keys are the option names with
 underscores, plus ``method_options``); an unknown key is an error. Options on the command line win.
 ``--fraction`` may list several values (the papers' 5/10/20/50/100 % protocol): one series per fraction.
-Method options: ``--opt NAME=VALUE`` (repeatable), checked against the method's option schema
-(``--list-methods`` shows them). ``--store DIR`` writes every run as a new version of a model store.
+Method options: ``--opt NAME=VALUE`` (repeatable) or the method's own flags (``--ratio 0.5`` for
+clip-adapter; ``--method M --help`` lists them), checked against the method's option schema
+(``--list-methods`` shows every method's). ``--store DIR`` writes every run as a new version of a model store.
 """
 
 from __future__ import annotations
@@ -130,6 +131,27 @@ def _parser_train() -> argparse.ArgumentParser:
     return p
 
 
+def _add_method_flags(parser: argparse.ArgumentParser, method: str) -> dict[str, str]:
+    """``--<option>`` flags for ``method``'s option schema (values checked by the schema later);
+    an option whose flag would clash with a general flag is reachable through ``--opt`` only.
+    Returns {option name: argparse dest}."""
+    from napari_medprompt.classify.base import available_methods
+
+    info = available_methods().get(method)
+    taken = set(parser._option_string_actions)
+    out = {}
+    group = parser.add_argument_group(f"options of {method} (also --opt NAME=VALUE)")
+    for o in getattr(info, "options", ()):
+        flag = "--" + o.name.replace("_", "-")
+        if flag in taken:
+            continue
+        dest = "methodopt_" + o.name
+        kw = {"nargs": "+"} if o.type is list else {}
+        group.add_argument(flag, dest=dest, default=None, metavar=o.name.upper(), help=o.describe(), **kw)
+        out[o.name] = dest
+    return out
+
+
 def _parse_value(v: str):
     try:
         return json.loads(v)
@@ -170,17 +192,22 @@ def train_main(argv: list[str] | None = None) -> int:
     from napari_medprompt.train.metrics import format_mean_sd
     from napari_medprompt.train.store import StoreError
 
-    args = _parser_train().parse_args(argv)
+    parser = _parser_train()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args, _ = parser.parse_known_args([a for a in argv if a not in ("-h", "--help")])  # --help after the method flags
     if args.list_methods:
         print(describe_methods())
         return 0
     if args.list_versions or args.rebuild_index:
         return _store_command(args)
     cfg = _load_config(args.config)
+    method = args.method or cfg.get("method") or TrainConfig.method
+    flags = _add_method_flags(parser, method)  # e.g. --ratio 0.5 for clip-adapter
+    args = parser.parse_args(argv)
     merged = {k: cfg[k] for k in TRAIN_KEYS if k in cfg}
     merged.update({k: getattr(args, k) for k in TRAIN_KEYS if getattr(args, k, None) is not None})
-    method = merged.get("method", TrainConfig.method)
     options = dict(cfg.get("method_options") or {})
+    options.update({name: getattr(args, dest) for name, dest in flags.items() if getattr(args, dest) is not None})
     for item in args.opt:
         key, eq, val = item.partition("=")
         if not eq:

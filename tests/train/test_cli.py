@@ -37,7 +37,7 @@ def test_fractions_and_seeds_on_official_splits_then_eval(tmp_path, capsys):
     cfg.write_text("method: clip-adapter\nbackbone: test-vit-tiny\npretrained: random\nepochs: 2\nlr: 0.01\n"
                    "method_options:\n  head: linear\nfractions: [0.5, 1.0]\nseeds: [0, 1]\nclasses: [smooth, striped]\n")
     rc = train_main(["--config", str(cfg), "--data", str(data), "--out", str(tmp_path / "run"),
-                     "--opt", "ratio=0.5", "--quiet"])
+                     "--ratio", "0.5", "--opt", "reduction=2", "--quiet"])  # a schema flag and --opt
     captured = capsys.readouterr()
     assert rc == 0, captured.err
     assert "official 'val' split (6 images)" in captured.err and "'test' (8 images)" in captured.err
@@ -58,6 +58,7 @@ def test_fractions_and_seeds_on_official_splits_then_eval(tmp_path, capsys):
     ckpt = tmp_path / "run" / "fraction_1" / "seed_0" / "adapter.safetensors"
     meta = json.loads(Path(str(ckpt) + ".json").read_text())
     assert meta["method_config"]["ratio"] == 0.5 and meta["method_config"]["head"] == "linear"
+    assert meta["method_config"]["reduction"] == 2
     assert eval_main(["--checkpoint", str(ckpt), "--data", str(data), "--json", str(tmp_path / "m.json")]) == 0
     m = json.loads(capsys.readouterr().out)
     assert m["n"] == 8 and m["random_weights"] is True and len(m["confusion"]) == 2
@@ -111,6 +112,10 @@ def test_cli_errors_are_messages_not_tracebacks(tmp_path, capsys):
     assert "has no option 'normalise'; valid options: normalize" in capsys.readouterr().err
     assert train_main(base + ["--method", "linear-probe", "--opt", "normalize=cube"]) == 2
     assert "'cube' is not one of" in capsys.readouterr().err
+    assert train_main(base + ["--method", "linear-probe", "--normalize", "cube"]) == 2  # the schema's flag
+    assert "'cube' is not one of" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # another method's option is not a flag of this one
+        train_main(base + ["--method", "linear-probe", "--ratio", "0.5"])
     bad_cfg = tmp_path / "bad.yaml"
     bad_cfg.write_text("method: linear-probe\nval_fration: 0.2\n")
     with pytest.raises(SystemExit, match="unknown key\\(s\\) val_fration"):
