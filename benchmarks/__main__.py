@@ -16,7 +16,7 @@ import sys
 import traceback
 from pathlib import Path
 
-GROUPS = ["io", "segment", "gui", "session", "classify", "seg_adapters", "distributed"]
+GROUPS = ["io", "segment", "interactive", "gui", "session", "classify", "seg_adapters", "distributed"]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -78,6 +78,12 @@ class PropagationSettings:
     # ... thinner than this share of its thickest section (inscribed radius) = a tail / vessel, not
     # the object (0 turns the check off)
     min_thickness_fraction: float = 0.3
+    # optional (None = off; the classic backend turns both on for images without HU): a slice whose
+    # area exceeds this multiple of the seed's is a leak ...
+    max_seed_area_ratio: float | None = None
+    # ... and so is one with more than this share of its area outside the seed's extent (its
+    # bounding box grown by a quarter of its size on every side)
+    max_outside_seed_fraction: float | None = None
     cancel: threading.Event | None = None  # set it to stop between slices
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from dataclasses import replace
 from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
@@ -31,6 +32,7 @@ from napari_medprompt.segment.base import PromptError, PropagationSettings, Prom
 from napari_medprompt.segment.propagation import propagate_by_projection
 from napari_medprompt.segment.region_grow import (
     Band,
+    adaptive_neighbourhood,
     GrowParams,
     PixelParams,
     boundary_support,
@@ -48,6 +50,9 @@ from napari_medprompt.segment.validate import check_image, check_prompt, check_s
 _SMOOTH_CACHE_SLICES = 8
 PROPAGATION_MODES = ("auto", "projection", "connected")
 ASSUMED_FOV_MM = 400.0  # field of view assumed when bind() gets no spacing
+XRAY_MODALITIES = ("DX", "CR", "XR", "RG", "RF", "MG", "PX")
+XRAY_PARAMS = GrowParams(k_sweep=(1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 5.0, 6.0, 7.0, 8.0), leak_jump=float("inf"),
+                         max_area_fraction=0.25)
 
 
 class ClassicSegmenter:
@@ -110,6 +115,11 @@ class ClassicSegmenter:
         self.spacing_yx = sp
         self.px = PixelParams.from_mm(self.params, sp)
         self.step_px = max(int(round(self.step_mm / float(np.sqrt(sp[0] * sp[1])))), 1)
+        self.grow_params = self.params
+        if self.modality in XRAY_MODALITIES and self.params == GrowParams():
+            # radiographs: superimposed structures (ribs across the lungs) make the intensity drift
+            # across an organ, so no area jump is trusted; only the area cap stops the band
+            self.grow_params = XRAY_PARAMS
         if self.is_ct:
             self.spread_floor = self.params.spread_floor
         else:
@@ -180,7 +190,8 @@ class ClassicSegmenter:
         prompt = check_prompt(prompt, self.slice_shape)
         s = self._slice(z)
         mask, score = self._segment(s, prompt)
-        return SliceResult(slice_index=z, mask=mask, score=score, object_id=object_id, source="predicted")
+        return SliceResult(slice_index=z, mask=mask, score=score, object_id=object_id, source="predicted",
+                           flag=flood_flag(mask))
 
     def _points_mask(self, prompt: Prompt, label: int) -> np.ndarray:
         h, w = self.slice_shape
@@ -235,7 +246,7 @@ class ClassicSegmenter:
             core = ndi.binary_erosion(prev, disk(1))
             return self._grow_from(s, pos, core if core.any() else prev, allowed, neg)
         if pos.any():
-            return self._grow_from(s, pos, None, allowed, neg)
+            return self._grow_clicks(s, prompt, allowed, neg)
         # a box alone: the object is what fills the box best (its outline's bounding box fits the box)
         best = None
         for seed in self._box_candidates(s, prompt.box):
@@ -244,6 +255,33 @@ class ClassicSegmenter:
             if best is None or fit > best[0]:
                 best = (fit, mask, score)
         return best[1], best[2]
+
+    def _grow_clicks(
+        self, s: np.ndarray, prompt: Prompt, allowed: np.ndarray | None, neg: np.ndarray
+    ) -> tuple[np.ndarray, float]:
+        """Positive clicks: the first one defines the object (its statistics, its band); each later
+        click outside the region grown so far adds the region grown from that click alone (a
+        correction: "this belongs too"), kept local when it would flood. A later click's
+        neighbourhood never changes the first click's band: one click on an edge pixel would
+        otherwise widen it into the surrounding tissue."""
+        h, w = self.slice_shape
+        pts = np.clip(np.rint(prompt.points[prompt.labels == 1]).astype(int), 0, [h - 1, w - 1])
+        first = np.zeros((h, w), dtype=bool)
+        first[pts[0, 0], pts[0, 1]] = True
+        mask, score = self._grow_from(s, first, None, allowed, neg)
+        local = max(int(round(20.0 / float(np.sqrt(np.prod(self.spacing_yx))))), 2 * self.px.seed_radius)
+        for r, c in pts[1:]:
+            if mask[r, c]:
+                continue
+            seed = np.zeros((h, w), dtype=bool)
+            seed[r, c] = True
+            extra, _ = self._grow_from(s, seed, None, allowed, np.zeros_like(neg))
+            if np.count_nonzero(extra) > max(np.count_nonzero(mask), 1):
+                extra &= dilate(seed, local)  # a flood from a correction click: keep its surroundings
+            if neg.any():  # negative clicks keep their neighbourhood out of a correction's region
+                extra &= ~seed_neighbourhood(neg, self.px.seed_radius)
+            mask |= _keep_component(extra, seed)
+        return mask, score
 
     def _grow_from(
         self,
@@ -261,7 +299,10 @@ class ClassicSegmenter:
             inner = depth >= max(float(np.median(depth[core])), 1.0)
             stats_from = inner if np.count_nonzero(inner) >= 4 else core
         else:
-            around = seed_neighbourhood(pos, px.seed_radius)
+            if self.is_ct:
+                around = seed_neighbourhood(pos, px.seed_radius)
+            else:  # no absolute scale: the statistics come from the clicked region itself
+                around = adaptive_neighbourhood(s, pos, px.seed_radius, self.spread_floor)
             stats_from = around & allowed if allowed is not None else around
             if not stats_from.any():  # a click outside the box: its own neighbourhood still counts
                 stats_from = around
@@ -275,7 +316,7 @@ class ClassicSegmenter:
             if keep_off is not None and (seeds & ~keep_off).any():
                 seeds = seeds & ~keep_off
         band = choose_band(
-            s, seeds, (med, sd), is_ct=self.is_ct, params=self.params,
+            s, seeds, (med, sd), is_ct=self.is_ct, params=self.grow_params,
             spread_floor=self.spread_floor, allowed=allowed, blur_px=px.smooth_sigma,
         )
         if core is not None:
@@ -306,6 +347,9 @@ class ClassicSegmenter:
                 f"the classic backend has no propagation mode {settings.mode!r}; "
                 f"use one of {', '.join(PROPAGATION_MODES)}"
             )
+        if not self.is_ct and settings.max_seed_area_ratio is None and settings.max_outside_seed_fraction is None:
+            # no HU: a band can leak gradually into a neighbour of similar signal, slice after slice
+            settings = replace(settings, max_seed_area_ratio=2.0, max_outside_seed_fraction=0.3)
         connected = settings.mode == "connected"
         refs: dict[int, Band] = {}
 
@@ -345,6 +389,24 @@ class ClassicSegmenter:
             if cancel is not None and cancel.is_set():
                 return
             yield check_slice_index(z, self.n_slices, self.is_2d)
+
+
+FLOOD_FRACTION = 0.5
+
+
+def flood_flag(mask: np.ndarray) -> str:
+    """A warning when ``mask`` covers most of the image (a flood, rarely an object), else ""."""
+    share = float(np.count_nonzero(mask)) / max(mask.size, 1)
+    if share < FLOOD_FRACTION:
+        return ""
+    return (f"the mask covers {100 * share:.0f}% of the image: probably a flood into the surroundings, "
+            "not the object; add a negative click outside it or draw a box")
+
+
+def _keep_component(mask: np.ndarray, seed: np.ndarray) -> np.ndarray:
+    lab, _ = ndi.label(mask | seed)
+    ids = np.unique(lab[seed])
+    return np.isin(lab, ids[ids > 0])
 
 
 def _box_fit(mask: np.ndarray, box) -> float:

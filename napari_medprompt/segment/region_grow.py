@@ -45,6 +45,8 @@ class GrowParams:
     spread_floor: float = 10.0  # minimum spread (HU for CT; other modalities: scaled by window)
     k_sweep: tuple[float, ...] = (1.5, 2.0, 2.5, 3.0, 3.5, 4.0)
     leak_jump: float = 1.6  # area growth between two k steps that counts as a leak
+    max_area_fraction: float = 0.35  # non-HU images: a one-click region larger than this share of the
+    # slice (or of the box) is a flood, not an object: the band stops before it
     edge_halfway: bool = True  # move a band limit to halfway towards a clearly different rim
 
 
@@ -110,6 +112,35 @@ def robust_stats(values: np.ndarray) -> tuple[float, float]:
     return med, 1.4826 * float(np.median(np.abs(values - med)))
 
 
+def adaptive_neighbourhood(s: np.ndarray, seeds: np.ndarray, radius: int, spread_floor: float) -> np.ndarray:
+    """The clicked region for the statistics on images without an absolute scale (MR, X-ray).
+
+    Around each seed pixel, a disc grown ring by ring (from 2 px up to ``radius``) while each new
+    ring's median stays within 2 robust standard deviations of the inner disc's: a click in a small
+    lesion takes its statistics from the lesion, not from the tissue around it.
+    """
+    out = np.zeros_like(seeds)
+    pts = np.argwhere(seeds)
+    h, w = s.shape
+    for r0, c0 in pts[:: max(1, len(pts) // 64)]:  # a mask's interior: a sample of its pixels
+        rr = int(radius)
+        ys, xs = np.ogrid[max(r0 - rr, 0) : min(r0 + rr + 1, h), max(c0 - rr, 0) : min(c0 + rr + 1, w)]
+        d2 = (ys - r0) ** 2 + (xs - c0) ** 2
+        win = s[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
+        inner = d2 <= 4
+        med, sd = robust_stats(win[inner])
+        sd = max(sd, spread_floor)
+        keep = 2
+        for r in range(3, rr + 1):
+            ring = (d2 > (r - 1) ** 2) & (d2 <= r * r)
+            if not ring.any() or abs(float(np.median(win[ring])) - med) > 2.0 * sd:
+                break
+            keep = r
+        disc = d2 <= keep * keep
+        out[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1] |= disc
+    return out
+
+
 def seed_neighbourhood(seeds: np.ndarray, radius: int) -> np.ndarray:
     """Pixels within ``radius`` of a seed pixel (dilation of the seeds' bounding box only: cheap)."""
     if radius <= 0 or not seeds.any():
@@ -165,6 +196,11 @@ def choose_band(
         return Band(-np.inf, (med + WATER_HU) / 2.0, "air")
     if is_ct and med > DENSE_MIN_HU:
         return Band(min((med + SOFT_TISSUE_HU) / 2.0, BONE_EDGE_HU), np.inf, "dense")
+    if not is_ct:
+        band = _sweep_relative(s, seeds, med, sd, params, allowed)
+        if params.edge_halfway:
+            band = _extend_to_edges(s, seeds, band, med, sd, params, allowed, blur_px)
+        return band
     # widen k while the area grows smoothly; a jump after a stable step is a leak (stop before it),
     # while jumps before any stable step mean the click sat in a small detail (a vessel, noise) and
     # the band is still reaching the structure itself
@@ -188,6 +224,29 @@ def choose_band(
     if params.edge_halfway:
         band = _extend_to_edges(s, seeds, band, med, sd, params, allowed, blur_px)
     return band
+
+
+def _sweep_relative(
+    s: np.ndarray, seeds: np.ndarray, med: float, sd: float, params: GrowParams, allowed: np.ndarray | None
+) -> Band:
+    """Band width for images without an absolute scale (MR, X-ray, other).
+
+    ``k`` widens from the narrowest step and stops before the first leak: a region above
+    ``max_area_fraction`` of the slice (or of the allowed area), or an area jump (``leak_jump``) once
+    the region is larger than the clicked neighbourhood. Unlike on CT there is no tissue prior to
+    say that an early jump is only the band reaching the structure, so any jump counts.
+    """
+    limit = params.max_area_fraction * (np.count_nonzero(allowed) if allowed is not None else s.size)
+    min_area = 2 * max(int(np.count_nonzero(seeds)), 12)
+    chosen, prev_area = params.k_sweep[0], None
+    for k in params.k_sweep:
+        area = int(np.count_nonzero(_flood(s, seeds, Band(med - k * sd, med + k * sd, ""), allowed)))
+        if area > limit and prev_area is not None:
+            break
+        if prev_area is not None and prev_area >= min_area and area > params.leak_jump * prev_area:
+            break
+        chosen, prev_area = k, area
+    return Band(med - chosen * sd, med + chosen * sd, "other")
 
 
 def _extend_to_edges(

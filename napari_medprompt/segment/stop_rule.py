@@ -13,6 +13,10 @@ each new slice and calls it *bad* when
   shrinking never trips the jump check, so without this a propagation slides from the end of an
   organ down the vessel leaving it (the liver into the inferior vena cava) and goes on for many
   slices. An organ's last sliver is judged the same way, which costs its tip a slice or two.
+- optionally, the mask outgrew the seed: its area above ``settings.max_seed_area_ratio`` times the
+  seed's, or more than ``settings.max_outside_seed_fraction`` of it outside the seed's extent (its
+  bounding box grown by a quarter of its size each side). Gradual growth never trips the jump check
+  either; on images without an absolute scale (MR) a band leaks that way.
 
 After ``settings.patience`` consecutive bad slices the object counts as lost and that direction
 stops. A good slice resets the count and becomes the new area reference.
@@ -70,6 +74,8 @@ class StopRule:
         self.reference_area = float(np.count_nonzero(seed_mask)) if seed_mask is not None else 0.0
         self.max_area = self.reference_area
         self.max_thickness = thickness(seed_mask) if seed_mask is not None else 0.0
+        self.seed_area = self.reference_area
+        self.seed_extent = _extent(seed_mask)
         self.min_after_shrink = None
         self.streak = 0
         self.last_ok = True
@@ -88,7 +94,7 @@ class StopRule:
             ratio = max(area / ref, ref / area)
             if ratio > s.max_area_ratio:
                 return f"area jumped by x{ratio:.1f} (> x{s.max_area_ratio:g})"
-        tail = self._tail(mask, area)
+        tail = self._tail(mask, area) or self._outgrown(mask, area)
         if tail:
             return tail
         low = self.min_after_shrink
@@ -110,6 +116,22 @@ class StopRule:
                 f"{2 * t:.0f} px across ({100 * t / self.max_thickness:.0f}% of its thickest): a thin "
                 "tubular structure (a vessel?) or the last sliver, not the object"
             )
+        return ""
+
+    def _outgrown(self, mask: np.ndarray, area: float) -> str:
+        s = self.settings
+        cap = getattr(s, "max_seed_area_ratio", None)
+        if cap and self.seed_area > 0 and area > cap * self.seed_area:
+            return f"area grew to x{area / self.seed_area:.1f} the seed's (> x{cap:g}): a leak"
+        frac = getattr(s, "max_outside_seed_fraction", None)
+        ext = getattr(self, "seed_extent", None)
+        if frac is not None and ext is not None and area > 0:
+            r0, c0, r1, c1 = ext
+            dr, dc = max((r1 - r0) // 4, 2), max((c1 - c0) // 4, 2)
+            inside = np.count_nonzero(mask[max(r0 - dr, 0) : r1 + dr + 1, max(c0 - dc, 0) : c1 + dc + 1])
+            out = 1.0 - inside / area
+            if out > frac:
+                return f"{100 * out:.0f}% of the mask lies outside the seed's extent: a leak"
         return ""
 
     def update(self, mask: np.ndarray, object_score: float | None = None) -> bool:
@@ -145,3 +167,14 @@ def thickness(mask: np.ndarray | None) -> float:
     cols = np.flatnonzero(m.any(axis=0))
     crop = m[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
     return float(ndi.distance_transform_edt(np.pad(crop, 1)).max())
+
+
+def _extent(mask: np.ndarray | None) -> tuple[int, int, int, int] | None:
+    if mask is None:
+        return None
+    m = np.asarray(mask, dtype=bool)
+    if not m.any():
+        return None
+    rows = np.flatnonzero(m.any(axis=1))
+    cols = np.flatnonzero(m.any(axis=0))
+    return int(rows[0]), int(cols[0]), int(rows[-1]), int(cols[-1])
