@@ -325,6 +325,20 @@ class ClassicSegmenter:
         mask = grow(s, seeds, band, px, allowed=allowed, negatives=neg if neg.any() else None)
         if allowed is not None:
             mask &= allowed
+        if core is None and band.tissue in ("soft", "other") and flood_flag(mask):
+            # a click on a partial-volume pixel (an organ's edge) gets a band that floods the slice:
+            # fall back to the narrowest band around the clicked region's statistics
+            sd_n = max(sd, self.spread_floor)
+            band = Band(med - self.grow_params.k_sweep[0] * sd_n, med + self.grow_params.k_sweep[0] * sd_n,
+                        band.tissue)
+            narrow = grow(s, seeds, band, px, allowed=allowed, negatives=neg if neg.any() else None)
+            if allowed is not None:
+                narrow &= allowed
+            if np.count_nonzero(narrow) < np.count_nonzero(mask):
+                mask = narrow
+            if flood_flag(mask):  # still the whole slice: keep what lies around the click
+                local = max(int(round(20.0 / float(np.sqrt(np.prod(self.spacing_yx))))), 2 * px.seed_radius)
+                mask = _keep_component(mask & dilate(seeds, local), seeds)
         return mask, boundary_support(s, mask, band)
 
     # ------------------------------------------------------------------ 3D

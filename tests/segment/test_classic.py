@@ -476,6 +476,11 @@ def test_a_flood_over_most_of_the_image_is_flagged():
     seg = create_segmenter("classic")
     seg.bind(img, modality="CT", spacing=(1.0, 1.0))
     res = seg.predict(0, Prompt(points=[(30, 30)], labels=[1]))
+    # a click never floods the whole slice: the band narrows, else only the click's surroundings stay
+    assert res.mask[30, 30] and res.mask.mean() < 0.5 and res.flag == ""
+    rough = np.zeros((60, 60), bool)
+    rough[5:55, 5:55] = True  # a mask prompt (the user's own outline) is refined, not cut back
+    res = seg.predict(0, Prompt(mask=rough))
     assert res.mask.mean() > 0.5 and "covers" in res.flag
 
 
