@@ -325,7 +325,7 @@ class ClassicSegmenter:
         mask = grow(s, seeds, band, px, allowed=allowed, negatives=neg if neg.any() else None)
         if allowed is not None:
             mask &= allowed
-        if core is None and band.tissue in ("soft", "other") and flood_flag(mask):
+        if core is None and band.tissue in ("soft", "other") and _share(mask) > CLICK_MAX_FRACTION:
             # a click on a partial-volume pixel (an organ's edge) gets a band that floods the slice:
             # fall back to the narrowest band around the clicked region's statistics
             sd_n = max(sd, self.spread_floor)
@@ -336,7 +336,7 @@ class ClassicSegmenter:
                 narrow &= allowed
             if np.count_nonzero(narrow) < np.count_nonzero(mask):
                 mask = narrow
-            if flood_flag(mask):  # still the whole slice: keep what lies around the click
+            if _share(mask) > CLICK_MAX_FRACTION:  # still a flood: keep what lies around the click
                 local = max(int(round(20.0 / float(np.sqrt(np.prod(self.spacing_yx))))), 2 * px.seed_radius)
                 mask = _keep_component(mask & dilate(seeds, local), seeds)
         return mask, boundary_support(s, mask, band)
@@ -406,6 +406,11 @@ class ClassicSegmenter:
 
 
 FLOOD_FRACTION = 0.5
+CLICK_MAX_FRACTION = 0.45  # a soft-tissue region grown from one click larger than this is a flood
+
+
+def _share(mask: np.ndarray) -> float:
+    return float(np.count_nonzero(mask)) / max(mask.size, 1)
 
 
 def flood_flag(mask: np.ndarray) -> str:
