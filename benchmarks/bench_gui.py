@@ -202,7 +202,7 @@ def run(args) -> list[Record]:
         raise RuntimeError("the gui benchmarks need a display: xvfb-run -a .venv/bin/python -m benchmarks gui")
     import napari
 
-    from napari_medprompt._qt.segment_widget import SegmentWidget
+    from napari_medprompt._qt.segment.widget import SegmentWidget
     from napari_medprompt._qt.workers import wait_for_workers
 
     quick = bool(getattr(args, "quick", False))

@@ -11,7 +11,7 @@ import pytest
 # The GUI tests load Mesa's llvmpipe (libLLVM) into this process; triton, which torchvision imports
 # when it is installed, carries its own LLVM and segfaults on import once Mesa's is loaded. No test
 # uses triton (nothing is compiled with torch.compile), so it is made unimportable for the test run,
-# as the widgets do at run time (napari_medprompt._qt.backend_panel.avoid_llvm_clash).
+# as the widgets do at run time (napari_medprompt._qt.segment.backend_panel.avoid_llvm_clash).
 if os.environ.get("MEDPROMPT_TEST_TRITON") != "1" and "triton" not in sys.modules:
     sys.modules["triton"] = None
 

@@ -82,7 +82,7 @@ def build_demo(backend: str = "classic", session_dir: str | Path | None = None, 
     """Open the viewer and run the demo steps; returns ``(viewer, segment_widget, review_widget)``."""
     import napari
 
-    from napari_medprompt._qt.segment_widget import SegmentWidget
+    from napari_medprompt._qt.segment.widget import SegmentWidget
     from napari_medprompt._sample_data import make_sample_ct
 
     SegmentWidget.ask_restore = staticmethod(lambda folder: False)

@@ -102,7 +102,7 @@ def dock_plugin_widget(viewer, display_name: str):
 def make_widget(make_napari_viewer, monkeypatch, tmp_path, restore=True, add_image=add_real_ct):
     """A viewer with the real CT (or ``add_image(viewer)``) and the Segment widget, opened from the
     Plugins menu as a user would (napari hands it a viewer proxy)."""
-    from napari_medprompt._qt.segment_widget import SegmentWidget
+    from napari_medprompt._qt.segment.widget import SegmentWidget
 
     isolate_sessions(monkeypatch, tmp_path / "sessions")
     monkeypatch.setattr(SegmentWidget, "ask_restore", staticmethod(lambda folder: restore))

@@ -4,7 +4,7 @@ both must still share one controller, one session and one segmentation layer."""
 from __future__ import annotations
 
 from napari_medprompt._qt.controller import controller_for
-from napari_medprompt._qt.review_widget import ReviewWidget
+from napari_medprompt._qt.review.widget import ReviewWidget
 from tests._qt._helpers import (  # noqa: F401 (autouse fixture)
     dock_plugin_widget,
     make_widget,

@@ -183,7 +183,7 @@ def test_switching_image_or_quitting_during_a_run_commits_to_its_own_session(acc
 
 
 def test_rerun_replaces_only_within_its_own_reach():
-    from napari_medprompt._qt.segment_propagation import run_reach
+    from napari_medprompt._qt.segment.propagation import run_reach
 
     seed = np.ones((4, 4), bool)
     barrier = np.zeros((4, 4), bool)

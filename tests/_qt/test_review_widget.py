@@ -9,7 +9,7 @@ import pytest
 from qtpy.QtCore import Qt
 
 from napari_medprompt._qt.controller import controller_for
-from napari_medprompt._qt.review_widget import ReviewWidget
+from napari_medprompt._qt.review.widget import ReviewWidget
 from napari_medprompt.imaging.phantom import make_abdominal_phantom
 from napari_medprompt.session import AnnotationSession
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_medprompt._qt.review_widget import ReviewWidget
+from napari_medprompt._qt.review.widget import ReviewWidget
 from napari_medprompt.session import AnnotationSession
 from tests._qt._helpers import (  # noqa: F401 (autouse fixture)
     click_and_preview,

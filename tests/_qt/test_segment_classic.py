@@ -214,7 +214,7 @@ def test_propagation_is_saved_in_chunks_as_one_undo_step(ct_widget, qtbot, liver
     """Propagated slices reach the session folder while the run goes on (a crash mid-run keeps
     them), yet the whole run is still one undo step; the viewer's progress bar is not updated per
     slice."""
-    from napari_medprompt._qt.segment_propagation import CHUNK_SLICES
+    from napari_medprompt._qt.segment.propagation import CHUNK_SLICES
     from napari_medprompt.session import AnnotationSession
 
     viewer, widget = ct_widget

@@ -112,7 +112,7 @@ def _key(viewer, qtbot, key):
 def test_paint_key_on_the_segmentation_layer_stays_napari_s(make_napari_viewer, qtbot, tmp_path, monkeypatch):
     from qtpy.QtCore import Qt
 
-    from napari_medprompt._qt.segment_widget import SegmentWidget
+    from napari_medprompt._qt.segment.widget import SegmentWidget
 
     calls = []
     original = SegmentWidget.propagate

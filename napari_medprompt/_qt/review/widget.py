@@ -17,7 +17,7 @@ from qtpy.QtGui import QBrush, QColor
 from qtpy.QtWidgets import QAbstractItemView, QWidget
 
 from napari_medprompt._qt.controller import controller_for, real_viewer
-from napari_medprompt._qt.review_ui import build_review_ui, table_item
+from napari_medprompt._qt.review.ui import build_review_ui, table_item
 from napari_medprompt.session import ObjectLockedError, SessionError, SessionSaveError
 from napari_medprompt.session.review import STATUS_COLORS, object_rows, provenance_html, slice_rows
 

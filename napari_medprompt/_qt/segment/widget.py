@@ -21,13 +21,13 @@ from qtpy.QtCore import QTimer, Signal
 from qtpy.QtWidgets import QFileDialog, QMessageBox, QVBoxLayout, QWidget
 
 from napari_medprompt._qt import segment_ui
-from napari_medprompt._qt.backend_panel import BackendPanel
+from napari_medprompt._qt.segment.backend_panel import BackendPanel
 from napari_medprompt._qt.controller import controller_for, real_viewer
 from napari_medprompt._qt.jobs import BackgroundSaver, Prefetcher, PropagationRun
-from napari_medprompt._qt.objects_panel import ObjectsPanel
-from napari_medprompt._qt.segment_objects import ObjectsMixin
-from napari_medprompt._qt.segment_propagation import PropagationMixin
-from napari_medprompt._qt.prompt_layers import PromptLayers
+from napari_medprompt._qt.segment.objects_panel import ObjectsPanel
+from napari_medprompt._qt.segment.objects import ObjectsMixin
+from napari_medprompt._qt.segment.propagation import PropagationMixin
+from napari_medprompt._qt.segment.prompt_layers import PromptLayers
 from napari_medprompt._qt.session_binding import (
     EditRecorder,
     layer_volume,

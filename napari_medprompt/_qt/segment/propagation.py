@@ -1,6 +1,6 @@
 """Propagation in the Segment widget: start from the object's seed slices, show, commit, cancel.
 
-A mixin of :class:`~napari_medprompt._qt.segment_widget.SegmentWidget`. Results are drawn in the
+A mixin of :class:`~napari_medprompt._qt.segment.widget.SegmentWidget`. Results are drawn in the
 preview layer as they arrive (a redraw at most every 100 ms, and only when a new slice is on screen)
 and committed to the session in chunks of ``CHUNK_SLICES`` (or after ``CHUNK_SECONDS``), each
 saved to the session folder in a background thread (:class:`BackgroundSaver`; the session's own

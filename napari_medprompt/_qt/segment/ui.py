@@ -1,4 +1,4 @@
-"""Layout of the Segment widget (Qt widgets only; the behaviour lives in segment_widget.py)."""
+"""Layout of the Segment widget (Qt widgets only; the behaviour lives in widget.py)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Widgets of the Review panel (layout only; napari_medprompt._qt.review_widget wires them up)."""
+"""Widgets of the Review panel (layout only; napari_medprompt._qt.review.widget wires them up)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Object management of the Segment widget: create, select, rename, lock, delete, import a layer.
 
-A mixin of :class:`~napari_medprompt._qt.segment_widget.SegmentWidget` (it uses the widget's
+A mixin of :class:`~napari_medprompt._qt.segment.widget.SegmentWidget` (it uses the widget's
 ``ctrl``, ``objects`` panel, ``prompts`` and notification helpers); kept apart to keep modules small.
 """
 

@@ -1,0 +1,1 @@
+"""The Review dock: slice-by-slice review, accept/reject, save."""

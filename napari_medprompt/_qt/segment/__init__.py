@@ -1,0 +1,1 @@
+"""The Segment dock: prompts, SAM2/classic engines, objects and propagation."""
