@@ -19,7 +19,7 @@ import time
 
 import numpy as np
 
-from napari_medprompt._qt import segment_ui
+from napari_medprompt._qt.segment import ui as segment_ui
 from napari_medprompt._qt.jobs import PropagationRun
 from napari_medprompt.segment.base import PromptError, PropagationSettings
 from napari_medprompt.segment.propagation import plan_runs

@@ -20,7 +20,7 @@ from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import QTimer, Signal
 from qtpy.QtWidgets import QFileDialog, QMessageBox, QVBoxLayout, QWidget
 
-from napari_medprompt._qt import segment_ui
+from napari_medprompt._qt.segment import ui as segment_ui
 from napari_medprompt._qt.segment.backend_panel import BackendPanel
 from napari_medprompt._qt.controller import controller_for, real_viewer
 from napari_medprompt._qt.jobs import BackgroundSaver, Prefetcher, PropagationRun
