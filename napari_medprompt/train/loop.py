@@ -33,6 +33,12 @@ the global random state.
 Methods whose trainable part sits after a fixed input transform (``cached_features``) train on
 features computed once per image (``model.encode_for_cache(images, masks)`` when the method defines
 it, else the backbone's ``encode_image``); the rest run the encoder every step (AMP on CUDA).
+
+**Tasks.** What is classification- or segmentation-specific (data checks, tensors, loss, metrics,
+sampling, model selection) lives in :mod:`.task`; the loop picks the task from the data
+(:func:`~.task.task_for`): :class:`~.data.FewShotData` trains a classifier, :class:`~.seg_data.SegData`
+(slices, masks, text prompts, groups) a segmenter (``vlsm-*``, ``clipseg-decoder``) with the same
+events, cancel, checkpoints and model-store versions. Segmentation runs select on validation Dice.
 """
 
 from __future__ import annotations
@@ -47,8 +53,8 @@ from typing import Any
 
 import numpy as np
 
-from napari_medprompt.train.data import DataError, FewShotData, split_train_val
-from napari_medprompt.train.task import MONITORS, ClassificationTask
+from napari_medprompt.train.data import FewShotData
+from napari_medprompt.train.task import task_for
 
 FALLBACK_SCHEDULE = {"optimizer": "adamw", "lr": 1e-3, "epochs": 20, "batch_size": 16, "weight_decay": 1e-4}
 
@@ -66,7 +72,7 @@ class TrainConfig:
     batch_size: int | None = None
     weight_decay: float | None = None
     seed: int = 0
-    monitor: str = "balanced_accuracy"  # validation metric the model is selected on (or "loss")
+    monitor: str = "balanced_accuracy"  # validation metric the model is selected on (or "loss"); segmentation: "dice"
     patience: int = 5  # epochs without validation improvement before stopping; 0 = never
     val_fraction: float = 0.0  # > 0: ``data`` is a pool; carve a grouped validation split from it
     balanced_sampling: bool = True
@@ -121,9 +127,7 @@ def resolve_device(name: str = "auto"):
 def schedule(config: TrainConfig, method: str | None = None) -> dict:
     """The effective optimizer, lr, epochs, batch size and weight decay: the config's values where
     set, else the method's registry defaults."""
-    from napari_medprompt.classify.base import available_methods
-
-    info = available_methods().get(method or config.method)
+    info = method_info_any(method or config.method)
     d = getattr(info, "defaults", None)
     out = {}
     for k, fallback in FALLBACK_SCHEDULE.items():
@@ -132,6 +136,18 @@ def schedule(config: TrainConfig, method: str | None = None) -> dict:
     if out["optimizer"] not in ("adamw", "adam", "sgd"):
         raise ValueError(f"unknown optimizer {out['optimizer']!r}; choose adamw, adam or sgd")
     return out
+
+
+def method_info_any(name: str):
+    """The registry entry of a classification or segmentation method (None when unknown)."""
+    from napari_medprompt.classify.base import available_methods
+
+    info = available_methods().get(name)
+    if info is None:
+        from napari_medprompt.seg_adapters.registry import available_seg_methods
+
+        info = available_seg_methods().get(name)
+    return info
 
 
 class LocalRNG:
@@ -224,61 +240,43 @@ def _store_of(config: TrainConfig, store):
     return ModelStore(store)
 
 
-def train_iter(config: TrainConfig, data: FewShotData, model=None, *, val: FewShotData | None = None,
-               store=None) -> Iterator[TrainEvent]:
+def train_iter(config: TrainConfig, data, model=None, *, val=None, store=None) -> Iterator[TrainEvent]:
     """Train on ``data`` (exactly as given), select on ``val`` (or train a fixed schedule without it).
 
-    ``store``: a :class:`~napari_medprompt.train.store.ModelStore` or its folder (default
-    ``config.store``); the run then writes a new version there."""
+    ``data``/``val``: :class:`~.data.FewShotData` (classification) or :class:`~.seg_data.SegData`
+    (segmentation; see :mod:`.task`). ``store``: a :class:`~napari_medprompt.train.store.ModelStore`
+    or its folder (default ``config.store``); the run then writes a new version there."""
     import torch
 
-    from napari_medprompt.classify.base import available_methods
-    from napari_medprompt.train.preprocess import images_to_tensor, masks_to_tensor
-
-    if config.monitor not in MONITORS:
-        raise ValueError(f"unknown monitor {config.monitor!r}; choose one of {', '.join(MONITORS)}")
+    task = task_for(config, data, model)  # checks the monitor and that method and data belong together
     device = resolve_device(config.device)
     method = config.method if model is None else model.name
-    info = available_methods().get(method)
+    info = method_info_any(method)
     sched = schedule(config, method)
     uses_masks = bool(getattr(model, "uses_masks", False) or (info is not None and info.uses_masks))
-    data.validate(require_masks=uses_masks)
-    carved = ""
     if val is not None and config.val_fraction and config.val_fraction > 0:
         raise ValueError("give either a validation set (val=...) or config.val_fraction (a split carved from the "
                          "pool), not both")
+    task.validate(data, None, uses_masks=uses_masks)
+    carved = ""
     if val is None and config.val_fraction and config.val_fraction > 0:
-        data, val = split_train_val(data, config.val_fraction, config.seed)
-        carved = (f"validation split carved from the given pool ({config.val_fraction:g} per class, grouped: "
-                  "no group on both sides)")
-    if val is not None:
-        if list(val.classes) != list(data.classes):
-            raise DataError(f"the validation data's classes {val.classes!r} differ from the training data's {data.classes!r}")
-        if len(val) == 0:
-            raise DataError("the validation data is empty; give images or no validation data (fixed schedule)")
-        if uses_masks and not val.has_masks:
-            raise DataError("this method needs a mask for every validation image too")
+        data, val, carved = task.split(data, config.val_fraction, config.seed)
+    task.validate(data, val, uses_masks=uses_masks)
     store = _store_of(config, store)
     if store is not None:
         store.list()  # a corrupt index is reported now, before any training
     rng = LocalRNG(config.seed, device)
     with rng.active():
         if model is None:
-            model = build_model(config, data.classes, device)
-    if list(model.classes) != list(data.classes):
-        raise ValueError(f"the model's classes {model.classes!r} differ from the data's {data.classes!r}")
-    task = ClassificationTask(len(data.classes), config.monitor)
+            model = task.build_model(config, data, device)
+    task.check_model(model, data)
     model.to(device)
     bb = model.backbone
     spec = _spec(config, model)
     model.preprocess = spec  # predictions during and after training preprocess as the training did
 
-    def tensors(ds: FewShotData | None):
-        if ds is None:
-            return None
-        x = images_to_tensor(ds.images, spec, ds.sources)
-        m = masks_to_tensor(ds.masks, ds.images, spec, ds.sources) if uses_masks else None
-        return x, m, torch.as_tensor(ds.labels)
+    def tensors(ds):
+        return None if ds is None else task.tensors(ds, spec, uses_masks)
 
     tr, va = tensors(data), tensors(val)
     amp = config.amp and device.type == "cuda"
@@ -286,15 +284,15 @@ def train_iter(config: TrainConfig, data: FewShotData, model=None, *, val: FewSh
     epochs = int(sched["epochs"])
     has_val = va is not None
     selection = task.describe_selection(has_val, epochs)
-    n_per_class = data.class_counts().tolist()
+    counts = task.summary(data, val)
+    n_per_class = counts["n_train_per_class"]
     yield TrainEvent(
         "start",
         epochs=epochs,
-        metrics={"n_trainable": int(model.num_trainable()), "n_train": len(data), "n_train_per_class": n_per_class,
-                 "n_val": 0 if val is None else len(val),
-                 "n_val_per_class": None if val is None else val.class_counts().tolist(),
+        metrics={"n_trainable": int(model.num_trainable()), "n_train": len(data), **counts,
+                 "n_val": 0 if val is None else len(val), "task": task.name,
                  "device": str(device), "random_weights": bool(bb.random_weights), "cached_features": cached,
-                 "selection": selection, "monitor": config.monitor if has_val else None,
+                 "selection": selection, "monitor": task.monitor if has_val else None,
                  "validation": carved or ("separate validation split" if has_val else "none"),
                  "schedule": sched},
         message=("backbone runs on RANDOM weights: results are not meaningful" if bb.random_weights else ""),
@@ -306,20 +304,16 @@ def train_iter(config: TrainConfig, data: FewShotData, model=None, *, val: FewSh
     bs = max(1, int(sched["batch_size"]))
     feats: dict = {}
     if cached:
-        encode = getattr(model, "encode_for_cache", None)
         for split, t in (("train", tr), ("val", va)):
             if t is None:
                 continue
             out = []
-            for i in range(0, len(t[0]), bs):
+            for i in range(0, len(t.x), bs):
                 with torch.no_grad(), autocast(), rng.active():  # never yield inside: grad mode is thread state
-                    x = t[0][i : i + bs].to(device)
-                    if encode is not None:
-                        m = None if t[1] is None else t[1][i : i + bs].to(device)
-                        out.append(encode(x, m).float())
-                    else:
-                        out.append(bb.encode_image(x).float())
-                yield TrainEvent("features", step=min(i + bs, len(t[0])), steps=len(t[0]), message=split)
+                    x = t.x[i : i + bs].to(device)
+                    m = None if t.m is None else t.m[i : i + bs].to(device)
+                    out.append(task.encode(model, x, m))
+                yield TrainEvent("features", step=min(i + bs, len(t.x)), steps=len(t.x), message=split)
                 if _stopping(config):
                     break
             feats[split] = torch.cat(out) if out else None
@@ -332,25 +326,17 @@ def train_iter(config: TrainConfig, data: FewShotData, model=None, *, val: FewSh
                          metrics={"status": "stopped-before-first-epoch", "written": False, "selection": selection})
         return
     with rng.active():
-        model.prepare(feats.get("train"), tr[2].to(device))
+        model.prepare(feats.get("train"), tr.y.to(device))
     params = model.trainable_parameters()  # prepare() may create parameters (Tip-Adapter-F)
 
     def evaluate(t, split):
         if t is None:
             return None
         model.eval()
-        logits = []
         with torch.no_grad(), rng.active():
-            if cached:
-                logits.append(model.forward_features(feats[split]).float())
-            else:
-                for i in range(0, len(t[0]), bs):
-                    m = None if t[1] is None else t[1][i : i + bs].to(device)
-                    with autocast():
-                        logits.append(model(t[0][i : i + bs].to(device), m).float())
-        return task.metrics(torch.cat(logits), t[2])
+            return task.evaluate(model, t, feats[split] if cached else None, bs, device, autocast)
 
-    n_train = len(tr[2])
+    n_train = len(tr)
     steps_per_epoch = (n_train + bs - 1) // bs
     history: list[dict] = []
     best = {"metrics": None, "state": None, "epoch": 0, "train_loss": None}
@@ -384,22 +370,17 @@ def train_iter(config: TrainConfig, data: FewShotData, model=None, *, val: FewSh
         initial = _adapter_state(model)
         t0, done_steps, bad_epochs = time.perf_counter(), 0, 0
         for epoch in range(1, epochs + 1):
-            order = task.epoch_order(tr[2], gen, balanced=config.balanced_sampling)
+            order = task.epoch_order(tr, gen, balanced=config.balanced_sampling)
             losses = []
             for s in range(steps_per_epoch):
                 if _stopping(config):
                     status = "stopped"
                     break
                 idx = order[s * bs : (s + 1) * bs]
-                y = tr[2][idx].to(device)
                 with rng.active():
                     model.train()
                     with autocast():
-                        if cached:
-                            loss = task.loss(model, feats["train"][idx.to(device)], None, y, cached=True)
-                        else:
-                            m = None if tr[1] is None else tr[1][idx].to(device)
-                            loss = task.loss(model, tr[0][idx].to(device), m, y, cached=False)
+                        loss = task.loss(model, tr, idx, feats["train"] if cached else None, device, gen)
                     opt.zero_grad(set_to_none=True)
                     if amp:
                         scaler.scale(loss).backward()
@@ -429,8 +410,8 @@ def train_iter(config: TrainConfig, data: FewShotData, model=None, *, val: FewSh
                 bad_epochs += 1
             history.append({"epoch": epoch, "train_loss": train_loss, **({"val": metrics} if metrics else {})})
             if has_val:
-                note = (f"best {config.monitor} so far" if improved
-                        else f"no improvement in {config.monitor} for {bad_epochs} epoch(s)")
+                note = (f"best {task.monitor} so far" if improved
+                        else f"no improvement in {task.monitor} for {bad_epochs} epoch(s)")
             else:
                 note = "fixed schedule (no validation data)"
             yield TrainEvent("epoch", epoch=epoch, epochs=epochs, loss=train_loss, metrics=metrics,
@@ -439,7 +420,7 @@ def train_iter(config: TrainConfig, data: FewShotData, model=None, *, val: FewSh
             if has_val and config.patience and bad_epochs >= config.patience and epoch < epochs:
                 status = "early-stopped"
                 yield TrainEvent("epoch", epoch=epoch, epochs=epochs,
-                                 message=f"early stop after epoch {epoch}: no better {config.monitor} for {bad_epochs} epochs")
+                                 message=f"early stop after epoch {epoch}: no better {task.monitor} for {bad_epochs} epochs")
                 break
         if best["state"] is not None:
             model.load_state_dict(best["state"], strict=False)
@@ -453,13 +434,13 @@ def train_iter(config: TrainConfig, data: FewShotData, model=None, *, val: FewSh
                                                 "written (the model keeps its initial weights)")
         elif has_val:
             yield TrainEvent("stopped", epoch=best["epoch"], message=f"training stopped on request; keeping epoch "
-                             f"{best['epoch']}, the best completed epoch by validation {config.monitor}")
+                             f"{best['epoch']}, the best completed epoch by validation {task.monitor}")
         else:
             yield TrainEvent("stopped", epoch=best["epoch"], message=f"training stopped on request; keeping epoch "
                              f"{best['epoch']}, the last completed epoch (no validation data)")
     final = {
         "status": status if completed else "stopped-before-first-epoch",
-        "selection": selection, "monitor": config.monitor if has_val and params else None,
+        "selection": selection, "monitor": task.monitor if has_val and params else None, "task": task.name,
         "best_epoch": best["epoch"], "epochs_completed": len(history), "epochs_planned": epochs,
         "val": best["metrics"], "train": train_metrics, "train_loss": best["train_loss"], "history": history,
         "n_train": len(data), "n_train_per_class": n_per_class, "n_val": 0 if val is None else len(val),
