@@ -165,6 +165,10 @@ def load_segmenter(name: str, checkpoint: str = "", device: str = "auto", random
         kwargs["device"] = device
     if "progress" in params and progress is not None:
         kwargs["progress"] = progress
+    if "cache_dir" in params:  # embeddings precomputed by medprompt-embed (disk cache once it exists)
+        from napari_medprompt.segment.embed import plugin_cache_dir
+
+        kwargs["cache_dir"] = plugin_cache_dir()
     return create_segmenter(name, **kwargs)
 
 
