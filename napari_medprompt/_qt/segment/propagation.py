@@ -11,6 +11,13 @@ where the object ends. The user may paint, click and accept during a run: each o
 step of its own and the slices it touches are never overwritten by the run (the session enforces it).
 A run belongs to its session: switching the image or closing the viewer first commits what the run
 delivered to that session and saves it (:meth:`finish_run_now`).
+
+An object last prompted in a coronal or sagittal plane propagates along that plane's axis: the
+segmenter is bound to the plane's view of the volume, the seeds are the object's masks on the plane
+slices that were prompted, and the results are drawn as they come and committed together at the
+end (one undo step): each axial slice they cross gets the object's new voxels, as "propagated"
+("needs review" where the stop rule doubted a plane slice) when the slice had no status or a
+propagated one, else keeping the user's status; rejected axial slices are left as they are.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ import numpy as np
 from napari_medprompt._qt.segment import ui as segment_ui
 from napari_medprompt._qt.jobs import PropagationRun
 from napari_medprompt.segment.base import PromptError, PropagationSettings
+from napari_medprompt.segment.planes import axial_masks, plane_axis, plane_view
 from napari_medprompt.segment.propagation import plan_runs
 from napari_medprompt.segment.validate import require_volume
 from napari_medprompt.session import SessionError, SessionSaveError
@@ -86,6 +94,13 @@ class PropagationMixin:
         if obj.locked:
             self._warn(f"'{obj.display_name}' is locked (finished): unlock it to propagate it again.")
             return
+        plane = self._object_plane.get(oid, "axial")
+        if plane != "axial" and self._plane_seeds.get(oid, {}).get(plane):
+            self._propagate_plane(oid, plane)
+            return
+        if self._bound_plane != "axial":
+            with self._bind_lock:
+                self._ensure_plane(self.ctrl.segmenter, "axial")
         seeds = run_seeds(session, oid)
         if not any(m.any() for m in seeds.values()):
             self._error(f"'{obj.display_name}' has no accepted, prompted or painted slice to start from: "
@@ -114,12 +129,81 @@ class PropagationMixin:
                                f"{sorted(z for z, m in seeds.items() if m.any())} … (Esc cancels)")
         self._update_buttons()
 
+    def _propagate_plane(self, oid: int, plane: str) -> None:
+        """Propagate object ``oid`` along the axis of ``plane`` from its prompted slices there."""
+        session, image = self.ctrl.session, self.ctrl.image_layer
+        obj = session.objects[oid]
+        view = plane_view(session.labels == oid, plane)
+        seeds = {int(i): view[int(i)].copy() for i in sorted(self._plane_seeds[oid][plane])}
+        if not any(m.any() for m in seeds.values()):
+            self._error(f"'{obj.display_name}' has nothing on its {plane} slices {sorted(seeds)} any more: "
+                        f"prompt it again in the {plane} plane and accept before propagating.")
+            return
+        n = image.data.shape[plane_axis(plane)]
+        rng = segment_ui.slice_range(self.ui)
+        if rng is not None and (rng[0] < 0 or rng[1] >= n):
+            self._error(f"The slice range {rng} is outside the {plane} axis (0 to {n - 1}). Nothing was changed.")
+            return
+        settings = PropagationSettings(slice_range=rng, directions=segment_ui.directions(self.ui))
+        lo, hi = rng or (0, n - 1)
+        seg = self.ctrl.segmenter
+        self._clear_preview()
+        self.prefetcher.stop()
+        try:
+            with self._bind_lock:
+                self._ensure_plane(seg, plane)
+        except (PromptError, ValueError) as err:
+            self._error(f"Could not prepare the {plane} view: {err}")
+            return
+        self._uncommitted, self._uncommitted_since = {}, None
+        session.begin_undo_group(f"propagated {obj.display_name} ({plane})")
+        self._autosave_during_run, session.autosave = session.autosave, False
+        self.run = PropagationRun(
+            seg, oid, seeds, settings,
+            on_slice=lambda r: self._show_propagated(r), on_done=self._propagation_done,
+            on_error=lambda e: self._error(f"Propagation failed: {e}"),
+            description=f"Propagating {obj.display_name} ({plane})", expected=hi - lo + 1 - len(seeds),
+            session=session,
+        )
+        self.run.plane = plane
+        self.ui.status.setText(f"Propagating '{obj.display_name}' along the {plane} axis from {plane} slices "
+                               f"{sorted(seeds)} … (Esc cancels)")
+        self._update_buttons()
+
+    def _commit_plane_run(self, run: PropagationRun) -> None:
+        """Write a plane run's results into the axial slices they cross (see the module docstring)."""
+        session, oid, plane = run.session, run.object_id, run.plane
+        if not run.results or session is None or oid not in session.objects:
+            return
+        obj = session.objects[oid]
+        changed = axial_masks(session.labels == oid, plane, run.results)
+        doubted = set(axial_masks(session.labels == oid, plane,
+                                  {z: run.results[z] for z in run.flags if z in run.results}))
+        groups: dict[str, dict[int, np.ndarray]] = {}
+        for z, m in changed.items():
+            status = obj.slice_status.get(z)
+            if status == "rejected":
+                continue
+            if status is None or status in PROPAGATED_STATUSES:
+                status = "needs review" if z in doubted else "propagated"
+            groups.setdefault(status, {})[z] = m
+        for status, part in groups.items():
+            self._commit_to(session, oid, part, status, plane)
+
     def _show_propagated(self, result) -> None:
         """Draw a propagated slice in the preview layer (redraws coalesced) and commit in chunks."""
         run = self.run
         if run is None or run.detached:
             return
         z = int(result.slice_index)
+        plane = getattr(run, "plane", "axial")
+        if plane != "axial":  # committed at the end (one pass over the axial slices)
+            if self.preview_layer is not None:
+                plane_view(self.preview_layer.data, plane)[z][result.mask] = run.object_id
+                self._preview_dirty.add(-1)  # any slice on screen may cross it
+                if not self._redraw_timer.isActive():
+                    self._redraw_timer.start()
+            return
         if self.preview_layer is not None:
             self.preview_layer.data[z][result.mask] = run.object_id
             self._preview_dirty.add(z)
@@ -153,19 +237,20 @@ class PropagationMixin:
             if not self._redraw_timer.isActive():
                 self._redraw_timer.start()
 
-    def _commit_to(self, session, oid: int, masks: dict, status: str) -> None:
+    def _commit_to(self, session, oid: int, masks: dict, status: str, plane: str = "axial") -> None:
+        prov = self._provenance(action="propagate", plane=plane)
         if session is self.ctrl.session:
-            self._session_call("commit_slices", oid, masks, status, self._provenance(action="propagate"))
+            self._session_call("commit_slices", oid, masks, status, prov)
             return
         try:  # the run of an image no longer shown: straight into its own session
-            session.commit_slices(oid, masks, status, self._provenance(action="propagate"))
+            session.commit_slices(oid, masks, status, prov)
         except Exception as err:  # noqa: BLE001 - reported, the viewer goes on
             self._warn(f"Could not commit the last propagated slices of the previous image: {err}")
 
     def _redraw_preview(self) -> None:
         """Redraw the preview layer if a slice changed since the last redraw is on screen."""
         dirty, self._preview_dirty = self._preview_dirty, set()
-        if self.preview_layer is not None and dirty and self.ctrl.shows_any(self.preview_layer, dirty):
+        if self.preview_layer is not None and dirty and (-1 in dirty or self.ctrl.shows_any(self.preview_layer, dirty)):
             self.preview_layer.refresh()
 
     def _close_run(self, run: PropagationRun) -> None:
@@ -173,6 +258,9 @@ class PropagationMixin:
         itself only), close its undo group and restore the session's autosave."""
         session = run.session
         try:
+            if getattr(run, "plane", "axial") != "axial":
+                self._commit_plane_run(run)
+                return
             self._commit_chunk(run)
             if not run.cancelled and run.error is None and session is not None and run.object_id in session.objects:
                 stale = sorted(run.previous - set(run.results))
@@ -199,7 +287,9 @@ class PropagationMixin:
         self._close_run(run)
         self._clear_preview()
         n = len(run.results)
-        where = f"; the object ends at slice(s) {sorted(run.lost)}" if run.lost else ""
+        plane = getattr(run, "plane", "axial")
+        where = (f"; the object ends at {'' if plane == 'axial' else plane + ' '}slice(s) {sorted(run.lost)}"
+                 if run.lost else "")
         doubted = f"; {len(run.flags)} slice(s) need review" if run.flags else ""
         state = "cancelled" if run.cancelled else ("failed" if run.error else "done")
         self.ui.status.setText(f"Propagation {state}: {n} slices in {run.t_end - run.t_start:.1f} s{where}{doubted}.")

@@ -19,12 +19,53 @@ from qtpy.QtWidgets import (
 )
 
 from napari_medprompt._qt.shortcuts import keyboard_shortcuts, shortcut_for
+from napari_medprompt.imaging.window import FOLLOW_DISPLAY, MODEL_WINDOW_CONVENTIONS, preset_names
 
 DIRECTIONS = {
     "both directions": ("forward", "backward"),
     "up (increasing slice)": ("forward",),
     "down (decreasing slice)": ("backward",),
 }
+
+
+#: Modalities the chooser offers (DICOM codes).
+MODALITIES = ("CT", "MR", "DX", "CR", "MG", "PT", "US", "OT")
+FOLLOW_DISPLAY_LABEL = "follow the display preset"
+CONVENTION_LABEL = "checkpoint's convention"
+
+
+def model_window_options(modality: str) -> dict[str, object]:
+    """Labels of the "Model window" chooser -> the segmenter's ``model_window`` value."""
+    opts: dict[str, object] = {FOLLOW_DISPLAY_LABEL: FOLLOW_DISPLAY,
+                               CONVENTION_LABEL: None}
+    opts.update({f"fixed preset: {name}": name for name in preset_names(modality)})
+    opts.update({f"convention: {name}": name for name in MODEL_WINDOW_CONVENTIONS})
+    return opts
+
+
+def model_window_value(label: str):
+    """The ``model_window`` value of a chooser label (any modality's)."""
+    for modality in ("CT", "OT"):
+        opts = model_window_options(modality)
+        if label in opts:
+            return opts[label]
+    return FOLLOW_DISPLAY
+
+
+def fill_modality(combo: QComboBox, modality: str) -> None:
+    combo.blockSignals(True)
+    combo.clear()
+    combo.addItems(list(MODALITIES) + ([modality] if modality and modality not in MODALITIES else []))
+    combo.setCurrentText(modality or "OT")
+    combo.blockSignals(False)
+
+
+def fill_model_windows(combo: QComboBox, modality: str, current: str) -> None:
+    combo.blockSignals(True)
+    combo.clear()
+    combo.addItems(list(model_window_options(modality)))
+    combo.setCurrentText(current if combo.findText(current) >= 0 else FOLLOW_DISPLAY_LABEL)
+    combo.blockSignals(False)
 
 
 def _button(text: str, action: str | None, tip: str, key_in_label: bool = True) -> QPushButton:
@@ -51,10 +92,20 @@ def build(owner, backend_panel, objects_panel) -> SimpleNamespace:
     ui.labels_source.setToolTip("Import an existing Labels layer of the same shape into the session")
     ui.window = QComboBox()
     ui.window.setToolTip("Window / level preset: changes only the display contrast, never the voxel values")
+    ui.modality = QComboBox()
+    ui.modality.setToolTip("The image's modality (CT, MR, DX = X-ray ...): the window presets, the model "
+                           "window and the classic backend's rules follow it. Guessed when the file "
+                           "does not say; change it here when the guess is wrong.")
+    ui.model_window = QComboBox()
+    ui.model_window.setToolTip("What the model sees: the display's window preset (default), a fixed "
+                               "preset whatever the display shows, or the checkpoint's own convention "
+                               "(MedSAM2: CT L40/W400, MR 0.5-99.5 %). Recorded with every mask.")
     top = QFormLayout()
     top.addRow("Image", ui.image)
     top.addRow("Labels", ui.labels_source)
+    top.addRow("Modality", ui.modality)
     top.addRow("Window", ui.window)
+    top.addRow("Model window", ui.model_window)
 
     model = QGroupBox("Model")
     QVBoxLayout(model).addWidget(backend_panel)
@@ -65,13 +116,33 @@ def build(owner, backend_panel, objects_panel) -> SimpleNamespace:
     ui.polarity = QLabel(polarity_text(True))
     ui.polarity.setWordWrap(True)
     ui.polarity.setToolTip("\n".join(f"{k}: {d}" for k, d in keyboard_shortcuts()))
+    ui.plane = QLabel("Prompting in the <b>axial</b> plane.")
+    ui.plane.setWordWrap(True)
+    ui.plane.setToolTip("Prompts go to the plane the viewer shows: roll the dims (the button at the "
+                        "bottom left) for a coronal or sagittal view; propagation follows that plane's axis")
+    ui.draw_help = QLabel("'prompts (box)' layer: rectangle = box · path = scribble (points along it) · "
+                          "polygon / lasso = mask prompt")
+    ui.draw_help.setWordWrap(True)
+    ui.draw_help.setStyleSheet("color: #b0b0b0; font-size: 11px;")
     ui.accept = _button("Accept", "accept", "Commit the preview of the current object")
-    ui.clear = _button("Clear prompts", None, "Remove the points and boxes of the current object")
+    ui.clear = _button("Clear prompts", None, "Remove the points, boxes, scribbles and lassos of the current object")
     row = QHBoxLayout()
     row.addWidget(ui.accept)
     row.addWidget(ui.clear)
+    ui.init_source = QComboBox()
+    ui.init_source.setToolTip("A Labels layer of the same shape as the image")
+    ui.init_from_label = QPushButton("Use as prompt")
+    ui.init_from_label.setToolTip("Use the chosen label layer's object on the slice shown (its selected "
+                                  "label, else the largest) as a mask prompt: refine, accept, propagate")
+    init = QHBoxLayout()
+    init.addWidget(QLabel("From label"))
+    init.addWidget(ui.init_source, 1)
+    init.addWidget(ui.init_from_label)
     pl = QVBoxLayout(prompts)
+    pl.addWidget(ui.plane)
     pl.addWidget(ui.polarity)
+    pl.addWidget(ui.draw_help)
+    pl.addLayout(init)
     pl.addLayout(row)
 
     prop = QGroupBox("Propagate through the volume")

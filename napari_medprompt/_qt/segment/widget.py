@@ -5,8 +5,21 @@ Review widget through :func:`controller_for`), models behind the ``Segmenter`` p
 call that can take long runs in a ``thread_worker`` (see :mod:`._qt.jobs` / :mod:`._qt.workers`).
 
 Mouse: click = positive point, Shift+click = negative point (in the "prompts (points)" layer, which
-is put in add mode), rectangles in the "prompts (box)" layer = box prompts. Keys: see
+is put in add mode); in the "prompts (box)" layer rectangles = box prompts, paths = scribbles (points
+along them), polygons / lassos = mask prompts (see :mod:`._qt.segment.prompt_layers`). Keys: see
 :func:`napari_medprompt._qt.shortcuts.keyboard_shortcuts`.
+
+Planes: prompts are made in the plane the viewer shows (axial, coronal or sagittal: napari's rolled
+dims), the segmenter is bound to that plane's view of the volume
+(:func:`napari_medprompt.segment.planes.plane_view`) and "Propagate" runs along the axis of the
+plane the object was last prompted in. The session stores axial slices: a coronal or sagittal mask is
+written into every axial slice it crosses (:func:`~napari_medprompt.segment.planes.axial_masks`). In
+the 3D view prompts are refused with a message.
+
+Model input: the "Modality" chooser sets the image's modality (presets, model window and the
+classic backend's rules follow it); "Model window" chooses what the model sees: the display preset
+(default), a fixed preset, or the checkpoint's own convention. Both are recorded in the provenance
+of every commit.
 """
 
 from __future__ import annotations
@@ -39,6 +52,16 @@ from napari_medprompt._qt.shortcuts import bind_shortcuts, shortcut_for
 from napari_medprompt._qt.workers import LatestOnlyRunner, start_worker
 from napari_medprompt.imaging.window import contrast_limits, default_preset, preset_names
 from napari_medprompt.segment.base import PromptError
+from napari_medprompt.segment.planes import (
+    VIEW_3D,
+    axial_masks,
+    plane_axis,
+    plane_shape,
+    plane_spacing,
+    plane_view,
+    view_plane,
+)
+from napari_medprompt.segment.prompts import check_label_volume, label_object_mask, mask_prompt
 from napari_medprompt.segment.validate import check_prompt
 from napari_medprompt.session import SessionError
 
@@ -120,6 +143,11 @@ class SegmentWidget(ObjectsMixin, PropagationMixin, QWidget):
         self._last_engine_s: float | None = None  # seconds of the segmenter's last predict()
         self._bind_gen = 0  # generation of the latest segmenter bind (older binds are skipped)
         self._bind_lock = threading.Lock()
+        self._bound_plane = "axial"  # the plane view the segmenter is bound to
+        self._pending_plane = "axial"  # the plane the pending previews (``_pending``) are slices of
+        self._plane_seeds: dict[int, dict[str, set[int]]] = {}  # object -> plane -> prompted slices
+        self._object_plane: dict[int, str] = {}  # object -> plane it was last prompted in
+        self._model_window_choice = segment_ui.FOLLOW_DISPLAY_LABEL
 
         self.backend = BackendPanel()
         self.objects = ObjectsPanel()
@@ -139,6 +167,9 @@ class SegmentWidget(ObjectsMixin, PropagationMixin, QWidget):
         self.ui.image.activated.connect(lambda _i: self.bind_image(self.ui.image.currentData()))
         self.ui.labels_source.activated.connect(lambda _i: self._import_labels_layer())
         self.ui.window.activated.connect(lambda _i: self.set_window(self.ui.window.currentText()))
+        self.ui.modality.activated.connect(lambda _i: self.set_modality(self.ui.modality.currentText()))
+        self.ui.model_window.activated.connect(lambda _i: self.set_model_window(self.ui.model_window.currentText()))
+        self.ui.init_from_label.clicked.connect(lambda: self.prompt_from_label(self.ui.init_source.currentData()))
         self.ui.accept.clicked.connect(self.accept)
         self.ui.clear.clicked.connect(self.clear_prompts)
         self.ui.propagate.clicked.connect(self.propagate)
@@ -149,6 +180,8 @@ class SegmentWidget(ObjectsMixin, PropagationMixin, QWidget):
         napari_viewer.layers.events.inserted.connect(self._refresh_layer_choices)
         napari_viewer.layers.events.removed.connect(self._on_layer_removed)
         napari_viewer.dims.events.current_step.connect(lambda _e: self._step_timer.start())
+        napari_viewer.dims.events.order.connect(self._on_view_changed)
+        napari_viewer.dims.events.ndisplay.connect(self._on_view_changed)
         bind_shortcuts([napari_viewer], self._actions())
         from qtpy.QtWidgets import QApplication
 
@@ -189,6 +222,8 @@ class SegmentWidget(ObjectsMixin, PropagationMixin, QWidget):
         labels = [ly for ly in self.viewer.layers if isinstance(ly, Labels) and ly not in own]
         segment_ui.fill_combo(self.ui.image, images, self.ctrl.image_layer, placeholder="(no image layer)")
         segment_ui.fill_combo(self.ui.labels_source, labels, None, placeholder="(new segmentation)")
+        segment_ui.fill_combo(self.ui.init_source, labels, self.ui.init_source.currentData(),
+                              placeholder="(choose a label layer)")
         if self.ctrl.image_layer is None and len(images) == 1 and not self._binding:
             self.bind_image(images[0])
 
@@ -229,6 +264,10 @@ class SegmentWidget(ObjectsMixin, PropagationMixin, QWidget):
         self.preview_layer = make_preview_layer(self.viewer, layer)
         self.prompts = PromptLayers(self.viewer, layer)
         self.prompts.changed.connect(self._on_prompts_changed)
+        self.prompts.refused.connect(self._error)
+        self._bound_plane = self._pending_plane = "axial"
+        self._plane_seeds.clear()
+        self._object_plane.clear()
         if self._unsubscribe:
             self._unsubscribe()
         self._unsubscribe = session.on_change(self._on_session_change)
@@ -237,7 +276,10 @@ class SegmentWidget(ObjectsMixin, PropagationMixin, QWidget):
         bind_shortcuts([self.prompts.points, self.prompts.shapes, labels_layer], self._actions())
         segment_ui.fill_windows(self.ui.window, preset_names(vol.modality),
                                 layer.metadata.get("medprompt", {}).get("window_preset") or default_preset(vol.modality))
+        segment_ui.fill_modality(self.ui.modality, vol.modality)
+        segment_ui.fill_model_windows(self.ui.model_window, vol.modality, self._model_window_choice)
         segment_ui.set_range(self.ui, layer.data.shape[0] if layer.ndim == 3 else 1)
+        self._on_view_changed()
         self._sync_objects()
         if session.objects:  # a restored session: go on with its last object (no duplicate on click)
             self.select_object(max(session.objects))
@@ -288,11 +330,13 @@ class SegmentWidget(ObjectsMixin, PropagationMixin, QWidget):
                     return False
                 seg.bind(image, modality=vol.modality, spacing=vol.spacing, key=session.image_key,
                          display_preset=preset)
+                self._bound_plane = "axial"
                 return True
 
         def bound(done=True):
             if done and gen == self._bind_gen and seg is self.ctrl.segmenter and layer is self.ctrl.image_layer:
                 self._seg_ready = True
+                self._apply_model_window(quiet=True)
                 self.prefetcher.set_segmenter(seg, image.shape[0] if image.ndim == 3 else 1)
                 self._follow_slice()
                 self._update_buttons()
@@ -302,8 +346,63 @@ class SegmentWidget(ObjectsMixin, PropagationMixin, QWidget):
                      on_error=lambda e: self._error(f"Could not prepare the image: {e}"))
 
     def _follow_slice(self) -> None:
-        if self._seg_ready and self.run is None:
+        if self._seg_ready and self.run is None and self._bound_plane == "axial":
             self.prefetcher.follow(self.ctrl.current_slice())
+
+    # -------------------------------------------------------------------------------- planes
+    def view_plane(self) -> str:
+        """The plane the viewer shows of the image: "axial", "coronal", "sagittal", or "3d"."""
+        layer = self.ctrl.image_layer
+        if layer is None or layer.ndim != 3:
+            return "axial"
+        dims = self.viewer.dims
+        offset = dims.ndim - layer.ndim
+        sliced = [d - offset for d in dims.not_displayed if d >= offset]
+        linear = np.asarray(layer.affine.affine_matrix)[:-1, :-1] @ np.diag(layer.scale)
+        try:
+            return view_plane(dims.ndisplay, sliced, linear)
+        except ValueError:
+            return VIEW_3D
+
+    def view_index(self, plane: str) -> int:
+        """Index of the slice of ``plane`` the viewer is on (0 for a 2D image)."""
+        layer = self.ctrl.image_layer
+        if layer is None or layer.ndim != 3:
+            return 0
+        world = np.asarray(self.viewer.dims.point)[-layer.ndim:]
+        ax = plane_axis(plane)
+        v = float(layer.world_to_data(world)[ax])
+        return int(min(max(round(v), 0), layer.data.shape[ax] - 1))
+
+    def _on_view_changed(self, *_):
+        """The view changed (rolled dims, 2D/3D): new prompts go to the plane now shown."""
+        if self.prompts is None or self.ctrl.image_layer is None or self.ctrl.image_layer.ndim != 3:
+            return
+        plane = self.view_plane()
+        self.prompts.set_plane(plane if plane != VIEW_3D else self.prompts.plane, view_3d=plane == VIEW_3D)
+        if plane == VIEW_3D:
+            self.ui.plane.setText("3D view: prompts are made on a 2D slice (switch to 2D to click).")
+            return
+        self.ui.plane.setText(f"Prompting in the <b>{plane}</b> plane (prompts and propagation follow "
+                              "the plane shown; roll the dims to change it).")
+        if self.run is None:
+            segment_ui.set_range(self.ui, self.ctrl.image_layer.data.shape[plane_axis(plane)])
+
+    def _ensure_plane(self, seg, plane: str) -> None:
+        """Bind ``seg`` to ``plane``'s view of the image if it is bound to another (call under the
+        bind lock, in a worker: a SAM2 bind hashes the volume)."""
+        if plane == self._bound_plane or self.volume is None or self.ctrl.session is None:
+            return
+        image = np.asarray(self.ctrl.image_layer.data)
+        key = self.ctrl.session.image_key
+        if plane == "axial":
+            seg.bind(image, modality=self.volume.modality, spacing=self.volume.spacing, key=key,
+                     display_preset=self.ui.window.currentText() or None)
+        else:
+            seg.bind(plane_view(image, plane), modality=self.volume.modality,
+                     spacing=plane_spacing(self.volume.spacing, plane), key=f"{key}:{plane}",
+                     display_preset=self.ui.window.currentText() or None)
+        self._bound_plane = plane
 
     # ------------------------------------------------------------------------------- prompts
     def toggle_polarity(self) -> None:
@@ -316,21 +415,46 @@ class SegmentWidget(ObjectsMixin, PropagationMixin, QWidget):
             self.prompts.clear()
         self._clear_preview()
 
+    def _prompt_target(self) -> tuple[str, int]:
+        """``(plane, slice)`` of the newest prompt edit, else of the slice on screen."""
+        if self.prompts is not None and self.prompts.last_target is not None:
+            return self.prompts.last_target
+        plane = self.view_plane()
+        plane = "axial" if plane == VIEW_3D else plane
+        return plane, (self.ctrl.current_slice() if plane == "axial" else self.view_index(plane))
+
+    def _slice_shape(self, plane: str) -> tuple[int, int]:
+        image = self.ctrl.image_layer
+        return tuple(image.data.shape[-2:]) if image.ndim == 2 else plane_shape(image.data.shape, plane)
+
     def _on_prompts_changed(self) -> None:
         if self.prompts is None or self.ctrl.session is None or not self._seg_ready:
             return
-        z = self.prompts.last_slice if self.prompts.last_slice is not None else self.ctrl.current_slice()
-        prompt = self.prompts.prompt_on(z)
-        if prompt.is_empty:
-            self._pending.pop(z, None)
-            self._runner.cancel()
-            self._show_mask(z, None)
-            return
-        image = self.ctrl.image_layer
+        plane, z = self._prompt_target()
         try:
-            prompt = check_prompt(prompt, image.data.shape[-2:])
+            prompt = self.prompts.prompt_on(z, plane)
         except PromptError as err:
-            self._warn(str(err))
+            self._warn(f"{err}. Nothing was changed.")
+            return
+        self.predict_prompt(plane, z, prompt)
+
+    def predict_prompt(self, plane: str, z: int, prompt) -> None:
+        """Preview the current object's mask on slice ``z`` of ``plane`` from ``prompt`` (a bad prompt
+        is reported and changes nothing)."""
+        if plane != self._pending_plane and self._pending:
+            self._notify("info", f"Previews in the {self._pending_plane} plane were dropped (not accepted) "
+                                 f"for a prompt in the {plane} plane.")
+            self._clear_preview()
+        if prompt.is_empty:
+            if plane == self._pending_plane:
+                self._pending.pop(z, None)
+                self._runner.cancel()
+                self._show_mask(z, None, plane)
+            return
+        try:
+            prompt = check_prompt(prompt, self._slice_shape(plane))
+        except PromptError as err:
+            self._warn(f"{err}. Nothing was changed.")
             return
         if not self.ctrl.current_object and not self.new_object(keep_prompts=True):
             return
@@ -341,11 +465,13 @@ class SegmentWidget(ObjectsMixin, PropagationMixin, QWidget):
         self._step_timer.stop()
 
         def job():
+            with self._bind_lock:
+                self._ensure_plane(seg, plane)
             t1 = time.perf_counter()
             result = seg.predict(z, prompt, oid)
-            return z, oid, result, t0, time.perf_counter() - t1
+            return z, oid, result, t0, time.perf_counter() - t1, plane
 
-        if self._predicts_fast(seg, z):
+        if plane == self._bound_plane and self._predicts_fast(seg, z):
             # a worker round trip would cost more than the prediction: the result waits for the
             # canvas repaint of the new point before it can be shown, one repaint later
             self._runner.cancel()  # drop any older prediction still running
@@ -370,16 +496,20 @@ class SegmentWidget(ObjectsMixin, PropagationMixin, QWidget):
             return False
 
     def _show_preview(self, payload, inline: bool = False) -> None:
-        z, oid, result, t0, engine_s = payload
+        z, oid, result, t0, engine_s, plane = payload
         self._last_engine_s = engine_s
         if oid != self.ctrl.current_object:
             return
         mask = np.asarray(result.mask, dtype=bool)
+        if plane != self._pending_plane:
+            self._clear_preview()
+            self._pending_plane = plane
         self._pending[z] = mask
-        self._show_mask(z, mask)
+        self._show_mask(z, mask, plane)
         self.last_latency = {"click_to_preview_s": time.perf_counter() - t0, "engine_s": engine_s,
                              "inline": inline}
-        self.ui.status.setText(f"Preview on slice {z}: {int(mask.sum())} px, score {result.score:.2f}. "
+        where = f"slice {z}" if plane == "axial" else f"{plane} slice {z}"
+        self.ui.status.setText(f"Preview on {where}: {int(mask.sum())} px, score {result.score:.2f}. "
                                f"{shortcut_for('accept')} = accept")
         self.preview_updated.emit(z)
         self._resume_timer.start()  # resume prefetching around the viewed slice
@@ -387,19 +517,20 @@ class SegmentWidget(ObjectsMixin, PropagationMixin, QWidget):
     def _predict_failed(self, err: BaseException) -> None:
         self._warn(f"Prediction failed: {err}")
 
-    def _show_mask(self, z: int, mask) -> None:
+    def _show_mask(self, z: int, mask, plane: str = "axial") -> None:
         layer = self.preview_layer
         if layer is None:
             return
-        plane = layer.data[z] if layer.ndim == 3 else layer.data
-        plane[...] = 0
+        view = plane_view(layer.data, plane)[z] if layer.ndim == 3 else layer.data
+        view[...] = 0
         if mask is not None:
-            plane[mask] = self.ctrl.current_object
+            view[mask] = self.ctrl.current_object
         layer.refresh()
 
     def _clear_preview(self) -> None:
         self._runner.cancel()
         self._pending.clear()
+        self._pending_plane = "axial"
         self._preview_dirty.clear()
         if self.preview_layer is not None and self.preview_layer.data.any():
             self.preview_layer.data[...] = 0
@@ -418,6 +549,9 @@ class SegmentWidget(ObjectsMixin, PropagationMixin, QWidget):
         info = getattr(seg, "provenance_info", None)
         if callable(info):
             prov.update(info())  # checkpoint, model window
+        prov["modality"] = getattr(self.volume, "modality", None)
+        prov["model_window_choice"] = segment_ui.model_window_value(self._model_window_choice)
+        prov["display_preset"] = self.ui.window.currentText() or None
         prov.update(extra)
         return prov
 
@@ -428,7 +562,11 @@ class SegmentWidget(ObjectsMixin, PropagationMixin, QWidget):
         if not self._pending:
             self._warn("Nothing to accept: click on the structure (or draw a box) to get a preview first.")
             return
+        if self._pending_plane != "axial":
+            self._accept_plane()
+            return
         oid, masks = self.ctrl.current_object, dict(self._pending)
+        self._object_plane[oid] = "axial"
         for z in masks:  # the prompts are saved with what they produced (not on every click)
             rec = self.prompts.as_record(z) if self.prompts is not None else None
             if rec and (rec["points"] or rec["box"]):
@@ -440,6 +578,116 @@ class SegmentWidget(ObjectsMixin, PropagationMixin, QWidget):
             self._clear_preview()
             for z in masks:
                 self.prompts.clear(z)
+
+    def _accept_plane(self) -> None:
+        """Commit previews made in a coronal or sagittal plane: written into every axial slice they
+        cross (status "prompted"); the plane slices are remembered as the object's seeds for a
+        propagation along that plane's axis."""
+        plane, oid, masks = self._pending_plane, self.ctrl.current_object, dict(self._pending)
+        session = self.ctrl.session
+        try:
+            axial = axial_masks(session.labels == oid, plane, masks)
+        except ValueError as err:
+            self._error(f"Could not accept the {plane} preview: {err}. Nothing was changed.")
+            return
+        prov = self._provenance(plane=plane, plane_slices=sorted(int(z) for z in masks))
+        if axial and not self._session_call("commit_slices", oid, axial, "prompted", prov):
+            return
+        self._plane_seeds.setdefault(oid, {}).setdefault(plane, set()).update(int(z) for z in masks)
+        self._object_plane[oid] = plane
+        blocked = session.last_commit_info.get("blocked_voxels", 0) if axial else 0
+        if blocked:
+            self._notify("info", f"{blocked} voxels belonging to other objects were left to them.")
+        self._clear_preview()
+        for z in masks:
+            self.prompts.clear((plane, z))
+        self.ui.status.setText(f"Accepted {len(masks)} {plane} slice(s) ({len(axial)} axial slices changed). "
+                               f"{shortcut_for('propagate')} propagates along the {plane} axis.")
+
+    # ------------------------------------------------------------------ modality, model window
+    def set_modality(self, modality: str) -> None:
+        """Change the image's modality: presets, the display window, the model window choices and the
+        segmenter (rebound with the new modality) follow it."""
+        layer, vol = self.ctrl.image_layer, self.volume
+        if layer is None or vol is None or not modality:
+            return
+        modality = modality.upper()
+        if modality == vol.modality:
+            return
+        old = vol.modality
+        vol.modality = modality
+        md = layer.metadata.setdefault("medprompt", {})
+        md["modality"] = modality
+        md["modality_inferred"] = False
+        preset = default_preset(modality)
+        segment_ui.fill_windows(self.ui.window, preset_names(modality), preset)
+        if segment_ui.model_window_value(self._model_window_choice) not in (
+                None, "display", *segment_ui.model_window_options(modality).values()):
+            self._model_window_choice = segment_ui.FOLLOW_DISPLAY_LABEL
+        segment_ui.fill_model_windows(self.ui.model_window, modality, self._model_window_choice)
+        if self.ui.modality.currentText() != modality:
+            segment_ui.fill_modality(self.ui.modality, modality)
+        self.set_window(preset)
+        self._notify("info", f"Modality of '{layer.name}' set to {modality} (was {old}): window presets "
+                             "and the model window follow it.")
+        if self.ctrl.segmenter is not None:
+            self._bind_segmenter(self.ctrl.segmenter)
+
+    def set_model_window(self, label: str) -> None:
+        """Choose what the model sees (a label of the "Model window" chooser)."""
+        if not label:
+            return
+        modality = getattr(self.volume, "modality", "OT")
+        if label not in segment_ui.model_window_options(modality):
+            self._warn(f"Model window '{label}' is not available for {modality} images (fixed CT windows "
+                       "need Hounsfield units): choose one of the listed ones. Nothing was changed.")
+            return
+        previous, self._model_window_choice = self._model_window_choice, label
+        if not self._apply_model_window():
+            self._model_window_choice = previous
+            segment_ui.fill_model_windows(self.ui.model_window, getattr(self.volume, "modality", "OT"), previous)
+
+    def _apply_model_window(self, quiet: bool = False) -> bool:
+        seg = self.ctrl.segmenter
+        choice = segment_ui.model_window_value(self._model_window_choice)
+        if seg is None or not hasattr(seg, "set_model_window"):
+            return True
+        try:
+            win = seg.set_model_window(choice, display_preset=self.ui.window.currentText() or None)
+        except (PromptError, ValueError) as err:
+            self._warn(f"Model window unchanged: {err}")
+            return False
+        if not quiet:
+            what = "the image's own values (the classic backend ignores windows)" if win is None else \
+                f"{win[0]:.0f} .. {win[1]:.0f}"
+            self._notify("info", f"Model window: {self._model_window_choice} -> {what}.")
+        return True
+
+    # ---------------------------------------------------------------------- label as a prompt
+    def prompt_from_label(self, label_layer) -> None:
+        """Use an object of ``label_layer`` on the slice shown (its selected label when present there,
+        else the largest) as a mask prompt of the current object: preview, then accept / propagate."""
+        if label_layer is None:
+            self._warn("Choose a label layer to initialise from.")
+            return
+        if not self._ready():
+            return
+        plane = self.view_plane()
+        if plane == VIEW_3D:
+            self._error("Initialising from a label works on a 2D slice: switch to the 2D view first.")
+            return
+        image = self.ctrl.image_layer
+        try:
+            check_label_volume(np.shape(label_layer.data), image.data.shape, label_layer.name)
+            z = self.view_index(plane) if image.ndim == 3 else 0
+            data = np.asarray(label_layer.data)
+            slc = plane_view(data, plane)[z] if image.ndim == 3 else data
+            _oid, mask = label_object_mask(slc, getattr(label_layer, "selected_label", None), label_layer.name)
+            prompt = mask_prompt(mask)
+        except PromptError as err:
+            self._error(f"{err}. Nothing was changed.")
+            return
+        self.predict_prompt(plane if image.ndim == 3 else "axial", z, prompt)
 
     def undo(self) -> None:
         if self.run is None and self.ctrl.session is not None and not self._session_call("undo"):
@@ -465,7 +713,7 @@ class SegmentWidget(ObjectsMixin, PropagationMixin, QWidget):
         if seg is not None and hasattr(seg, "set_model_window"):
             try:  # the model sees what the clinician sees (unless a model window was chosen)
                 seg.set_model_window(display_preset=preset)
-            except ValueError as err:
+            except (PromptError, ValueError) as err:
                 self._warn(f"Model window unchanged: {err}")
 
     def save_segmentation(self, path: str | Path | None = None):

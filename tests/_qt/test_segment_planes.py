@@ -1,0 +1,203 @@
+"""Prompts where the clinician works: coronal and sagittal views (napari's rolled dims) prompt and
+propagate in that plane, in data space, through the radiological display flip; the 3D view refuses
+prompts; the modality and model-window choosers. A synthetic non-square CT (z 36, y 52, x 68,
+spacing 2 x 1 x 1 mm) with a bright ellipsoid, shown with all three axes flipped (RAS file)."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+from tests._qt._helpers import (  # noqa: F401 (autouse fixture)
+    dice,
+    load_backend,
+    make_widget,
+    press,
+    stop_workers_after_test,
+)
+
+SHOTS = os.environ.get("MEDPROMPT_SCREENSHOTS")  # a folder: keep the screenshots to look at
+SHAPE = (36, 52, 68)
+CENTRE = (18, 24, 40)
+
+
+def phantom():
+    z, y, x = np.mgrid[: SHAPE[0], : SHAPE[1], : SHAPE[2]]
+    vol = np.full(SHAPE, -1000.0)
+    body = ((y - 26) / 24) ** 2 + ((x - 34) / 32) ** 2 < 1
+    vol[body] = 20.0
+    obj = ((z - CENTRE[0]) / 12) ** 2 + ((y - CENTRE[1]) / 9) ** 2 + ((x - CENTRE[2]) / 14) ** 2 < 1
+    vol[obj] = 250.0
+    vol += np.random.default_rng(0).normal(0, 8, SHAPE)
+    return vol.astype(np.int16), obj
+
+
+def add_phantom(viewer):
+    from napari_medprompt.io.layers import volume_to_layer_data
+    from napari_medprompt.io.volume import Volume
+
+    data, _ = phantom()
+    vol = Volume(data, spacing=(2.0, 1.0, 1.0), affine=np.eye(4), modality="CT", name="phantom")
+    assert vol.radiological_flips() == (True, True, True)  # every axis is mirrored on screen
+    layer_data, kwargs, _ = volume_to_layer_data(vol)
+    return viewer.add_image(layer_data, **kwargs)
+
+
+ORDERS = {"axial": (0, 1, 2), "coronal": (1, 0, 2), "sagittal": (2, 0, 1)}
+
+
+def show_plane(viewer, widget, plane, index):
+    """Roll the dims to ``plane`` and go to its slice ``index`` (data index), as a user would."""
+    layer = widget.ctrl.image_layer
+    viewer.dims.order = ORDERS[plane]
+    ax = {"axial": 0, "coronal": 1, "sagittal": 2}[plane]
+    pt = np.zeros(3)
+    pt[ax] = index
+    viewer.dims.set_point(ax, float(layer.data_to_world(pt)[ax]))
+    assert widget.view_plane() == plane
+    assert widget.view_index(plane) == index
+
+
+def _mouse(kind, position, displayed):
+    from napari.utils._proxies import ReadOnlyWrapper
+    from napari.utils.events import Event
+
+    return ReadOnlyWrapper(Event(
+        type_name=kind, is_dragging=False, modifiers=[], position=position, pos=np.array([10, 10]),
+        view_direction=None, dims_displayed=list(displayed), dims_point=position,
+    ))
+
+
+def click_data_point(viewer, widget, zyx):
+    """A mouse click in the prompt points layer where voxel ``zyx`` is drawn."""
+    from napari.utils.interactions import mouse_press_callbacks, mouse_release_callbacks
+
+    layer = widget.ctrl.image_layer
+    world = tuple(float(v) for v in layer.data_to_world(np.asarray(zyx, float)))
+    displayed = viewer.dims.displayed
+    mouse_press_callbacks(widget.prompts.points, _mouse("mouse_press", world, displayed))
+    mouse_release_callbacks(widget.prompts.points, _mouse("mouse_release", world, displayed))
+
+
+@pytest.fixture
+def phantom_widget(make_napari_viewer, monkeypatch, tmp_path, qtbot):
+    viewer, widget = make_widget(make_napari_viewer, monkeypatch, tmp_path, add_image=add_phantom)
+    load_backend(qtbot, widget, "classic")
+    return viewer, widget
+
+
+@pytest.mark.parametrize("plane", ["coronal", "sagittal"])
+def test_click_in_a_rolled_view_segments_that_plane_and_propagates_along_its_axis(phantom_widget, qtbot, plane):
+    viewer, widget = phantom_widget
+    _, obj = phantom()
+    ax = {"coronal": 1, "sagittal": 2}[plane]
+    index = CENTRE[ax]
+    show_plane(viewer, widget, plane, index)
+    assert "coronal" in widget.ui.plane.text() or "sagittal" in widget.ui.plane.text()
+    # click on the object's centre as drawn (mirrored axes: the world point is not the data point)
+    with qtbot.waitSignal(widget.preview_updated, timeout=30000):
+        click_data_point(viewer, widget, CENTRE)
+    pts = widget.prompts.points.data
+    assert len(pts) == 1 and np.allclose(pts[0], CENTRE)  # the clicked voxel, in data space
+    assert widget.prompts.points.features["plane"].iloc[0] == plane
+    preview = widget.preview_layer.data > 0
+    sl = [slice(None)] * 3
+    sl[ax] = index
+    truth = obj[tuple(sl)]
+    assert dice(preview[tuple(sl)], truth) > 0.9
+    assert preview.sum() == preview[tuple(sl)].sum()  # only that plane slice, no axial slice
+    press(qtbot, widget.ui.accept)
+    session, oid = widget.ctrl.session, widget.ctrl.current_object
+    lab = session.labels == oid
+    assert dice(lab[tuple(sl)], truth) > 0.9 and lab.sum() == lab[tuple(sl)].sum()
+    crossed = np.flatnonzero(truth.any(axis=1))  # the axial slices (rows of a coronal/sagittal slice)
+    assert all(session.objects[oid].slice_status[int(z)] == "prompted" for z in crossed)
+    assert session.objects[oid].provenance["plane"] == plane
+
+    with qtbot.waitSignal(widget.propagation_finished, timeout=60000):
+        press(qtbot, widget.ui.propagate)
+    lab = session.labels == oid
+    extent = np.flatnonzero(lab.any(axis=tuple(i for i in range(3) if i != ax)))
+    true_extent = np.flatnonzero(obj.any(axis=tuple(i for i in range(3) if i != ax)))
+    assert len(extent) >= 0.8 * len(true_extent)  # it went along the plane's axis
+    assert dice(lab, obj) > 0.85
+    assert widget.ui.status.text().startswith("Propagation done"), widget.ui.status.text()
+    statuses = set(session.objects[oid].slice_status.values())
+    assert statuses <= {"prompted", "propagated", "needs review"}
+    prov = session.objects[oid].provenance
+    assert prov["action"] == "propagate" and prov["plane"] == plane  # the last commit: this run
+    assert len(prov["log"]) == 2  # the accept, then the run (one commit per status)
+    if SHOTS and plane == "coronal":
+        viewer.window._qt_window.resize(1400, 900)
+        viewer.reset_view()
+        from PIL import Image
+
+        img = np.asarray(viewer.screenshot(canvas_only=False, flash=False))[..., :3]
+        Image.fromarray(img).save(os.path.join(SHOTS, "coronal_segmentation.png"))
+
+
+def test_3d_view_refuses_prompts_with_a_message(phantom_widget, qtbot):
+    viewer, widget = phantom_widget
+    viewer.dims.ndisplay = 3
+    assert widget.view_plane() == "3d"
+    assert "3D" in widget.ui.plane.text()
+    before = widget.ctrl.session.labels.copy()
+    widget.prompts.add_point(CENTRE[0], CENTRE[1], CENTRE[2])
+    qtbot.wait(50)
+    assert len(widget.prompts.points.data) == 0
+    widget.prompts.add_box(CENTRE[0], 10, 10, 30, 50)
+    assert len(widget.prompts.shapes.data) == 0
+    assert any(lv == "error" and "3D view" in m for lv, m in widget.messages)
+    assert np.array_equal(widget.ctrl.session.labels, before) and not widget.preview_layer.data.any()
+    viewer.dims.ndisplay = 2  # back to 2D: clicks work again
+    with qtbot.waitSignal(widget.preview_updated, timeout=30000):
+        widget.prompts.add_point(CENTRE[0], CENTRE[1], CENTRE[2])
+
+
+def test_modality_chooser_updates_presets_segmenter_and_provenance(phantom_widget, qtbot):
+    viewer, widget = phantom_widget
+    ui = widget.ui
+    assert ui.modality.currentText() == "CT" and ui.window.findText("lung") >= 0
+    ui.modality.setCurrentText("MR")
+    ui.modality.activated.emit(ui.modality.currentIndex())
+    assert widget.volume.modality == "MR"
+    assert ui.window.findText("lung") < 0 and ui.window.currentText() == "auto"  # MR presets
+    assert ui.model_window.findText("fixed preset: lung") < 0
+    qtbot.waitUntil(lambda: widget._seg_ready and widget.ctrl.segmenter.modality == "MR", timeout=30000)
+    ui.model_window.setCurrentText("fixed preset: narrow")
+    ui.model_window.activated.emit(ui.model_window.currentIndex())
+    assert widget.ctrl.segmenter.model_window == "narrow"
+    with qtbot.waitSignal(widget.preview_updated, timeout=30000):
+        widget.prompts.add_point(*CENTRE)
+    press(qtbot, ui.accept)
+    prov = widget.ctrl.session.objects[widget.ctrl.current_object].provenance
+    assert prov["modality"] == "MR" and prov["model_window_choice"] == "narrow"
+    assert widget.ctrl.image_layer.metadata["medprompt"]["modality"] == "MR"
+    # a fixed CT preset is refused for MR with a message; the choice stays
+    widget.set_model_window("fixed preset: lung")
+    assert widget.ctrl.segmenter.model_window == "narrow"
+
+
+def test_model_window_choice_changes_what_sam2_sees(make_napari_viewer, monkeypatch, tmp_path, qtbot):
+    """Random-init SAM2: following the display, a fixed preset and the checkpoint convention give the
+    window the chooser names, whatever the display shows; recorded in provenance."""
+    pytest.importorskip("sam2")
+    viewer, widget = make_widget(make_napari_viewer, monkeypatch, tmp_path, add_image=add_phantom)
+    names = [widget.backend.backend.itemText(i) for i in range(widget.backend.backend.count())]
+    name = next((n for n in names if "tiny" in n), None)
+    if name is None:
+        pytest.skip("no SAM2 tiny backend registered")
+    widget.backend.random.setChecked(True)
+    load_backend(qtbot, widget, name, timeout=240000)
+    seg = widget.ctrl.segmenter
+    widget.set_window("lung")
+    assert tuple(seg.window) == (-1350.0, 150.0)  # follows the display by default
+    widget.set_model_window("fixed preset: bone")
+    widget.set_window("soft_tissue")
+    assert tuple(seg.window) == (-500.0, 1300.0)  # fixed: the display no longer moves it
+    widget.set_model_window("convention: medsam2")
+    assert tuple(seg.window) == (-160.0, 240.0)
+    assert widget._provenance()["model_window_choice"] == "medsam2"
+    assert widget._provenance()["model_window"]["window"] == [-160.0, 240.0]
