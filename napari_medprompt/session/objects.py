@@ -60,6 +60,16 @@ def check_status(status: str, allowed: tuple[str, ...] = SLICE_STATUSES) -> str:
     return status
 
 
+def check_class(name) -> str | None:
+    """A class name as stored (stripped, non-empty) or None for "no class"."""
+    if name is None:
+        return None
+    if not isinstance(name, str):
+        raise ValueError(f"a class name must be text, got {name!r}")
+    name = name.strip()
+    return name or None
+
+
 @dataclass
 class SegObject:
     """One structure being annotated, stored in the label map under ``id``.
@@ -67,7 +77,8 @@ class SegObject:
     ``prompts`` maps a slice index to ``{"points": [[row, col], ...], "labels": [1 | 0, ...],
     "box": [r0, c0, r1, c1] | None}``; ``slice_status`` maps a slice index to one of
     :data:`SLICE_STATUSES`; ``provenance`` says how the mask was made (backend, model, version,
-    device, random_weights, user, created, modified, and a short ``log`` of the commits).
+    device, random_weights, user, created, modified, and a short ``log`` of the commits);
+    ``class_name`` is the class the user gave it (None: none yet; saved as ``"class"``).
     """
 
     id: int
@@ -77,6 +88,7 @@ class SegObject:
     prompts: dict[int, dict[str, Any]] = field(default_factory=dict)
     slice_status: dict[int, str] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
+    class_name: str | None = None  # the class the user gave the object (e.g. "benign"), for learning
 
     @property
     def display_name(self) -> str:
@@ -97,6 +109,7 @@ class SegObject:
             "prompts": {str(z): cp(p) for z, p in sorted(self.prompts.items())},
             "slice_status": {str(z): s for z, s in sorted(self.slice_status.items())},
             "provenance": cp(self.provenance),
+            **({"class": self.class_name} if self.class_name is not None else {}),
         }
 
     @classmethod
@@ -112,6 +125,7 @@ class SegObject:
                 int(z): check_status(s) for z, s in d.get("slice_status", {}).items()
             },
             provenance=copy.deepcopy(d.get("provenance", {})),
+            class_name=check_class(d.get("class")),
         )
 
 

@@ -34,6 +34,8 @@ class SessionPersistence:
 
         image: dict[str, Any] = {"key": self.image_key, "name": self.image_name,
                                  "shape": list(self.shape), "spacing": list(self.spacing)}
+        if self.image_class is not None:
+            image["class"] = self.image_class
         affine = getattr(self.reference, "affine", None)
         if affine is not None:
             image["affine"] = np.asarray(affine, dtype=float).tolist()

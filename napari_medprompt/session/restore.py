@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from napari_medprompt.session.objects import SegObject, default_color
+from napari_medprompt.session.objects import SegObject, check_class, default_color
 from napari_medprompt.session.store import (
     MANIFEST,
     MANIFEST_BACKUP,
@@ -154,6 +154,11 @@ def load_session(cls, folder, *, image_key=None, shape=None, reference=None, aut
     if bad_records:  # voxels whose object record was lost stay, under a placeholder object
         for oid in sorted(set(np.unique(labels).tolist()) - {0} - set(session.objects)):
             session.objects[oid] = SegObject(oid, f"object {oid} (record damaged)", default_color(oid))
+    try:
+        session.image_class = check_class(image.get("class"))
+    except ValueError as err:
+        if not partial:
+            raise SessionCorruptError(f"{store.manifest_path}: image class malformed ({err})", folder) from err
     session.created = manifest.get("created", session.created)
     session.uid = str(manifest.get("session_id") or session.uid)
     report = RestoreReport(folder, restored_slices=len(store.slice_files),

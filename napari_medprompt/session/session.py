@@ -23,6 +23,7 @@ from napari_medprompt.session.objects import (
     PROPAGATED_STATUSES,
     SLICE_STATUSES,
     SegObject,
+    check_class,
     check_status,
     default_color,
     merge_provenance,
@@ -36,6 +37,8 @@ from napari_medprompt.session.stats import SliceCounts
 log = logging.getLogger(__name__)
 
 MAX_LABEL = np.iinfo(np.uint16).max
+#: Key of the whole image's record in an undo step's object snapshots (image-level class).
+IMAGE_RECORD = "image"
 
 
 class ObjectLockedError(ValueError):
@@ -85,6 +88,7 @@ class AnnotationSession(SessionPersistence):
                 raise ValueError(f"label map shape {labels.shape} does not match the image {shape}")
             self.labels = np.ascontiguousarray(labels, dtype=np.uint16)
         self.objects: dict[int, SegObject] = {}
+        self.image_class: str | None = None  # class of the whole image (image-level labels)
         self.history = History()
         self.created = utc_now()
         self.uid = uuid.uuid4().hex  # tells this session's folder from another session's
@@ -137,6 +141,24 @@ class AnnotationSession(SessionPersistence):
 
     def set_locked(self, object_id: int, locked: bool) -> None:
         self._edit_meta(object_id, "lock" if locked else "unlock", lambda o: setattr(o, "locked", bool(locked)))
+
+    def set_object_class(self, object_id: int, class_name: str | None) -> None:
+        """Give the object a class (e.g. "malignant"); None removes it. One undo step, saved."""
+        name = check_class(class_name)
+        self._edit_meta(object_id, "class", lambda o: setattr(o, "class_name", name))
+
+    def set_image_class(self, class_name: str | None) -> None:
+        """Give the whole image a class (image-level label); None removes it. One undo step, saved;
+        the event is ``SessionEvent("objects", None, frozenset())``."""
+        name = check_class(class_name)
+        with self._lock:
+            before = {IMAGE_RECORD: {"class": self.image_class}}
+            self.image_class = name
+            self._finish("image class", {}, before, SessionEvent("objects", None, frozenset()))
+
+    def object_classes(self) -> dict[int, str]:
+        """``{object id: class}`` of the objects that have a class."""
+        return {oid: o.class_name for oid, o in sorted(self.objects.items()) if o.class_name is not None}
 
     def _edit_meta(self, object_id: int, label: str, change: Callable[[SegObject], None]) -> None:
         with self._lock:
@@ -356,12 +378,14 @@ class AnnotationSession(SessionPersistence):
             slices = apply_step(self.labels, step, forward)
             snapshot = step.objects_after if forward else step.objects_before
             for oid, data in (snapshot or {}).items():
-                if data is None:
+                if oid == IMAGE_RECORD:
+                    self.image_class = (data or {}).get("class")
+                elif data is None:
                     self.objects.pop(oid, None)
                 else:
                     self.objects[oid] = SegObject.from_dict(data)
             self._touch(slices)
-            ids = list((snapshot or {}).keys())
+            ids = [k for k in (snapshot or {}) if k != IMAGE_RECORD]
             event = SessionEvent("redo" if forward else "undo", ids[0] if len(ids) == 1 else None, frozenset(slices))
             self._notify_and_save(event)
         return True
@@ -429,7 +453,8 @@ class AnnotationSession(SessionPersistence):
         """Push the undo step for a change already applied, then notify and autosave. ``grouped``:
         a propagation commit (merged into an open undo group); anything else is the user's."""
         diffs = diff_slices(planes, self.labels, planes)
-        after = {oid: (self.objects[oid].to_dict() if oid in self.objects else None) for oid in objects_before}
+        after = {oid: ({"class": self.image_class} if oid == IMAGE_RECORD else
+                       self.objects[oid].to_dict() if oid in self.objects else None) for oid in objects_before}
         if not grouped and self._group_touched is not None:
             self._group_touched |= set(planes) | set(event.slices)
         if diffs or after != objects_before:
