@@ -28,6 +28,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -127,6 +128,8 @@ def _parser_train() -> argparse.ArgumentParser:
     p.add_argument("--store", default=None, help="model store folder: every run becomes a new version")
     p.add_argument("--list-versions", action="store_true", help="list the versions of --store, then exit")
     p.add_argument("--rebuild-index", action="store_true", help="rebuild the index of --store from its version folders, then exit")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run from the resume state in its "
+                   "output folder (written after every epoch); refused when that state is another recipe's")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -230,6 +233,19 @@ def train_main(argv: list[str] | None = None) -> int:
     val_fraction = args.val_fraction if args.val_fraction is not None else cfg.get("val_fraction")
     classes = args.classes or cfg.get("classes")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    from napari_medprompt.train import distributed as dd
+
+    try:
+        dist = dd.init_from_env(merged.get("device") or "auto")
+    except RuntimeError as err:
+        print(f"medprompt-train: {err}", file=sys.stderr)
+        return 2
+    quiet = args.quiet or not dist.is_main
+    err_out = sys.stderr if dist.is_main else open(os.devnull, "w")  # logs on rank 0
+    problem = _unwritable(out) or (_unwritable(Path(store)) if store else None)
+    if problem:
+        print(f"medprompt-train: {problem}", file=sys.stderr)
+        return 2
     try:
         is_npz = Path(data_path).suffix == ".npz"
         pool = _load_data(data_path, args.split or cfg.get("split", "train"), classes)
@@ -251,24 +267,43 @@ def train_main(argv: list[str] | None = None) -> int:
         if test_split and test_split != "none" and is_npz:
             test = _load_data(data_path, test_split, pool.classes)
         print(f"training pool: {len(pool)} images {dict(zip(pool.classes, pool.class_counts().tolist()))}; "
-              f"validation: {val_note}; test: {'none' if test is None else f'{test_split!r} ({len(test)} images)'}",
-              file=sys.stderr)
+              f"validation: {val_note}; test: {'none' if test is None else f'{test_split!r} ({len(test)} images)'}"
+              + (f"; {dist.describe()}" if dist.enabled else ""), file=err_out)
         summaries = []
         for frac in fracs:
             run_dir = out / f"fraction_{frac:g}" if frac and len(fracs) > 1 else out
-            config = TrainConfig(**merged, method_options=options)
+            config = TrainConfig(**merged, method_options=options, resume=bool(args.resume))
             label = f"fraction {frac:g}" if frac else (f"{shots}-shot" if shots else "")
             summary = _run_seeds(config, pool, seeds, val=val, test=test, shots=shots, fraction=frac, store=store,
-                                 out_dir=run_dir, quiet=args.quiet, label=label)
+                                 out_dir=run_dir, quiet=quiet, label=label, err_out=err_out)
             summary["validation"] = val_note
-            run_dir.mkdir(parents=True, exist_ok=True)
-            from napari_medprompt.io.atomic import atomic_write_text
+            if dist.enabled:
+                summary["processes"] = dist.world_size
+            if dist.is_main:
+                run_dir.mkdir(parents=True, exist_ok=True)
+                from napari_medprompt.io.atomic import atomic_write_text
 
-            atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=1))
+                atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=1))
             summaries.append((label, summary))
+        if dist.is_main:
+            from napari_medprompt.train.results import write_results
+
+            rows = []
+            for label, s in summaries:
+                split = "test" if s["test"]["n"] else ("val" if s["val"]["n"] else "train")
+                rows.append({"label": f"{config.method} {label}".strip() + f" ({split})",
+                             "runs": [r[split] for r in s["runs"]],
+                             "note": ("RANDOM backbone weights: not meaningful" if s["runs"][0].get("random_weights")
+                                      else "")})
+            write_results(out, rows)
+        dd.barrier()
     except (DataError, CheckpointError, StoreError, ValueError, RuntimeError) as err:
-        print(f"medprompt-train: {err}", file=sys.stderr)
+        print(f"medprompt-train{f' [rank {dist.rank}]' if dist.enabled else ''}: {err}", file=sys.stderr)
         return 2
+    finally:
+        dd.shutdown()
+    if not dist.is_main:
+        return 0
     for label, s in summaries:
         bits = [f"{label or 'run'}: {len(s['seeds'])} seed(s), n_train={s['runs'][0]['n_train']}"]
         for split in ("val", "test", "train"):
@@ -280,7 +315,18 @@ def train_main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _run_seeds(config, pool, seeds, *, val, test, shots, fraction, store, out_dir: Path, quiet: bool, label: str) -> dict:
+def _unwritable(folder: Path) -> str | None:
+    """Why ``folder`` cannot be written (checked before any training), or None."""
+    probe_dir = folder
+    while not probe_dir.exists() and probe_dir.parent != probe_dir:
+        probe_dir = probe_dir.parent
+    if not probe_dir.is_dir() or not os.access(probe_dir, os.W_OK | os.X_OK):
+        return (f"cannot write to {folder}: {probe_dir} is not a writable folder; choose another --out / --store")
+    return None
+
+
+def _run_seeds(config, pool, seeds, *, val, test, shots, fraction, store, out_dir: Path, quiet: bool, label: str,
+               err_out=sys.stderr) -> dict:
     from tqdm import tqdm
 
     from napari_medprompt.train.seeds import train_seeds
@@ -292,9 +338,11 @@ def _run_seeds(config, pool, seeds, *, val, test, shots, fraction, store, out_di
         if ev.kind == "start":
             if ev.message and not warned:
                 warned.append(ev.message)
-                print(f"WARNING: {ev.message}", file=sys.stderr)
+                print(f"WARNING: {ev.message}", file=err_out)
             if ev.metrics.get("selection") and seed == seeds[0]:
-                print(f"{config.method} {label}: {ev.metrics['selection']}", file=sys.stderr)
+                print(f"{config.method} {label}: {ev.metrics['selection']}", file=err_out)
+        elif ev.kind == "resumed":
+            print(f"seed {seed}: {ev.message}", file=err_out)
         elif ev.kind == "step" and not quiet:
             bar = bars.get(seed)
             if bar is None:
@@ -310,8 +358,9 @@ def _run_seeds(config, pool, seeds, *, val, test, shots, fraction, store, out_di
     summary = train_seeds(cfg, pool, seeds, val=val, test=test, shots=shots, fraction=fraction, store=store,
                           out_dir=str(out_dir) if multi else None, on_event=on_event)
     from napari_medprompt.io.atomic import atomic_write_text
+    from napari_medprompt.train import distributed as dd
 
-    for run in summary["runs"]:
+    for run in summary["runs"] if dd.is_main() else ():
         d = out_dir / f"seed_{run['seed']}" if multi else out_dir
         d.mkdir(parents=True, exist_ok=True)
         atomic_write_text(d / "metrics.json", json.dumps(run, indent=1))
@@ -319,46 +368,82 @@ def _run_seeds(config, pool, seeds, *, val, test, shots, fraction, store, out_di
 
 
 def eval_main(argv: list[str] | None = None) -> int:
+    """Evaluate checkpoints or store versions (several: one per seed) on a split; print the metrics and,
+    with ``--out``, write ``results.csv`` / ``results.md`` (mean ± sd over the models) and ``metrics.json``.
+    Under torchrun each rank predicts its shard of the images; rank 0 writes."""
+    from napari_medprompt.train import distributed as dd
     from napari_medprompt.train.checkpoints import CheckpointError, load_checkpoint
     from napari_medprompt.train.data import DataError
+    from napari_medprompt.train.results import results_table, write_results
     from napari_medprompt.train.seeds import evaluate
     from napari_medprompt.train.store import ModelStore, StoreError
 
-    p = argparse.ArgumentParser(prog="medprompt-eval", description="Evaluate a trained adapter (checkpoint or store version).")
+    p = argparse.ArgumentParser(prog="medprompt-eval", description="Evaluate trained adapters (checkpoint files "
+                                "or store versions, e.g. one per seed) and write a results table.")
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--checkpoint")
+    src.add_argument("--checkpoint", nargs="+", help="checkpoint file(s); several = seeds of one protocol")
     src.add_argument("--store", help="model store folder (with --version, else its active version)")
-    p.add_argument("--version", default=None, help="store version id, e.g. v0003 (default: the active one)")
+    p.add_argument("--version", nargs="+", default=None, help="store version id(s), e.g. v0003 v0004 (default: the active one)")
     p.add_argument("--data", required=True, help="class-folder root or MedMNIST-style .npz")
     p.add_argument("--split", default="test")
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N images")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--label", default=None, help="row label in the results table (default: method on backbone)")
+    p.add_argument("--out", default=None, help="folder for results.csv, results.md and metrics.json")
     p.add_argument("--json", default=None, help="write the metrics to this file")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     try:
-        if args.store:
-            store = ModelStore(args.store)
-            model = store.load(args.version, device=args.device)
-            where = f"{args.store}:{model.store_version}"
-        else:
-            model = load_checkpoint(args.checkpoint, device=args.device)
-            where = str(args.checkpoint)
-        data = _load_data(args.data, args.split, model.classes if Path(args.data).suffix == ".npz" else None)
-        if args.limit:
-            data = data.subset(range(min(args.limit, len(data))))
-        if list(data.classes) != list(model.classes):
-            raise DataError(f"the data's classes {data.classes!r} differ from the model's {model.classes!r}")
-        metrics = evaluate(model, data, device=args.device)
-    except (CheckpointError, StoreError, DataError, ValueError) as err:
+        dist = dd.init_from_env(args.device)
+    except RuntimeError as err:
         print(f"medprompt-eval: {err}", file=sys.stderr)
         return 2
-    metrics["checkpoint"] = where
-    metrics["random_weights"] = bool(model.backbone.random_weights)
-    text = json.dumps(metrics, indent=1)
+    if args.out and _unwritable(Path(args.out)):
+        print(f"medprompt-eval: {_unwritable(Path(args.out))}", file=sys.stderr)
+        dd.shutdown()
+        return 2
+    results, label = [], args.label
+    try:
+        sources = args.checkpoint or (args.version or [None])
+        for item in sources:
+            if args.store:
+                model = ModelStore(args.store).load(item, device=dd.device_for(args.device))
+                where = f"{args.store}:{model.store_version}"
+            else:
+                model = load_checkpoint(item, device=dd.device_for(args.device))
+                where = str(item)
+            data = _load_data(args.data, args.split, model.classes if Path(args.data).suffix == ".npz" else None)
+            if args.limit:
+                data = data.subset(range(min(args.limit, len(data))))
+            if list(data.classes) != list(model.classes):
+                raise DataError(f"the data's classes {data.classes!r} differ from the model's {model.classes!r}")
+            metrics = evaluate(model, data, device=dd.device_for(args.device))
+            metrics["checkpoint"] = where
+            metrics["random_weights"] = bool(model.backbone.random_weights)
+            results.append(metrics)
+            label = label or f"{model.name} on {getattr(model.backbone, 'name', '?')}"
+    except (CheckpointError, StoreError, DataError, ValueError) as err:
+        print(f"medprompt-eval: {err}", file=sys.stderr)
+        dd.shutdown()
+        return 2
+    dd.shutdown()
+    if not dist.is_main:
+        return 0
+    rows = [{"label": f"{label} ({args.split})", "runs": results,
+             "note": "RANDOM backbone weights: not meaningful" if any(r["random_weights"] for r in results) else ""}]
+    out = results[0] if len(results) == 1 else {"models": results}
+    text = json.dumps(out, indent=1)
     if args.json:
-        Path(args.json).write_text(text)
+        from napari_medprompt.io.atomic import atomic_write_text
+
+        atomic_write_text(args.json, text)
+    if args.out:
+        from napari_medprompt.io.atomic import atomic_write_text
+
+        write_results(args.out, rows)
+        atomic_write_text(Path(args.out) / "metrics.json", text)
     print(text)
+    print(results_table(rows)[1], file=sys.stderr)
     return 0
 
 

@@ -240,6 +240,13 @@ def split_batch(idx):
     return local, _INFO.world_size * len(local) / len(idx)
 
 
+class _Args:
+    """Arguments DDP passes through untouched (it would move tensors to the GPU: index tensors stay put)."""
+
+    def __init__(self, args):
+        self.args = args
+
+
 def wrap_ddp(model, loss_fn):
     """``loss_fn(model, *args)`` as the forward of a DDP-wrapped module around ``model`` (its
     trainable parameters: the frozen backbone takes no part). Returns a callable ``(*args) -> loss``;
@@ -254,9 +261,21 @@ def wrap_ddp(model, loss_fn):
             super().__init__()
             self.inner = inner
 
-        def forward(self, *a):
-            return loss_fn(self.inner, *a)
+        def forward(self, box):
+            return loss_fn(self.inner, *box.args)
 
     kw = {"device_ids": [_INFO.local_rank]} if _INFO.backend == "nccl" else {}
     ddp = DDP(_Loss(model), broadcast_buffers=False, find_unused_parameters=True, **kw)
-    return ddp
+    return lambda *a: ddp(_Args(a))
+
+
+def fault_point(step: int) -> None:
+    """Failure injection for tests of a dying rank: ``MEDPROMPT_FAULT_AT="<rank>:<step>"`` ends that
+    rank's process abruptly (exit status 17) when it completes that training step."""
+    spec = os.environ.get("MEDPROMPT_FAULT_AT")
+    if spec:
+        r, _, s = spec.partition(":")
+        if int(r) == _INFO.rank and int(s) == int(step):
+            sys.stderr.write(f"rank {_INFO.rank}: failing on purpose at step {step} (MEDPROMPT_FAULT_AT)\n")
+            sys.stderr.flush()
+            os._exit(17)

@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, fields
@@ -83,6 +84,7 @@ class TrainConfig:
     checkpoint_name: str = "adapter.safetensors"
     store: str | None = None  # model store folder: every run writes a new version there
     store_activate: bool = True  # make the new version the active one
+    resume: bool = False  # continue from out_dir's resume state (written after every epoch) when there is one
     stop_event: Any = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict:
@@ -240,6 +242,104 @@ def _store_of(config: TrainConfig, store):
     return ModelStore(store)
 
 
+RESUME_FILE = "resume_state.pt"
+WRITTEN_FILE = "resume_written.json"  # what a finished run wrote (a resume of it writes nothing again)
+#: config fields that do not change what is trained (where it goes, how it is run)
+_NOT_RECIPE = ("out_dir", "checkpoint_name", "store", "store_activate", "resume", "device", "stop_event")
+
+
+class ResumeError(ValueError):
+    """A resume state that cannot be used for this run (another recipe, unreadable); the message says why."""
+
+
+def _resume_path(config: TrainConfig) -> Path | None:
+    return Path(config.out_dir) / RESUME_FILE if config.out_dir else None
+
+
+def _recipe(config: TrainConfig, task, data, val, sched) -> dict:
+    """What a run trains: the config without output/device fields, the effective schedule, the task and
+    the training / validation data's content fingerprints."""
+    d = {k: v for k, v in config.to_dict().items() if k not in _NOT_RECIPE}
+    return {"config": json.loads(json.dumps(d, default=str)), "schedule": dict(sched), "task": task.name,
+            "train_set_sha256": data.fingerprint(), "val_set_sha256": None if val is None else val.fingerprint()}
+
+
+def _resume_state(config: TrainConfig, task, data, val, sched) -> dict | None:
+    """The saved state to continue from (``config.resume`` and a state in ``out_dir``), checked to be
+    this recipe's; None to start from scratch."""
+    path = _resume_path(config)
+    if not config.resume or path is None or not path.exists():
+        return None
+    import torch
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:
+        raise ResumeError(f"cannot read the resume state {path}: {err}; remove it to start afresh") from None
+    mine, theirs = _recipe(config, task, data, val, sched), state.get("recipe") or {}
+    if mine != theirs:
+        diff = []
+        for k in sorted(set(mine) | set(theirs)):
+            a, b = mine.get(k), theirs.get(k)
+            if isinstance(a, dict) and isinstance(b, dict):
+                diff += [f"{k}.{j}: {b.get(j)!r} -> {a.get(j)!r}" for j in sorted(set(a) | set(b)) if a.get(j) != b.get(j)]
+            elif a != b:
+                diff.append(f"{k}: {str(b)[:16]!r} -> {str(a)[:16]!r}")
+        raise ResumeError(f"refusing to resume from {path}: it was written by another recipe ({'; '.join(diff)}); "
+                          "use another output folder or remove the file to start afresh")
+    return state
+
+
+def _already_written(config: TrainConfig) -> dict | None:
+    p = Path(config.out_dir) / WRITTEN_FILE if config.out_dir else None
+    try:
+        w = json.loads(p.read_text()) if p is not None and p.exists() else None
+    except (OSError, ValueError):
+        return None
+    if w and w.get("checkpoint") and not Path(w["checkpoint"]).exists():
+        return None
+    return w
+
+
+def _restore(state, model, opt, lr_sched, scaler, gen, rng, best, history) -> tuple[int, int, int]:
+    model.load_state_dict(state["model"], strict=False)
+    opt.load_state_dict(state["optimizer"])
+    lr_sched.load_state_dict(state["lr_sched"])
+    scaler.load_state_dict(state["scaler"])
+    gen.set_state(state["generator"])
+    rng._cpu = state["rng_cpu"]
+    if rng.cuda and state.get("rng_gpu") is not None:
+        rng._gpu = state["rng_gpu"]
+    best.update(state["best"])
+    history[:] = state["history"]
+    return int(state["epoch"]) + 1, int(state["done_steps"]), int(state["bad_epochs"])
+
+
+def _save_resume(config, task, data, val, sched, epoch, done_steps, bad_epochs, model, opt, lr_sched, scaler, gen,
+                 rng, best, history, *, finished: bool, status: str) -> None:
+    """After every epoch (rank 0, atomically): everything needed to continue exactly where this epoch ended."""
+    from napari_medprompt.train import distributed as dd
+
+    path = _resume_path(config)
+    if path is None or not dd.is_main():
+        return
+    import io
+
+    import torch
+
+    from napari_medprompt.io.atomic import atomic_write_bytes
+
+    state = {"format": 1, "recipe": _recipe(config, task, data, val, sched), "epoch": epoch, "done_steps": done_steps,
+             "bad_epochs": bad_epochs, "model": _adapter_state(model), "optimizer": opt.state_dict(),
+             "lr_sched": lr_sched.state_dict(), "scaler": scaler.state_dict(), "generator": gen.get_state(),
+             "rng_cpu": rng._cpu, "rng_gpu": rng._gpu, "best": dict(best), "history": list(history),
+             "finished": finished, "status": status}
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, buf.getvalue())
+
+
 def train_iter(config: TrainConfig, data, model=None, *, val=None, store=None) -> Iterator[TrainEvent]:
     """Train on ``data`` (exactly as given), select on ``val`` (or train a fixed schedule without it).
 
@@ -248,8 +348,11 @@ def train_iter(config: TrainConfig, data, model=None, *, val=None, store=None) -
     or its folder (default ``config.store``); the run then writes a new version there."""
     import torch
 
+    from napari_medprompt.train import distributed as dd
+
     task = task_for(config, data, model)  # checks the monitor and that method and data belong together
-    device = resolve_device(config.device)
+    dist = dd.info()  # one process unless started under torchrun (init_from_env)
+    device = resolve_device(dd.device_for(config.device))
     method = config.method if model is None else model.name
     info = method_info_any(method)
     sched = schedule(config, method)
@@ -308,15 +411,19 @@ def train_iter(config: TrainConfig, data, model=None, *, val=None, store=None) -
             if t is None:
                 continue
             out = []
-            for i in range(0, len(t.x), bs):
+            mine = torch.as_tensor(dd.shard_indices(len(t.x)), dtype=torch.long)  # all of them in one process
+            for i in range(0, len(mine), bs):
                 with torch.no_grad(), autocast(), rng.active():  # never yield inside: grad mode is thread state
-                    x = t.x[i : i + bs].to(device)
-                    m = None if t.m is None else t.m[i : i + bs].to(device)
+                    sel = mine[i : i + bs]
+                    x = t.x[sel].to(device)
+                    m = None if t.m is None else t.m[sel].to(device)
                     out.append(task.encode(model, x, m))
-                yield TrainEvent("features", step=min(i + bs, len(t.x)), steps=len(t.x), message=split)
+                yield TrainEvent("features", step=min(i + bs, len(mine)), steps=len(mine), message=split)
                 if _stopping(config):
                     break
             feats[split] = torch.cat(out) if out else None
+            if feats[split] is not None and dist.enabled and not _stopping(config):
+                feats[split] = dd.gather_ordered(feats[split], len(t.x))  # computed sharded, gathered once
             if _stopping(config):
                 break
     if _stopping(config):
@@ -342,6 +449,7 @@ def train_iter(config: TrainConfig, data, model=None, *, val=None, store=None) -
     best = {"metrics": None, "state": None, "epoch": 0, "train_loss": None}
     status = "finished"
     train_metrics = None
+    resume = None
     if not params:
         # training-free methods (zero-shot, Tip-Adapter): nothing to optimise, evaluate once
         if has_val:
@@ -369,7 +477,18 @@ def train_iter(config: TrainConfig, data, model=None, *, val=None, store=None) -
         gen = torch.Generator().manual_seed(int(config.seed))
         initial = _adapter_state(model)
         t0, done_steps, bad_epochs = time.perf_counter(), 0, 0
-        for epoch in range(1, epochs + 1):
+        step_loss = dd.wrap_ddp(model, lambda mdl, i, g: task.loss(mdl, tr, i, feats["train"] if cached else None,
+                                                                  device, g))
+        resume = _resume_state(config, task, data, val, sched)
+        start_epoch = 1
+        if resume is not None:
+            start_epoch, done_steps, bad_epochs = _restore(resume, model, opt, lr_sched, scaler, gen, rng, best, history)
+            yield TrainEvent("resumed", epoch=start_epoch - 1, epochs=epochs, step=done_steps, steps=total,
+                             message=f"resumed after epoch {start_epoch - 1} ({done_steps} steps) from "
+                                     f"{_resume_path(config)}")
+        for epoch in range(start_epoch, epochs + 1):
+            if resume is not None and resume.get("finished"):
+                break
             order = task.epoch_order(tr, gen, balanced=config.balanced_sampling)
             losses = []
             for s in range(steps_per_epoch):
@@ -377,10 +496,15 @@ def train_iter(config: TrainConfig, data, model=None, *, val=None, store=None) -
                     status = "stopped"
                     break
                 idx = order[s * bs : (s + 1) * bs]
+                local, weight = dd.split_batch(idx)
                 with rng.active():
                     model.train()
                     with autocast():
-                        loss = task.loss(model, tr, idx, feats["train"] if cached else None, device, gen)
+                        if dist.enabled:  # the shared generator stays in step on every rank
+                            g = torch.Generator().manual_seed(int(config.seed) * 1_000_003 + done_steps)
+                            loss = step_loss(local, g) * weight
+                        else:
+                            loss = step_loss(idx, gen)
                     opt.zero_grad(set_to_none=True)
                     if amp:
                         scaler.scale(loss).backward()
@@ -391,7 +515,8 @@ def train_iter(config: TrainConfig, data, model=None, *, val=None, store=None) -
                         opt.step()
                     lr_sched.step()
                 done_steps += 1
-                losses.append(float(loss.detach()))
+                losses.append(float(loss.detach()) / (weight or 1.0))
+                dd.fault_point(done_steps)
                 rate = (time.perf_counter() - t0) / done_steps
                 yield TrainEvent("step", epoch=epoch, epochs=epochs, step=done_steps, steps=total,
                                  loss=losses[-1], lr=opt.param_groups[0]["lr"], eta_s=rate * (total - done_steps))
@@ -414,14 +539,20 @@ def train_iter(config: TrainConfig, data, model=None, *, val=None, store=None) -
                         else f"no improvement in {task.monitor} for {bad_epochs} epoch(s)")
             else:
                 note = "fixed schedule (no validation data)"
+            stop_early = has_val and config.patience and bad_epochs >= config.patience and epoch < epochs
+            _save_resume(config, task, data, val, sched, epoch, done_steps, bad_epochs, model, opt, lr_sched, scaler,
+                         gen, rng, best, history, finished=bool(stop_early or epoch == epochs),
+                         status="early-stopped" if stop_early else "finished")
             yield TrainEvent("epoch", epoch=epoch, epochs=epochs, loss=train_loss, metrics=metrics,
                              lr=opt.param_groups[0]["lr"], eta_s=(time.perf_counter() - t0) / done_steps * (total - done_steps),
                              message=note)
-            if has_val and config.patience and bad_epochs >= config.patience and epoch < epochs:
+            if stop_early:
                 status = "early-stopped"
                 yield TrainEvent("epoch", epoch=epoch, epochs=epochs,
                                  message=f"early stop after epoch {epoch}: no better {task.monitor} for {bad_epochs} epochs")
                 break
+        if resume is not None and resume.get("finished"):
+            status = resume.get("status", status)
         if best["state"] is not None:
             model.load_state_dict(best["state"], strict=False)
         else:
@@ -449,16 +580,21 @@ def train_iter(config: TrainConfig, data, model=None, *, val=None, store=None) -
         "schedule": sched, "written": False,
     }
     path = vid = None
+    written = _already_written(config) if params and resume is not None and resume.get("finished") else None
+    if written:  # a resumed run that had finished and written its results: nothing new to write
+        path, vid = written.get("checkpoint"), written.get("version")
+        final["written"] = True
+        completed = False
     if completed:
         saved = {k: v for k, v in final.items() if k not in ("written",)}
-        if config.out_dir:
+        if config.out_dir and dist.is_main:
             from napari_medprompt.train.checkpoints import free_path, save_checkpoint
 
             path = str(save_checkpoint(free_path(Path(config.out_dir), config.checkpoint_name), model,
                                        config=config.to_dict(), train_fingerprint=final["train_set_sha256"],
                                        metrics=saved, preprocess=spec))
             yield TrainEvent("checkpoint", path=path, message=f"adapter written to {path}")
-        if store is not None:
+        if store is not None and dist.is_main:
             parent = getattr(model, "store_version", True)
             vid = store.add(model, config=config.to_dict(), data_fingerprint=final["train_set_sha256"], metrics=saved,
                             preprocess=spec, parent=parent, activate=config.store_activate, status=final["status"])
@@ -466,5 +602,9 @@ def train_iter(config: TrainConfig, data, model=None, *, val=None, store=None) -
             yield TrainEvent("version", path=str(store.weights_path(vid)), message=vid,
                              metrics={"version": vid, "store": str(store.root), "active": bool(config.store_activate)})
         final["written"] = bool(path or vid)
+        if params and dist.is_main and _resume_path(config) is not None and final["written"]:
+            from napari_medprompt.io.atomic import atomic_write_text
+
+            atomic_write_text(Path(config.out_dir) / WRITTEN_FILE, json.dumps({"checkpoint": path, "version": vid}))
     final["version"] = vid
     yield TrainEvent("done", metrics=final, path=path, model=model, message=status)

@@ -21,8 +21,19 @@ def evaluate(model, data: FewShotData, *, device=None) -> dict:
     """Classification metrics of ``model`` on ``data`` (masks passed to mask-using methods)."""
     from napari_medprompt.train.predict import predict
 
+    from napari_medprompt.train import distributed as dd
+
     masks = data.masks if getattr(model, "uses_masks", False) else None
-    probs = predict(model, data.images, masks, device=device)
+    if not dd.info().enabled:
+        probs = predict(model, data.images, masks, device=device)
+        return classification_metrics(data.labels, probs, len(model.classes))
+    import numpy as np
+    import torch
+
+    mine = dd.shard_indices(len(data))  # under torchrun: each rank predicts its shard, gathered in order
+    part = predict(model, [data.images[i] for i in mine], None if masks is None else [masks[i] for i in mine],
+                   device=device)
+    probs = dd.gather_ordered(torch.from_numpy(np.ascontiguousarray(part)), len(data)).numpy()
     return classification_metrics(data.labels, probs, len(model.classes))
 
 
