@@ -270,12 +270,12 @@ def wrap_ddp(model, loss_fn):
 
 
 def fault_point(step: int) -> None:
-    """Failure injection for tests of a dying rank: ``MEDPROMPT_FAULT_AT="<rank>:<step>"`` ends that
-    rank's process abruptly (exit status 17) when it completes that training step."""
+    """Failure injection for tests of a killed process or a dying rank: ``MEDPROMPT_FAULT_AT="<rank>:<step>"``
+    sends SIGKILL to that rank's own process when it completes that training step."""
     spec = os.environ.get("MEDPROMPT_FAULT_AT")
     if spec:
         r, _, s = spec.partition(":")
         if int(r) == _INFO.rank and int(s) == int(step):
             sys.stderr.write(f"rank {_INFO.rank}: failing on purpose at step {step} (MEDPROMPT_FAULT_AT)\n")
             sys.stderr.flush()
-            os._exit(17)
+            os.kill(os.getpid(), signal.SIGKILL)
