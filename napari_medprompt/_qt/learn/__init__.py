@@ -1,0 +1,1 @@
+"""The Learn dock: example set, training in the background, model versions, predictions and heat maps."""

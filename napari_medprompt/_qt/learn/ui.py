@@ -1,0 +1,254 @@
+"""Widgets of the Learn panel (layout only; napari_medprompt._qt.learn.widget wires them up)."""
+
+from __future__ import annotations
+
+from qtpy.QtCore import QSize, Qt
+from qtpy.QtWidgets import (
+    QAbstractItemView,
+    QComboBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QGridLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QSlider,
+    QSpinBox,
+    QTableWidget,
+    QTableWidgetItem,
+    QTabWidget,
+    QTextBrowser,
+    QVBoxLayout,
+    QWidget,
+)
+
+from napari_medprompt._qt.learn.options import OptionForm
+from napari_medprompt._qt.learn.plot import LinePlot
+
+EXAMPLE_COLUMNS = ["", "Class", "Source", "Slice", "Object", "Group"]
+EXAMPLE_TIPS = ["Thumbnail (the object's outline in white)", "The class the example teaches",
+                "Image it comes from (file name only)", "Slice index in that image",
+                "Object (label id) whose mask it carries", "Image/series: a validation split never puts one "
+                "group on both sides"]
+VERSION_COLUMNS = ["Active", "Version", "Method", "Backbone", "Data", "Metrics", "Date", "Status"]
+PROB_COLUMNS = ["Class", "Probability"]
+OBJECT_COLUMNS = ["Object", "Class given", "Predicted", "Probability", "Slices"]
+THUMB = 40
+PREDICT_MODES = ["Current slice", "Slice range", "Whole volume", "Every object"]
+
+
+def item(text: str, data=None, align_right: bool = False) -> QTableWidgetItem:
+    it = QTableWidgetItem(text)
+    it.setFlags(Qt.ItemFlag.ItemIsSelectable | Qt.ItemFlag.ItemIsEnabled)
+    if data is not None:
+        it.setData(Qt.ItemDataRole.UserRole, data)
+    if align_right:
+        it.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+    return it
+
+
+def table(columns: list[str], stretch: int, multi: bool = True) -> QTableWidget:
+    t = QTableWidget(0, len(columns))
+    t.setHorizontalHeaderLabels(columns)
+    t.verticalHeader().setVisible(False)
+    t.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+    t.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection if multi
+                       else QAbstractItemView.SelectionMode.SingleSelection)
+    t.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+    t.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+    t.horizontalHeader().setSectionResizeMode(stretch, QHeaderView.ResizeMode.Stretch)
+    return t
+
+
+def button(text: str, tip: str) -> QPushButton:
+    b = QPushButton(text)
+    b.setToolTip(tip)
+    return b
+
+
+def wrapped(text: str = "") -> QLabel:
+    lab = QLabel(text)
+    lab.setWordWrap(True)
+    lab.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+    return lab
+
+
+def _examples_tab(w) -> QWidget:
+    page = QWidget()
+    lay = QVBoxLayout(page)
+    w.counts = wrapped()
+    lay.addWidget(w.counts)
+    w.examples = table(EXAMPLE_COLUMNS, stretch=2)
+    w.examples.setIconSize(QSize(THUMB, THUMB))
+    w.examples.verticalHeader().setDefaultSectionSize(THUMB + 4)
+    for c, tip in enumerate(EXAMPLE_TIPS):
+        w.examples.horizontalHeaderItem(c).setToolTip(tip)
+    lay.addWidget(w.examples, 1)
+    row = QHBoxLayout()
+    row.addWidget(QLabel("Class"))
+    w.class_box = QComboBox()
+    w.class_box.setEditable(True)
+    w.class_box.setInsertPolicy(QComboBox.InsertPolicy.NoInsert)
+    w.class_box.lineEdit().setPlaceholderText("e.g. benign, malignant, normal, pneumonia")
+    w.class_box.setToolTip("The class given to slices and images added with the buttons below (type a new "
+                           "one or pick one already used)")
+    row.addWidget(w.class_box, 1)
+    lay.addLayout(row)
+    grid = QGridLayout()
+    w.add_slice = button("Add current slice", "Add the slice the viewer shows (a 2D image: the whole image) "
+                         "with the class above, without a mask")
+    w.add_objects = button("Add accepted objects", "Add every object of this image that has a class (set in "
+                           "the Review panel), one example per accepted slice, with its mask")
+    w.import_folder = button("Import folder…", "Import a folder with one sub-folder per class "
+                             "(class/case/image.png)")
+    w.import_npz = button("Import .npz…", "Import the training split of a MedMNIST-style .npz archive")
+    w.remove = button("Remove selected", "Remove the selected examples from the set (nothing else changes)")
+    for i, b in enumerate((w.add_slice, w.add_objects, w.import_folder, w.import_npz, w.remove)):
+        grid.addWidget(b, i // 2, i % 2)
+    lay.addLayout(grid)
+    return page
+
+
+def _train_tab(w) -> QWidget:
+    page = QWidget()
+    lay = QVBoxLayout(page)
+    form = QFormLayout()
+    w.method = QComboBox()
+    w.method.setToolTip("How the classifier is learnt on top of the frozen image encoder")
+    form.addRow("Method", w.method)
+    w.method_desc = wrapped()
+    form.addRow(w.method_desc)
+    w.backbone = QComboBox()
+    w.backbone.setToolTip("The frozen image encoder (pretrained weights when available)")
+    form.addRow("Backbone", w.backbone)
+    w.backbone_desc = wrapped()
+    form.addRow(w.backbone_desc)
+    lay.addLayout(form)
+    box = QGroupBox("Options")
+    bl = QVBoxLayout(box)
+    w.options = OptionForm()
+    bl.addWidget(w.options)
+    sched = QHBoxLayout()
+    sched.addWidget(QLabel("Epochs"))
+    w.epochs = QSpinBox()
+    w.epochs.setRange(0, 1000)
+    w.epochs.setToolTip("Passes over the examples (0 for a training-free method)")
+    sched.addWidget(w.epochs)
+    sched.addWidget(QLabel("Learning rate"))
+    w.lr = QDoubleSpinBox()
+    w.lr.setDecimals(5)
+    w.lr.setRange(1e-6, 10.0)
+    w.lr.setSingleStep(1e-4)
+    sched.addWidget(w.lr)
+    bl.addLayout(sched)
+    w.defaults = button("Defaults", "Put every option back to the method's defaults")
+    bl.addWidget(w.defaults, 0, Qt.AlignmentFlag.AlignRight)
+    lay.addWidget(box)
+    w.device = wrapped()
+    lay.addWidget(w.device)
+    w.eta = wrapped()
+    lay.addWidget(w.eta)
+    w.train = button("Train", "Train a new model version on the example set in the background")
+    lay.addWidget(w.train)
+    w.curves = LinePlot("Training", "epoch", "loss", "validation")
+    w.curves.placeholder = "curves appear while a model trains"
+    w.curves.setMinimumHeight(180)
+    lay.addWidget(w.curves, 1)
+    w.run_status = wrapped()
+    lay.addWidget(w.run_status)
+    return page
+
+
+def _versions_tab(w) -> QWidget:
+    page = QWidget()
+    lay = QVBoxLayout(page)
+    w.versions = table(VERSION_COLUMNS, stretch=5)
+    w.versions.setToolTip("Every training run is a version; nothing is overwritten. Select one to activate "
+                          "or delete it, two to compare them.")
+    lay.addWidget(w.versions, 2)
+    row = QHBoxLayout()
+    w.activate = button("Activate", "Predict with the selected version from now on")
+    w.compare = button("Compare", "Compare the two selected versions side by side")
+    w.rollback = button("Roll back", "Activate the version that was active before the current one")
+    w.delete = button("Delete", "Delete the selected version (an active one needs a replacement)")
+    for b in (w.activate, w.compare, w.rollback, w.delete):
+        row.addWidget(b)
+    lay.addLayout(row)
+    w.comparison = QTextBrowser()
+    w.comparison.setPlaceholderText("Select two versions and press Compare")
+    lay.addWidget(w.comparison, 1)
+    return page
+
+
+def _predict_tab(w) -> QWidget:
+    page = QWidget()
+    lay = QVBoxLayout(page)
+    w.model_label = wrapped()
+    lay.addWidget(w.model_label)
+    row = QHBoxLayout()
+    w.predict_mode = QComboBox()
+    w.predict_mode.addItems(PREDICT_MODES)
+    w.predict_mode.setToolTip("What to predict on")
+    row.addWidget(w.predict_mode, 1)
+    w.range_from, w.range_to = QSpinBox(), QSpinBox()
+    for sb in (w.range_from, w.range_to):
+        sb.setRange(0, 0)
+    row.addWidget(QLabel("slices"))
+    row.addWidget(w.range_from)
+    row.addWidget(QLabel("to"))
+    row.addWidget(w.range_to)
+    lay.addLayout(row)
+    row = QHBoxLayout()
+    w.predict = button("Predict", "Class probabilities and the localization map (where the model looked)")
+    row.addWidget(w.predict, 1)
+    row.addWidget(QLabel("Heat map opacity"))
+    w.opacity = QSlider(Qt.Orientation.Horizontal)
+    w.opacity.setRange(0, 100)
+    w.opacity.setValue(50)
+    w.opacity.setToolTip("Opacity of the heat-map layer (also in napari's layer controls)")
+    row.addWidget(w.opacity, 1)
+    lay.addLayout(row)
+    w.prediction_label = wrapped()
+    lay.addWidget(w.prediction_label)
+    w.probs = table(PROB_COLUMNS, stretch=1, multi=False)
+    w.probs.setMaximumHeight(110)
+    lay.addWidget(w.probs)
+    w.slice_plot = LinePlot("Probability per slice", "slice", "probability")
+    w.slice_plot.ylim = (0.0, 1.0)
+    w.slice_plot.placeholder = "predict a slice range or the whole volume to see each slice"
+    w.slice_plot.setToolTip("Click to show that slice; the dotted line is the slice shown")
+    lay.addWidget(w.slice_plot, 1)
+    w.object_table = table(OBJECT_COLUMNS, stretch=0, multi=False)
+    w.object_table.setToolTip("Each object's answer: the mean probability over its slices")
+    w.object_table.setVisible(False)
+    lay.addWidget(w.object_table, 1)
+    return page
+
+
+def build_learn_ui(w) -> None:
+    """Create the Learn panel's child widgets as attributes of ``w`` and lay them out."""
+    lay = QVBoxLayout(w)
+    w.setMinimumWidth(420)
+    w.header = wrapped()
+    lay.addWidget(w.header)
+    w.tabs = QTabWidget()
+    w.tabs.addTab(_examples_tab(w), "Examples")
+    w.tabs.addTab(_train_tab(w), "Train")
+    w.tabs.addTab(_versions_tab(w), "Models")
+    w.tabs.addTab(_predict_tab(w), "Predict")
+    lay.addWidget(w.tabs, 1)
+    row = QHBoxLayout()
+    w.progress = QProgressBar()
+    w.progress.setRange(0, 1000)
+    w.progress.setTextVisible(True)
+    w.progress.setFormat("idle")
+    row.addWidget(w.progress, 1)
+    w.cancel = button("Cancel", "Stop the running job (training keeps its best completed epoch)")
+    w.cancel.setEnabled(False)
+    row.addWidget(w.cancel)
+    lay.addLayout(row)
+    w.status = wrapped()
+    lay.addWidget(w.status)
