@@ -21,6 +21,7 @@ from tests._qt._helpers import (  # noqa: F401 (autouse fixture)
 SHOTS = os.environ.get("MEDPROMPT_SCREENSHOTS")  # a folder: keep the screenshots to look at
 SHAPE = (36, 52, 68)
 CENTRE = (18, 24, 40)
+MARKER = (slice(31, 35), slice(20, 29), slice(57, 63))
 
 
 def phantom():
@@ -30,6 +31,7 @@ def phantom():
     vol[body] = 20.0
     obj = ((z - CENTRE[0]) / 12) ** 2 + ((y - CENTRE[1]) / 9) ** 2 + ((x - CENTRE[2]) / 14) ** 2 < 1
     vol[obj] = 250.0
+    vol[MARKER] = 1500.0  # superior (high z), patient's right (high x in RAS): upper left on screen
     vol += np.random.default_rng(0).normal(0, 8, SHAPE)
     return vol.astype(np.int16), obj
 
@@ -83,7 +85,8 @@ def click_data_point(viewer, widget, zyx):
 
 @pytest.fixture
 def phantom_widget(make_napari_viewer, monkeypatch, tmp_path, qtbot):
-    viewer, widget = make_widget(make_napari_viewer, monkeypatch, tmp_path, add_image=add_phantom)
+    viewer, widget = make_widget(lambda: make_napari_viewer(show=bool(SHOTS)), monkeypatch, tmp_path,
+                                 add_image=add_phantom)
     load_backend(qtbot, widget, "classic")
     return viewer, widget
 
@@ -136,6 +139,11 @@ def test_click_in_a_rolled_view_segments_that_plane_and_propagates_along_its_axi
 
         img = np.asarray(viewer.screenshot(canvas_only=False, flash=False))[..., :3]
         Image.fromarray(img).save(os.path.join(SHOTS, "coronal_segmentation.png"))
+        canvas = np.asarray(viewer.screenshot(canvas_only=True, flash=False))[..., :3]
+        bright = np.argwhere(canvas.min(axis=2) > 235)  # the white marker
+        h, w = canvas.shape[:2]
+        r, c = bright.mean(axis=0)
+        assert r < h / 2 and c < w / 2, (r, c, h, w)  # superior up, the patient's right on the left
 
 
 def test_3d_view_refuses_prompts_with_a_message(phantom_widget, qtbot):
