@@ -52,9 +52,13 @@ def version_rows(store) -> list[dict]:
             else:
                 data = f"{(rec.get('metrics') or {}).get('n_train', '?')} examples"
             bal = met.get("balanced_accuracy")
-            metrics = (f"{split} balanced acc {bal:.3f}" if bal is not None else "no metrics") if split else "no metrics"
-            if split == "train":
-                metrics += " (training set)"
+            loss = (rec.get("metrics") or {}).get("train_loss")
+            if split and bal is not None:
+                metrics = f"{split} balanced acc {bal:.3f}" + (" (training set)" if split == "train" else "")
+            elif loss is not None:
+                metrics = f"no validation split; train loss {loss:.3g}"
+            else:
+                metrics = "no metrics"
             rw = bool((rec.get("backbone") or {}).get("random_weights") or learn.get("random_weights"))
             rows.append({
                 "id": rec["id"], "active": bool(s.get("active")), "method": rec.get("method"),
@@ -77,7 +81,9 @@ def rollback(store, version: str | None = None) -> str:
 
 
 def compare(store, a: str, b: str) -> list[tuple[str, object, object]]:
-    """(field, value of a, value of b) rows: method, backbone, data, status, and the selected metrics."""
+    """(field, value of a, value of b) rows: method, backbone, data, status, random weights, date, the
+    split the metrics were computed on, the metrics (balanced accuracy ...), training loss, best
+    epoch, epochs completed, number of training examples."""
     rows = {r["id"]: r for r in version_rows(store)}
     missing = [v for v in (a, b) if v not in rows]
     if missing:
@@ -91,6 +97,9 @@ def compare(store, a: str, b: str) -> list[tuple[str, object, object]]:
     for k in METRICS:
         if k in ma or k in mb:
             out.append((k, ma.get(k), mb.get(k)))
+    fa, fb = ra.get("metrics") or {}, rb.get("metrics") or {}
+    for k in ("train_loss", "best_epoch", "epochs_completed", "n_train"):
+        out.append((k, fa.get(k), fb.get(k)))
     return out
 
 
