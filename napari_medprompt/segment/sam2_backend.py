@@ -27,7 +27,9 @@ it never serves embeddings computed through another window; ``weights_status()``
 
 Speed (CPU): embeddings are cached per slice (:mod:`embedding_cache`), the dense positional
 encoding of the decoder is computed once, only the chosen mask is upsampled, everything runs under
-``torch.inference_mode`` and, on CPUs with bfloat16 support, clicks run a bfloat16 copy of the mask
+``torch.inference_mode``, the mask decoder runs reordered for the CPU with the first layer's
+prompt-independent projections of each slice computed once and reused by every click on it
+(:mod:`sam2_decoder`; same masks as SAM2's decoder within float rounding) and, on CPUs with bfloat16 support, clicks run a bfloat16 copy of the mask
 decoder on bfloat16 features (``decoder_bf16``; autocast would re-cast weights and features on
 every click), and the image encoder and memory-mode tracking run under bfloat16 autocast
 (``encoder_bf16``, ``memory_bf16``); measured in ``benchmarks/bench_segment.py``. On CUDA
@@ -58,6 +60,7 @@ from napari_medprompt.segment.sam2_decoder import (
     build_cpu_decoder,
     channels_last,
     decode_masks,
+    image_projections,
     mask_to_logits,
 )
 from napari_medprompt.segment.validate import (
@@ -71,6 +74,7 @@ log = logging.getLogger(__name__)
 
 MODES = ("auto", "memory", "projection")
 DEFAULT_CACHE_BYTES = 1 << 30  # ~64 slices of SAM2 features (16 MiB each)
+PROJECTION_SLICES = 4  # slices whose first-layer decoder projections are kept (~14 MiB each in float32)
 
 
 def pick_device(device: str = "auto") -> str:
@@ -196,6 +200,7 @@ class Sam2Segmenter:
         # features, which autocast would do on every click) and features are cached in bfloat16.
         self.feature_dtype = torch.bfloat16 if (self.cuda or (self.decoder_bf16 and cpu_bf16)) else torch.float32
         self._decoder_cpu: dict = {}
+        self._projections: dict = {}  # (id of a slice's fpn2 tensor, dtype) -> (that tensor, ImageProjections)
         self.cache = EmbeddingCache(cache_bytes, prepare=self._as_feature_dtype)
         if cache_dir is True:
             from napari_medprompt.models.cache import cache_dir as _cache_dir
@@ -212,7 +217,7 @@ class Sam2Segmenter:
         self._image: np.ndarray | None = None
         self._lock = threading.RLock()
         if window_convention is None:
-            window_convention = checkpoint_window_convention(self.checkpoint_path)
+            window_convention = checkpoint_window_convention(self.checkpoint_path) or self.spec.window_convention
         elif window_convention not in MODEL_WINDOW_CONVENTIONS:
             raise ValueError(
                 f"unknown window convention {window_convention!r}; choose one of {', '.join(MODEL_WINDOW_CONVENTIONS)}"
@@ -235,12 +240,21 @@ class Sam2Segmenter:
             "decoder_dtype": "bfloat16" if self.decoder_bf16 else "float32",
             "propagation_mode": self.resolved_mode(),
             "model_window": self.model_window_info(),
+            "adapter": getattr(self, "adapter_info", None),
             "message": (
                 f"{self.model_name} with RANDOM weights: masks are meaningless (tests / timing only)"
                 if self.random_weights
                 else f"{self.model_name} ({self.checkpoint_path.name}) on {self.device}"
             ),
         }
+
+    def use_adapter(self, adapter=None) -> dict | None:
+        """Use a trained SAM2 adapter (a file, or an adapted model on this network) instead of the
+        base model; None switches back to the base model. Embeddings are then cached under the
+        adapter's signature. See :mod:`napari_medprompt.seg_adapters.sam2_engine`."""
+        from napari_medprompt.seg_adapters.sam2_engine import use_adapter
+
+        return use_adapter(self, adapter)
 
     def model_window_info(self) -> dict:
         """The window the model sees: limits, where they came from, the choice and the convention."""
@@ -502,8 +516,12 @@ class Sam2Segmenter:
                 if self.net.directly_add_no_mem_embed:
                     image_embed = image_embed + no_mem
                 hr = [channels_last(feats["fpn0"].to(dtype)), channels_last(feats["fpn1"].to(dtype))]
+                image_embed = channels_last(image_embed)
+                pre = None
+                if mask_input is None:  # image tokens independent of the prompt: reuse their projections
+                    pre = self._image_projections(feats["fpn2"], decoder, image_embed, dense_pe, dense)
                 low_res, iou, obj_logits = decode_masks(
-                    decoder, channels_last(image_embed), dense_pe, sparse.to(dtype), dense, hr, multimask
+                    decoder, image_embed, dense_pe, sparse.to(dtype), dense, hr, multimask, pre=pre
                 )
             best = int(torch.argmax(iou[0]))
             logits = low_res[:, best : best + 1].float()
@@ -517,6 +535,20 @@ class Sam2Segmenter:
     def click_decoder(self):
         """The mask decoder module clicks and projection mode run (a bfloat16 copy on bf16 CPUs)."""
         return self.net.sam_mask_decoder if self.cuda else self._cpu_decoder()[0]
+
+    def _image_projections(self, source, decoder, image_embed, dense_pe, no_mask_dense):
+        """The first decoder layer's prompt-independent projections for the slice whose features
+        hold ``source`` (computed on its first click, then reused; the last few slices are kept)."""
+        key = (id(source), dense_pe.dtype)
+        hit = self._projections.get(key)
+        if hit is not None and hit[0] is source:
+            return hit[1]
+        pre = image_projections(decoder, image_embed, dense_pe, no_mask_dense)
+        with self._lock:
+            self._projections[key] = (source, pre)  # holds ``source``: its id cannot be reused meanwhile
+            while len(self._projections) > PROJECTION_SLICES:
+                self._projections.pop(next(iter(self._projections)))
+        return pre
 
     def _cpu_decoder(self):
         """The decoder set-up for the CPU (bfloat16 copy when ``decoder_bf16``), built once per dtype."""

@@ -19,7 +19,7 @@ from tests.segment.sam2_support import MODEL, checkpoint_file, torch
 from napari_medprompt.segment import PropagationSettings, Prompt, PromptError, Segmenter
 from napari_medprompt.segment.embedding_cache import prefetch_order
 from napari_medprompt.segment.sam2_backend import Sam2Segmenter
-from napari_medprompt.segment.sam2_decoder import channels_last, decode_masks, mask_to_logits
+from napari_medprompt.segment.sam2_decoder import channels_last, decode_masks, image_projections, mask_to_logits
 from napari_medprompt.segment.sam2_video import memory_bank
 
 H, W = 48, 80  # rows, columns: deliberately not square
@@ -225,9 +225,9 @@ def test_napari_row_col_become_sam_x_y(seg, monkeypatch):
 
     real_decode = backend.decode_masks
 
-    def decode_spy(*args):
+    def decode_spy(*args, **kwargs):
         decodes.append({"multimask_output": args[-1]})
-        return real_decode(*args)
+        return real_decode(*args, **kwargs)
 
     monkeypatch.setattr(backend, "decode_masks", decode_spy)
     sx, sy = 1024 / W, 1024 / H  # model space is 1024 x 1024: x scales by the width, y by the height
@@ -269,8 +269,9 @@ def test_a_mask_prompt_becomes_low_res_logits(seg, monkeypatch):
     assert res.mask.shape == (H, W)
 
 
+@pytest.mark.parametrize("cached", [False, True])
 @pytest.mark.parametrize("multimask", [True, False])
-def test_channels_last_decoder_computes_what_sam2s_decoder_computes(seg, multimask):
+def test_channels_last_decoder_computes_what_sam2s_decoder_computes(seg, multimask, cached):
     g = torch.Generator().manual_seed(0)
     dec = seg.net.sam_mask_decoder
     embed = torch.randn(1, 256, 64, 64, generator=g)
@@ -282,8 +283,9 @@ def test_channels_last_decoder_computes_what_sam2s_decoder_computes(seg, multima
         ref = dec(image_embeddings=embed, image_pe=seg._dense_pe, sparse_prompt_embeddings=sparse,
                   dense_prompt_embeddings=dense, multimask_output=multimask, repeat_image=False,
                   high_res_features=hr)
-        got = decode_masks(dec, channels_last(embed), channels_last(seg._dense_pe), sparse,
-                           channels_last(dense.contiguous()), [channels_last(t) for t in hr], multimask)
+        args = (channels_last(embed), channels_last(seg._dense_pe), sparse, channels_last(dense.contiguous()))
+        pre = image_projections(dec, args[0], args[1], args[3]) if cached else None
+        got = decode_masks(dec, *args, [channels_last(t) for t in hr], multimask, pre=pre)
     for r, o in zip((ref[0], ref[1], ref[3]), got):
         torch.testing.assert_close(o, r, rtol=1e-4, atol=1e-4)
 
