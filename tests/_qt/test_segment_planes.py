@@ -209,3 +209,36 @@ def test_model_window_choice_changes_what_sam2_sees(make_napari_viewer, monkeypa
     assert tuple(seg.window) == (-160.0, 240.0)
     assert widget._provenance()["model_window_choice"] == "medsam2"
     assert widget._provenance()["model_window"]["window"] == [-160.0, 240.0]
+
+
+def test_sam2_prompts_in_the_coronal_plane_with_a_lasso_mask(make_napari_viewer, monkeypatch, tmp_path, qtbot):
+    """Random-init SAM2 bound to the coronal view (non-square 36 x 68 slices): a click and a lasso (mask
+    input + box) give previews on that coronal slice only, with the slice's shape; the masks of a
+    random model mean nothing, only where they land is checked."""
+    pytest.importorskip("sam2")
+    viewer, widget = make_widget(make_napari_viewer, monkeypatch, tmp_path, add_image=add_phantom)
+    names = [widget.backend.backend.itemText(i) for i in range(widget.backend.backend.count())]
+    name = next((n for n in names if "tiny" in n), None)
+    if name is None:
+        pytest.skip("no SAM2 tiny backend registered")
+    widget.backend.random.setChecked(True)
+    load_backend(qtbot, widget, name, timeout=240000)
+    z, y, x = CENTRE
+    show_plane(viewer, widget, "coronal", y)
+    with qtbot.waitSignal(widget.preview_updated, timeout=120000):
+        click_data_point(viewer, widget, CENTRE)
+    seg = widget.ctrl.segmenter
+    assert widget._bound_plane == "coronal" and seg.slice_shape == (SHAPE[0], SHAPE[2])
+    assert widget._pending[y].shape == (SHAPE[0], SHAPE[2])
+    preview = widget.preview_layer.data > 0
+    assert preview.sum() == preview[:, y, :].sum()
+    widget.clear_prompts()
+    with qtbot.waitSignal(widget.preview_updated, timeout=120000):
+        widget.prompts.add_lasso(y, [[z - 8, x - 10], [z - 8, x + 10], [z + 8, x + 10], [z + 8, x - 10]])
+    assert widget.prompts.prompt_on(y, "coronal").mask is not None
+    assert not any(lv == "error" for lv, _ in widget.messages)
+    # back to the axial view: the segmenter is bound to the axial slices again for the next click
+    show_plane(viewer, widget, "axial", z)
+    with qtbot.waitSignal(widget.preview_updated, timeout=120000):
+        widget.prompts.add_point(z, y, x)
+    assert widget._bound_plane == "axial" and seg.slice_shape == (SHAPE[1], SHAPE[2])

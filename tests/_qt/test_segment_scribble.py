@@ -143,3 +143,58 @@ def test_label_layer_of_another_shape_is_refused(phantom_widget, qtbot):
     assert np.array_equal(widget.ctrl.session.labels, before) and not widget.preview_layer.data.any()
     with qtbot.waitSignal(widget.preview_updated, timeout=30000):
         widget.prompts.add_point(*CENTRE)
+
+
+def _drag(layer, world_points, displayed, modifiers=()):
+    """Press at the first world point, drag through the others, release: napari's drawing tools."""
+    from napari.utils._proxies import ReadOnlyWrapper
+    from napari.utils.events import Event
+    from napari.utils.interactions import (
+        mouse_move_callbacks,
+        mouse_press_callbacks,
+        mouse_release_callbacks,
+    )
+
+    def ev(kind, p, drag):
+        canvas = np.asarray(p)[list(displayed)] * 10.0
+        return ReadOnlyWrapper(Event(
+            type_name=kind, is_dragging=drag, modifiers=list(modifiers), position=tuple(p), pos=canvas,
+            view_direction=None, dims_displayed=list(displayed), dims_point=tuple(p)), exceptions=("handled",))
+
+    mouse_press_callbacks(layer, ev("mouse_press", world_points[0], False))
+    for p in world_points[1:]:
+        mouse_move_callbacks(layer, ev("mouse_move", p, True))
+    mouse_release_callbacks(layer, ev("mouse_release", world_points[-1], True))
+
+
+def test_mouse_drawn_lasso_and_negative_scribble_in_the_sagittal_view(phantom_widget, qtbot):
+    """Drawn with napari's lasso and path tools in a sagittal view of the flipped volume."""
+    viewer, widget = phantom_widget
+    _, obj = phantom()
+    z, y, x = CENTRE
+    show_plane(viewer, widget, "sagittal", x)
+    image, shapes = widget.ctrl.image_layer, widget.prompts.shapes
+    displayed = viewer.dims.displayed
+
+    def world(zz, yy):
+        return tuple(float(v) for v in image.data_to_world(np.array([zz, yy, x], float)))
+
+    ring = [(z + 10 * np.sin(t), y + 8 * np.cos(t)) for t in np.linspace(0, 2 * np.pi, 24, endpoint=False)]
+    shapes.mode = "add_polygon_lasso"
+    viewer.layers.selection.active = shapes
+    with qtbot.waitSignal(widget.preview_updated, timeout=30000):
+        _drag(shapes, [world(*p) for p in ring], displayed)
+    assert list(shapes.shape_type) == ["polygon"]
+    assert shapes.features["plane"].iloc[0] == "sagittal"
+    prompt = widget.prompts.prompt_on(x, "sagittal")
+    assert prompt.mask is not None and prompt.mask[z, y] and not prompt.mask[z, y + 15]
+    assert dice(widget.preview_layer.data[:, :, x] > 0, obj[:, :, x]) > 0.85
+    shapes.mode = "add_path"
+    with qtbot.waitSignal(widget.preview_updated, timeout=30000):
+        _drag(shapes, [world(z + 14, y - 6), world(z + 14, y), world(z + 14, y + 6)], displayed,
+              modifiers=("Shift",))
+    assert list(shapes.shape_type) == ["polygon", "path"]
+    assert not bool(shapes.features["positive"].iloc[1])  # Shift: a negative scribble
+    prompt = widget.prompts.prompt_on(x, "sagittal")
+    assert len(prompt.labels) >= 3 and not prompt.labels.any()
+    assert np.allclose(prompt.points[:, 0], z + 14)  # rows of the sagittal slice are z
