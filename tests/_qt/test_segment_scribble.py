@@ -121,12 +121,13 @@ def test_bad_prompt_gives_a_message_and_changes_nothing(phantom_widget, qtbot, c
     act(widget)
     qtbot.wait(100)
     new = widget.messages[n_msgs:]
-    assert any(words in m and "Nothing was changed" in m for _lv, m in new), new
+    assert any(words in m and "Nothing was changed in the segmentation" in m for _lv, m in new), new
+    assert "removed from the prompt layer" in new[-1][1]  # the unusable prompt does not linger
+    assert widget.prompts.targets_with_prompts() == []
     press(qtbot, widget.ui.accept)  # nothing to accept: the bad prompt made no preview
     assert np.array_equal(widget.ctrl.session.labels, before)
     assert not widget.preview_layer.data.any()
-    # the viewer goes on: a good click after it works
-    widget.clear_prompts()
+    # the viewer goes on: a good click after it works, with no clean-up by the user
     with qtbot.waitSignal(widget.preview_updated, timeout=30000):
         widget.prompts.add_point(z + 2, y, x)
 
@@ -139,7 +140,7 @@ def test_label_layer_of_another_shape_is_refused(phantom_widget, qtbot):
     press(qtbot, widget.ui.init_from_label)
     qtbot.wait(50)
     lv, msg = widget.messages[-1]
-    assert lv == "error" and "shape (10, 20, 30)" in msg and "Nothing was changed" in msg
+    assert lv == "error" and "shape (10, 20, 30)" in msg and "Nothing was changed in the segmentation" in msg
     assert np.array_equal(widget.ctrl.session.labels, before) and not widget.preview_layer.data.any()
     with qtbot.waitSignal(widget.preview_updated, timeout=30000):
         widget.prompts.add_point(*CENTRE)

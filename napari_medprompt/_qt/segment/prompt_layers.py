@@ -303,6 +303,51 @@ class PromptLayers:
                 box = (r0, c0, r1, c1)
         return Prompt(points=pts, labels=labels, box=box, mask=mask)
 
+    def drop_invalid(self, z: int, plane: str = "axial") -> int:
+        """Remove the prompts on slice ``z`` of ``plane`` that no backend can use (points outside the
+        slice, boxes of zero size or outside it, one-pixel scribbles, crossing or empty lassos),
+        without emitting ``changed``; returns how many were removed."""
+        from napari_medprompt.segment.validate import _check_box
+
+        target = ("axial", 0) if self.ndim == 2 else (plane, int(z))
+        shape = self.shape if self.ndim == 2 else plane_shape(self.shape, plane)
+        h, w = shape
+        bad_pts = []
+        for i in range(len(self.points.data)):
+            if self._target_of_point(i) != target:
+                continue
+            rc = np.asarray(self.points.data[i], dtype=float)
+            r, c = (np.delete(rc, plane_axis(plane)) if self.ndim == 3 else rc)
+            if not (-0.5 <= r < h - 0.5 and -0.5 <= c < w - 0.5):
+                bad_pts.append(i)
+        bad_shapes = []
+        types = list(self.shapes.shape_type)
+        for i in range(len(self.shapes.data)):
+            if self._target_of_shape(i) != target:
+                continue
+            rc = np.asarray(self.shapes.data[i], dtype=float)
+            if self.ndim == 3:
+                rc = np.delete(rc, plane_axis(plane), axis=1)
+            try:
+                if types[i] == "rectangle":
+                    (r0, c0), (r1, c1) = rc.min(axis=0), rc.max(axis=0)
+                    _check_box((r0, c0, r1, c1), shape)
+                elif types[i] in LASSO_TYPES:
+                    lasso_mask(rc, shape)
+                elif types[i] in SCRIBBLE_TYPES:
+                    scribble_points(rc, shape)
+            except PromptError:
+                bad_shapes.append(i)
+        self._muted = True
+        try:
+            for layer, bad in ((self.points, bad_pts), (self.shapes, bad_shapes)):
+                if bad:
+                    layer.selected_data = set(bad)
+                    layer.remove_selected()
+        finally:
+            self._muted = False
+        return len(bad_pts) + len(bad_shapes)
+
     def as_record(self, z: int, plane: str = "axial") -> dict:
         """The prompts on slice ``z`` in the session's record format."""
         try:

@@ -433,8 +433,12 @@ class SegmentWidget(ObjectsMixin, PropagationMixin, QWidget):
         plane, z = self._prompt_target()
         try:
             prompt = self.prompts.prompt_on(z, plane)
+            if not prompt.is_empty:
+                check_prompt(prompt, self._slice_shape(plane))
         except PromptError as err:
-            self._warn(f"{err}. Nothing was changed.")
+            removed = self.prompts.drop_invalid(z, plane)
+            what = " It was removed from the prompt layer;" if removed else ""
+            self._warn(f"{err}.{what} Nothing was changed in the segmentation.")
             return
         self.predict_prompt(plane, z, prompt)
 
@@ -454,7 +458,7 @@ class SegmentWidget(ObjectsMixin, PropagationMixin, QWidget):
         try:
             prompt = check_prompt(prompt, self._slice_shape(plane))
         except PromptError as err:
-            self._warn(f"{err}. Nothing was changed.")
+            self._warn(f"{err}. Nothing was changed in the segmentation.")
             return
         if not self.ctrl.current_object and not self.new_object(keep_prompts=True):
             return
@@ -685,7 +689,7 @@ class SegmentWidget(ObjectsMixin, PropagationMixin, QWidget):
             _oid, mask = label_object_mask(slc, getattr(label_layer, "selected_label", None), label_layer.name)
             prompt = mask_prompt(mask)
         except PromptError as err:
-            self._error(f"{err}. Nothing was changed.")
+            self._error(f"{err}. Nothing was changed in the segmentation.")
             return
         self.predict_prompt(plane if image.ndim == 3 else "axial", z, prompt)
 
