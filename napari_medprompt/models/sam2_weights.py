@@ -5,6 +5,15 @@ and checkpoint file Meta publishes. ``resolve_checkpoint`` turns a model name (a
 file) into a checkpoint path, downloading into the shared cache on first use; ``build_model`` builds the
 network through ``sam2``'s own builder and loads the checkpoint with ``torch.load(weights_only=True)``.
 
+MedSAM2 (``MEDSAM2_MODELS``): the checkpoints of ``wanglab/MedSAM2`` (``MedSAM2_latest.pt`` and its
+siblings) are SAM2.1-hiera-tiny fine-tuned at 512 px on medical images. They build from the same
+``sam2.1_hiera_t.yaml`` with ``image_size=512`` (and the memory attention's RoPE grid at 32 x 32, as in
+MedSAM2's ``sam2.1_hiera_t512.yaml``), load through the same cache and safe loader, and carry the window
+convention they were trained with (``"medsam2"``: CT level 40 / width 400, MR 0.5-99.5 percentiles; see
+:mod:`napari_medprompt.imaging.window`). Their preprocessing otherwise matches SAM2's own transforms:
+the windowed slice scaled to [0, 1], replicated to RGB, resized (square) to 512 and normalised with the
+ImageNet mean/std. A file that is not a MedSAM2 checkpoint is refused with a message that says what it is.
+
 Random weights (tests, benchmarks, machines without the checkpoint): pass ``checkpoint="random"`` or set
 ``MEDPROMPT_SAM2_RANDOM_WEIGHTS=1``. The network is built from the real config with a fixed seed (so a
 disk embedding cache stays valid between runs) and the result says ``random_weights=True``; a warning
@@ -39,6 +48,10 @@ class Sam2ModelSpec:
     repo_id: str  # Hugging Face repository
     filename: str  # checkpoint file in that repository
     sha256: str | None = None  # published hash of the file, where known
+    hydra_overrides: tuple[str, ...] = ()  # changes to the sam2 config (MedSAM2: 512 px)
+    image_size: int = 1024  # model input size (square)
+    window_convention: str | None = None  # the window the checkpoint was trained with, if any
+    family: str = "SAM2"  # "SAM2" (Meta) or "MedSAM2"
 
 
 def _spec(version: str, size: str, short: str) -> Sam2ModelSpec:
@@ -64,13 +77,42 @@ SAM2_MODELS: dict[str, Sam2ModelSpec] = {
 }
 
 
+#: MedSAM2 (bowang-lab/MedSAM2, files on https://huggingface.co/wanglab/MedSAM2): SAM2.1-hiera-tiny at 512 px.
+MEDSAM2_REPO = "wanglab/MedSAM2"
+MEDSAM2_OVERRIDES = (
+    "++model.image_size=512",
+    "++model.memory_attention.layer.self_attention.feat_sizes=[32,32]",
+    "++model.memory_attention.layer.cross_attention.feat_sizes=[32,32]",
+)
+MEDSAM2_MODELS: dict[str, Sam2ModelSpec] = {
+    name: Sam2ModelSpec(
+        name=name,
+        config="configs/sam2.1/sam2.1_hiera_t.yaml",
+        repo_id=MEDSAM2_REPO,
+        filename=filename,
+        sha256=None,  # no published checksums; the LFS hashes were not retrievable offline
+        hydra_overrides=MEDSAM2_OVERRIDES,
+        image_size=512,
+        window_convention="medsam2",
+        family="MedSAM2",
+    )
+    for name, filename in (
+        ("medsam2-latest", "MedSAM2_latest.pt"),
+        ("medsam2-2411", "MedSAM2_2411.pt"),
+        ("medsam2-ct-lesion", "MedSAM2_CTLesion.pt"),
+        ("medsam2-mri-liver-lesion", "MedSAM2_MRI_LiverLesion.pt"),
+        ("medsam2-us-heart", "MedSAM2_US_Heart.pt"),
+    )
+}
+
+
 def model_spec(model: str) -> Sam2ModelSpec:
-    try:
-        return SAM2_MODELS[model]
-    except KeyError:
+    spec = SAM2_MODELS.get(model) or MEDSAM2_MODELS.get(model)
+    if spec is None:
         raise ValueError(
-            f"unknown SAM2 model {model!r}; choose one of {', '.join(SAM2_MODELS)}"
-        ) from None
+            f"unknown SAM2 model {model!r}; choose one of {', '.join([*SAM2_MODELS, *MEDSAM2_MODELS])}"
+        )
+    return spec
 
 
 def wants_random_weights(checkpoint: str | os.PathLike | None) -> bool:
@@ -113,7 +155,7 @@ def load_state_dict(path: str | os.PathLike) -> dict:
     return _load_checkpoint(path)["model"]
 
 
-def _load_checkpoint(path: str | os.PathLike) -> dict:
+def _load_checkpoint(path: str | os.PathLike, family: str = "SAM2") -> dict:
     """A SAM2 checkpoint file as a dict with a ``model`` state dict, loaded with ``weights_only=True``."""
     import torch
 
@@ -132,11 +174,24 @@ def _load_checkpoint(path: str | os.PathLike) -> dict:
         ) from err
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("model"), dict):
         found = sorted(ckpt)[:8] if isinstance(ckpt, dict) else type(ckpt).__name__
+        what = _what_checkpoint(ckpt)
+        if family == "MedSAM2":
+            raise CheckpointError(
+                f"{path} is not a MedSAM2 checkpoint{what}: MedSAM2's files (MedSAM2_latest.pt and its "
+                f"siblings from {MEDSAM2_REPO}) hold a SAM2.1-hiera-tiny state dict under 'model'; found {found}"
+            )
         raise CheckpointError(
-            f"{path} is not a SAM2 checkpoint: expected a dict with a 'model' state dict "
+            f"{path} is not a SAM2 checkpoint{what}: expected a dict with a 'model' state dict "
             f"(as Meta's sam2*.pt files), found {found}"
         )
     return ckpt
+
+
+def _what_checkpoint(ckpt) -> str:
+    """A hint at what a foreign checkpoint is (MedSAM / SAM ViT state dicts are common mix-ups)."""
+    if isinstance(ckpt, dict) and any(str(k).startswith("image_encoder.blocks.") for k in ckpt):
+        return " (it looks like a SAM / MedSAM ViT checkpoint, e.g. medsam_vit_b.pth, which is another model)"
+    return ""
 
 
 def build_model(
@@ -159,7 +214,8 @@ def build_model(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(RANDOM_SEED)  # random weights are reproducible (disk caches stay valid)
         net = build_sam2_video_predictor(
-            spec.config, ckpt_path=None, device="cpu", hydra_overrides_extra=list(hydra_overrides)
+            spec.config, ckpt_path=None, device="cpu",
+            hydra_overrides_extra=[*spec.hydra_overrides, *hydra_overrides],
         )
     random_weights = checkpoint is None
     if random_weights:
@@ -169,7 +225,7 @@ def build_model(
             model,
         )
     else:
-        ckpt = _load_checkpoint(checkpoint)
+        ckpt = _load_checkpoint(checkpoint, spec.family)
         sd = ckpt["model"]
         if ckpt.get("random_init"):  # written by write_random_checkpoint: say so everywhere
             random_weights = True
@@ -182,20 +238,27 @@ def build_model(
             missing, unexpected = net.load_state_dict(sd, strict=False)
         except RuntimeError as err:  # same keys, other shapes: another model size
             raise CheckpointError(
-                f"{checkpoint} does not fit SAM2 model {model} ({spec.config}): "
+                f"{checkpoint} does not fit {spec.family} model {model} ({spec.config}): "
                 f"{str(err).splitlines()[-1].strip()} Is it the checkpoint of another SAM2 size or "
-                "version?"
+                "version?" + _family_hint(spec)
             ) from err
         if missing or unexpected:
             raise CheckpointError(
-                f"{checkpoint} does not fit SAM2 model {model} ({spec.config}): {len(missing)} "
+                f"{checkpoint} does not fit {spec.family} model {model} ({spec.config}): {len(missing)} "
                 f"missing keys (e.g. {', '.join(missing[:3]) or '-'}) and {len(unexpected)} "
                 f"unexpected keys (e.g. {', '.join(unexpected[:3]) or '-'}). Is it the checkpoint "
-                "of another SAM2 size or version?"
+                "of another SAM2 size or version?" + _family_hint(spec)
             )
         log.info("loaded SAM2 checkpoint %s", checkpoint)
     net = net.to(device).eval()
     return net, random_weights
+
+
+def _family_hint(spec: Sam2ModelSpec) -> str:
+    if spec.family == "MedSAM2":
+        return (f" It is not a MedSAM2 checkpoint (MedSAM2_*.pt from {MEDSAM2_REPO}: SAM2.1-hiera-tiny, "
+                "512 px).")
+    return ""
 
 
 def write_random_checkpoint(model: str, path: str | os.PathLike) -> Path:
@@ -210,5 +273,11 @@ def write_random_checkpoint(model: str, path: str | os.PathLike) -> Path:
     net, _ = build_model(model, None, "cpu")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"model": net.state_dict(), "random_init": True}, path)
+    if model_spec(model).family == "MedSAM2":
+        # as MedSAM2's trainer (sam2's training/trainer.py) writes them: the state dict under "model"
+        # beside the epoch / step counters it saved (the optimizer state is left out here)
+        ckpt = {"model": net.state_dict(), "epoch": 0, "steps": {"train": 0}, "random_init": True}
+    else:
+        ckpt = {"model": net.state_dict(), "random_init": True}
+    torch.save(ckpt, path)
     return path
