@@ -30,14 +30,14 @@ DIRECTIONS = {
 
 #: Modalities the chooser offers (DICOM codes).
 MODALITIES = ("CT", "MR", "DX", "CR", "MG", "PT", "US", "OT")
+AUTO_LABEL = "checkpoint's convention, else the display"
 FOLLOW_DISPLAY_LABEL = "follow the display preset"
-CONVENTION_LABEL = "checkpoint's convention"
 
 
 def model_window_options(modality: str) -> dict[str, object]:
-    """Labels of the "Model window" chooser -> the segmenter's ``model_window`` value."""
-    opts: dict[str, object] = {FOLLOW_DISPLAY_LABEL: FOLLOW_DISPLAY,
-                               CONVENTION_LABEL: None}
+    """Labels of the "Model window" chooser -> the segmenter's ``model_window`` value. The first
+    (the default) is the checkpoint's own convention when it declares one, else the display preset."""
+    opts: dict[str, object] = {AUTO_LABEL: None, FOLLOW_DISPLAY_LABEL: FOLLOW_DISPLAY}
     opts.update({f"fixed preset: {name}": name for name in preset_names(modality)})
     opts.update({f"convention: {name}": name for name in MODEL_WINDOW_CONVENTIONS})
     return opts
@@ -49,7 +49,7 @@ def model_window_value(label: str):
         opts = model_window_options(modality)
         if label in opts:
             return opts[label]
-    return FOLLOW_DISPLAY
+    return None
 
 
 def fill_modality(combo: QComboBox, modality: str) -> None:
@@ -64,7 +64,7 @@ def fill_model_windows(combo: QComboBox, modality: str, current: str) -> None:
     combo.blockSignals(True)
     combo.clear()
     combo.addItems(list(model_window_options(modality)))
-    combo.setCurrentText(current if combo.findText(current) >= 0 else FOLLOW_DISPLAY_LABEL)
+    combo.setCurrentText(current if combo.findText(current) >= 0 else AUTO_LABEL)
     combo.blockSignals(False)
 
 
@@ -97,9 +97,10 @@ def build(owner, backend_panel, objects_panel) -> SimpleNamespace:
                            "window and the classic backend's rules follow it. Guessed when the file "
                            "does not say; change it here when the guess is wrong.")
     ui.model_window = QComboBox()
-    ui.model_window.setToolTip("What the model sees: the display's window preset (default), a fixed "
-                               "preset whatever the display shows, or the checkpoint's own convention "
-                               "(MedSAM2: CT L40/W400, MR 0.5-99.5 %). Recorded with every mask.")
+    ui.model_window.setToolTip("What the model sees: by default the checkpoint's own convention when it "
+                               "declares one (MedSAM2: CT L40/W400, MR 0.5-99.5 %), else the display's "
+                               "window preset; or always the display preset, a fixed preset whatever "
+                               "the display shows, or a named convention. Recorded with every mask.")
     top = QFormLayout()
     top.addRow("Image", ui.image)
     top.addRow("Labels", ui.labels_source)

@@ -17,9 +17,9 @@ written into every axial slice it crosses (:func:`~napari_medprompt.segment.plan
 the 3D view prompts are refused with a message.
 
 Model input: the "Modality" chooser sets the image's modality (presets, model window and the
-classic backend's rules follow it); "Model window" chooses what the model sees: the display preset
-(default), a fixed preset, or the checkpoint's own convention. Both are recorded in the provenance
-of every commit.
+classic backend's rules follow it); "Model window" chooses what the model sees: the checkpoint's own
+convention when it declares one, else the display preset (default), always the display preset, a
+fixed preset, or a named convention. Both are recorded in the provenance of every commit.
 """
 
 from __future__ import annotations
@@ -147,7 +147,7 @@ class SegmentWidget(ObjectsMixin, PropagationMixin, QWidget):
         self._pending_plane = "axial"  # the plane the pending previews (``_pending``) are slices of
         self._plane_seeds: dict[int, dict[str, set[int]]] = {}  # object -> plane -> prompted slices
         self._object_plane: dict[int, str] = {}  # object -> plane it was last prompted in
-        self._model_window_choice = segment_ui.FOLLOW_DISPLAY_LABEL
+        self._model_window_choice = segment_ui.AUTO_LABEL
 
         self.backend = BackendPanel()
         self.objects = ObjectsPanel()
@@ -627,7 +627,7 @@ class SegmentWidget(ObjectsMixin, PropagationMixin, QWidget):
         segment_ui.fill_windows(self.ui.window, preset_names(modality), preset)
         if segment_ui.model_window_value(self._model_window_choice) not in (
                 None, "display", *segment_ui.model_window_options(modality).values()):
-            self._model_window_choice = segment_ui.FOLLOW_DISPLAY_LABEL
+            self._model_window_choice = segment_ui.AUTO_LABEL
         segment_ui.fill_model_windows(self.ui.model_window, modality, self._model_window_choice)
         if self.ui.modality.currentText() != modality:
             segment_ui.fill_modality(self.ui.modality, modality)
