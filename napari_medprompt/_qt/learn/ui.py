@@ -15,6 +15,7 @@ from qtpy.QtWidgets import (
     QLabel,
     QProgressBar,
     QPushButton,
+    QScrollArea,
     QSlider,
     QSpinBox,
     QTableWidget,
@@ -33,7 +34,7 @@ EXAMPLE_TIPS = ["Thumbnail (the object's outline in white)", "The class the exam
                 "Image it comes from (file name only)", "Slice index in that image",
                 "Object (label id) whose mask it carries", "Image/series: a validation split never puts one "
                 "group on both sides"]
-VERSION_COLUMNS = ["Active", "Version", "Method", "Backbone", "Data", "Metrics", "Date", "Status"]
+VERSION_COLUMNS = ["Active", "Version", "Method on backbone", "Metrics", "Date"]
 PROB_COLUMNS = ["Class", "Probability"]
 OBJECT_COLUMNS = ["Object", "Class given", "Predicted", "Probability", "Slices"]
 THUMB = 40
@@ -82,6 +83,9 @@ def _examples_tab(w) -> QWidget:
     w.counts = wrapped()
     lay.addWidget(w.counts)
     w.examples = table(EXAMPLE_COLUMNS, stretch=2)
+    w.examples.horizontalHeader().setSectionResizeMode(5, QHeaderView.ResizeMode.Interactive)
+    w.examples.setColumnWidth(5, 90)
+    w.examples.setTextElideMode(Qt.TextElideMode.ElideMiddle)
     w.examples.setIconSize(QSize(THUMB, THUMB))
     w.examples.verticalHeader().setDefaultSectionSize(THUMB + 4)
     for c, tip in enumerate(EXAMPLE_TIPS):
@@ -155,7 +159,7 @@ def _train_tab(w) -> QWidget:
     lay.addWidget(w.train)
     w.curves = LinePlot("Training", "epoch", "loss", "validation")
     w.curves.placeholder = "curves appear while a model trains"
-    w.curves.setMinimumHeight(180)
+    w.curves.setMinimumHeight(200)
     lay.addWidget(w.curves, 1)
     w.run_status = wrapped()
     lay.addWidget(w.run_status)
@@ -165,7 +169,7 @@ def _train_tab(w) -> QWidget:
 def _versions_tab(w) -> QWidget:
     page = QWidget()
     lay = QVBoxLayout(page)
-    w.versions = table(VERSION_COLUMNS, stretch=5)
+    w.versions = table(VERSION_COLUMNS, stretch=3)
     w.versions.setToolTip("Every training run is a version; nothing is overwritten. Select one to activate "
                           "or delete it, two to compare them.")
     lay.addWidget(w.versions, 2)
@@ -192,6 +196,7 @@ def _predict_tab(w) -> QWidget:
     w.predict_mode = QComboBox()
     w.predict_mode.addItems(PREDICT_MODES)
     w.predict_mode.setToolTip("What to predict on")
+    w.predict_mode.setMinimumContentsLength(13)
     row.addWidget(w.predict_mode, 1)
     w.range_from, w.range_to = QSpinBox(), QSpinBox()
     for sb in (w.range_from, w.range_to):
@@ -220,12 +225,24 @@ def _predict_tab(w) -> QWidget:
     w.slice_plot.ylim = (0.0, 1.0)
     w.slice_plot.placeholder = "predict a slice range or the whole volume to see each slice"
     w.slice_plot.setToolTip("Click to show that slice; the dotted line is the slice shown")
+    w.slice_plot.setMinimumHeight(200)
     lay.addWidget(w.slice_plot, 1)
     w.object_table = table(OBJECT_COLUMNS, stretch=0, multi=False)
     w.object_table.setToolTip("Each object's answer: the mean probability over its slices")
     w.object_table.setVisible(False)
     lay.addWidget(w.object_table, 1)
     return page
+
+
+def _scrolled(page: QWidget) -> QScrollArea:
+    """``page`` in a vertical scroll area: a short dock scrolls instead of squeezing the rows."""
+    area = QScrollArea()
+    area.setWidgetResizable(True)
+    area.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+    area.setFrameShape(QScrollArea.Shape.NoFrame)
+    page.setMinimumHeight(page.sizeHint().height())
+    area.setWidget(page)
+    return area
 
 
 def build_learn_ui(w) -> None:
@@ -236,9 +253,9 @@ def build_learn_ui(w) -> None:
     lay.addWidget(w.header)
     w.tabs = QTabWidget()
     w.tabs.addTab(_examples_tab(w), "Examples")
-    w.tabs.addTab(_train_tab(w), "Train")
+    w.tabs.addTab(_scrolled(_train_tab(w)), "Train")
     w.tabs.addTab(_versions_tab(w), "Models")
-    w.tabs.addTab(_predict_tab(w), "Predict")
+    w.tabs.addTab(_scrolled(_predict_tab(w)), "Predict")
     lay.addWidget(w.tabs, 1)
     row = QHBoxLayout()
     w.progress = QProgressBar()

@@ -62,6 +62,8 @@ def _fmt_s(s: float | None) -> str:
     if s is None or not np.isfinite(s):
         return "?"
     s = float(s)
+    if s < 1:
+        return "< 1 s"
     if s < 60:
         return f"{s:.0f} s"
     if s < 3600:
@@ -701,14 +703,17 @@ class LearnWidget(QWidget):
         self._version_rows = {r["id"]: r for r in rows}
         for r, row in enumerate(rows):
             metrics = row["metrics"] + (" — RANDOM weights" if row["random_weights"] else "")
-            cells = [item("✔" if row["active"] else ""), item(row["id"], row["id"]), item(str(row["method"])),
-                     item(str(row["backbone"])), item(row["data"]), item(metrics),
-                     item(str(row["date"] or "").replace("T", " ").replace("+00:00", " UTC")),
-                     item(str(row["status"]))]
+            date = str(row["date"] or "").replace("T", " ").replace("+00:00", "")
+            cells = [item("✔" if row["active"] else ""), item(row["id"], row["id"]),
+                     item(f"{row['method']} on {row['backbone']}"), item(metrics), item(date[5:16])]
+            tip = (f"{row['id']}: {row['method']} on {row['backbone']}, trained {date} UTC, status {row['status']}\n"
+                   f"data: {row['data']}\n{metrics}" + (f"\nmodality {row['modality']}" if row.get("modality") else ""))
+            for it in cells:
+                it.setToolTip(tip)
             if row["random_weights"]:
-                cells[5].setForeground(QBrush(QColor("#e34a33")))
-                cells[5].setToolTip("The backbone ran on random weights (no pretrained weights were available): "
-                                    "this model's predictions are not meaningful")
+                cells[3].setForeground(QBrush(QColor("#e34a33")))
+                cells[3].setToolTip(tip + "\nThe backbone ran on random weights (no pretrained weights were "
+                                    "available): this model's predictions are not meaningful")
             if row["active"]:
                 for it in cells:
                     f = it.font()

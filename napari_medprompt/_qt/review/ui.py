@@ -6,6 +6,7 @@ from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QAbstractItemView,
     QComboBox,
+    QStyledItemDelegate,
     QGridLayout,
     QGroupBox,
     QHBoxLayout,
@@ -21,10 +22,13 @@ from qtpy.QtWidgets import (
 
 from napari_medprompt.session.review import SLICE_FILTERS
 
-OBJECT_COLUMNS = ["Name", "ID", "Slices", "mL", "Review", "Lock"]
+OBJECT_COLUMNS = ["Name", "ID", "Slices", "mL", "Review", "Lock", "Class"]
+CLASS_COLUMN = 6
 OBJECT_TIPS = ["Object name", "Label id in the segmentation", "Slices covered (first-last)",
                "Volume in millilitres, from the voxel spacing", "Review state of its slices",
-               "Locked (finished) objects are never overwritten"]
+               "Locked (finished) objects are never overwritten",
+               "The object's class for learning (e.g. benign, malignant): double-click to set or change it; "
+               "empty = no class"]
 SLICE_COLUMNS = ["Slice", "Status", "Area (cm²)"]
 
 
@@ -35,6 +39,33 @@ def table_item(text: str, data=None, align_right: bool = False) -> QTableWidgetI
         it.setData(Qt.ItemDataRole.UserRole, data)
     if align_right:
         it.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+    return it
+
+
+class ClassDelegate(QStyledItemDelegate):
+    """Edits a class cell with an editable combo box offering the classes already used."""
+
+    def __init__(self, classes_fn, parent=None) -> None:
+        super().__init__(parent)
+        self._classes = classes_fn
+
+    def createEditor(self, parent, option, index):  # noqa: N802 (Qt name)
+        box = QComboBox(parent)
+        box.setEditable(True)
+        box.addItems([""] + list(self._classes()))
+        return box
+
+    def setEditorData(self, editor, index):  # noqa: N802 (Qt name)
+        editor.setCurrentText(index.data() or "")
+
+    def setModelData(self, editor, model, index):  # noqa: N802 (Qt name)
+        model.setData(index, editor.currentText().strip())
+
+
+def class_item(text: str | None) -> QTableWidgetItem:
+    """An editable class cell (empty: no class)."""
+    it = QTableWidgetItem(text or "")
+    it.setFlags(Qt.ItemFlag.ItemIsSelectable | Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsEditable)
     return it
 
 
@@ -63,11 +94,24 @@ def build_review_ui(w) -> None:
     w.header = QLabel()
     w.header.setWordWrap(True)
     lay.addWidget(w.header)
+    crow = QHBoxLayout()
+    crow.addWidget(QLabel("Class of the whole image"))
+    w.image_class = QComboBox()
+    w.image_class.setEditable(True)
+    w.image_class.setInsertPolicy(QComboBox.InsertPolicy.NoInsert)
+    w.image_class.lineEdit().setPlaceholderText("none (e.g. normal, pneumonia)")
+    w.image_class.setToolTip("An image-level label (e.g. for an X-ray): press Enter to set it; empty = none")
+    crow.addWidget(w.image_class, 1)
+    lay.addLayout(crow)
 
     w.objects = _table(OBJECT_COLUMNS, multi=False, stretch=0)
     for c, tip in enumerate(OBJECT_TIPS):
         w.objects.horizontalHeaderItem(c).setToolTip(tip)
-    w.objects.setToolTip("Objects of this image. Select one to review its slices.")
+    w.objects.setToolTip("Objects of this image. Select one to review its slices; double-click its Class "
+                         "cell to give it a class for learning.")
+    w.objects.setEditTriggers(QAbstractItemView.EditTrigger.DoubleClicked
+                              | QAbstractItemView.EditTrigger.EditKeyPressed)
+    w.objects.setItemDelegateForColumn(CLASS_COLUMN, ClassDelegate(w.known_classes, w.objects))
     lay.addWidget(w.objects, 1)
 
     box = QGroupBox("Slices of the selected object")

@@ -17,7 +17,7 @@ from qtpy.QtGui import QBrush, QColor
 from qtpy.QtWidgets import QAbstractItemView, QWidget
 
 from napari_medprompt._qt.controller import controller_for, real_viewer
-from napari_medprompt._qt.review.ui import build_review_ui, table_item
+from napari_medprompt._qt.review.ui import CLASS_COLUMN, build_review_ui, class_item, table_item
 from napari_medprompt.session import ObjectLockedError, SessionError, SessionSaveError
 from napari_medprompt.session.review import STATUS_COLORS, object_rows, provenance_html, slice_rows
 
@@ -56,6 +56,9 @@ class ReviewWidget(QWidget):
     def _build(self) -> None:
         build_review_ui(self)
         self.objects.itemSelectionChanged.connect(self._on_object_selected)
+        self.objects.itemChanged.connect(self._on_class_edited)
+        self.image_class.lineEdit().editingFinished.connect(self._on_image_class_edited)
+        self.image_class.activated.connect(lambda _i: self._on_image_class_edited())
         self.filter.currentTextChanged.connect(lambda _: self._fill_slices())
         self.slices.itemClicked.connect(self._on_slice_clicked)
         self.slices.itemSelectionChanged.connect(self._update_buttons)
@@ -127,20 +130,84 @@ class ReviewWidget(QWidget):
             name = table_item(row.name)
             name.setBackground(QBrush(QColor.fromRgbF(*row.color, 0.55)))
             span = f" ({row.slice_range[0]}-{row.slice_range[1]})" if row.slice_range else ""
+            obj = self.session.objects.get(row.id)
             cells = [name, table_item(str(row.id), row.id, True), table_item(f"{row.slices_covered}{span}"),
                      table_item(f"{row.volume_ml:.1f}", align_right=True), table_item(row.status),
-                     table_item("locked" if row.locked else "")]
+                     table_item("locked" if row.locked else ""), class_item(getattr(obj, "class_name", None))]
             tip = f"{row.name}: label {row.id}, {row.slices_covered} slices{span}, {row.volume_ml:.1f} mL, {row.status}"
             for it in cells:
                 it.setToolTip(tip)
             for c, it in enumerate(cells):
                 self.objects.setItem(r, c, it)
         self.objects.blockSignals(False)
+        self._fill_image_class()
         if keep is not None:
             self.select_object(keep)
         if self.selected_object() is None and rows:
             self.select_object(rows[0].id)
         self._on_object_selected(keep_range=self.selected_object() == keep)
+
+    # ----------------------------------------------------------------------------------- classes
+    def known_classes(self) -> list[str]:
+        """Classes already given in this session (offered when editing a class)."""
+        s = self.session
+        if s is None:
+            return []
+        out = {o.class_name for o in s.objects.values() if getattr(o, "class_name", None)}
+        if getattr(s, "image_class", None):
+            out.add(s.image_class)
+        return sorted(out)
+
+    def _fill_image_class(self) -> None:
+        s = self.session
+        self.image_class.blockSignals(True)
+        self.image_class.clear()
+        self.image_class.addItems([""] + self.known_classes())
+        self.image_class.setCurrentText(getattr(s, "image_class", None) or "" if s is not None else "")
+        self.image_class.setEnabled(s is not None)
+        self.image_class.blockSignals(False)
+
+    def _on_class_edited(self, it) -> None:
+        if it.column() != CLASS_COLUMN or self.session is None:
+            return
+        oid = self.objects.item(it.row(), 1).data(Qt.ItemDataRole.UserRole)
+        self.set_object_class(oid, it.text())
+
+    def set_object_class(self, object_id: int, name: str | None) -> bool:
+        """Give object ``object_id`` the class ``name`` (empty/None: no class); True when it changed."""
+        name = (name or "").strip() or None
+        obj = self.session.objects.get(int(object_id)) if self.session is not None else None
+        if obj is None or obj.class_name == name:
+            return False
+        try:
+            self.session.set_object_class(int(object_id), name)
+        except SessionSaveError as err:
+            self._message("error", str(err))
+        except (SessionError, KeyError, ValueError) as err:
+            self._message("warning", str(err).strip("'\""))
+            QTimer.singleShot(0, self.refresh)
+            return False
+        self._message("info", f"'{obj.display_name}' is now " + (f"class '{name}'." if name else "without a class."))
+        return True
+
+    def _on_image_class_edited(self) -> None:
+        self.set_image_class(self.image_class.currentText())
+
+    def set_image_class(self, name: str | None) -> bool:
+        """Give the whole image the class ``name`` (empty/None: none); True when it changed."""
+        s = self.session
+        name = (name or "").strip() or None
+        if s is None or s.image_class == name:
+            return False
+        try:
+            s.set_image_class(name)
+        except SessionSaveError as err:
+            self._message("error", str(err))
+        except (SessionError, ValueError) as err:
+            self._message("warning", str(err).strip("'\""))
+            return False
+        self._message("info", f"The whole image is now class '{name}'." if name else "The image has no class now.")
+        return True
 
     def _update_header(self) -> None:
         s = self.session
