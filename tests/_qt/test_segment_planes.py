@@ -244,3 +244,50 @@ def test_sam2_prompts_in_the_coronal_plane_with_a_lasso_mask(make_napari_viewer,
     with qtbot.waitSignal(widget.preview_updated, timeout=120000):
         widget.prompts.add_point(z, y, x)
     assert widget._bound_plane == "axial" and seg.slice_shape == (SHAPE[1], SHAPE[2])
+
+
+def test_real_ct_liver_from_a_coronal_click(make_napari_viewer, monkeypatch, tmp_path, qtbot):
+    """The TotalSegmentator example CT (real anatomy, RAS NIfTI shown radiologically): one click on
+    the liver in a coronal view (a negative click at the deepest point of the leak), accepted and
+    propagated front to back (along y)."""
+    from tests._qt._helpers import add_real_ct, deepest_point, reference_mask
+
+    viewer, widget = make_widget(lambda: make_napari_viewer(show=bool(SHOTS)), monkeypatch, tmp_path,
+                                 add_image=lambda v: add_real_ct(v)[0])
+    liver = reference_mask("liver")
+    load_backend(qtbot, widget, "classic")
+    y = int(np.argmax(liver.sum(axis=(0, 2))))  # the coronal slice with the most liver
+    show_plane(viewer, widget, "coronal", y)
+    r, c = deepest_point(liver[:, y, :])
+    with qtbot.waitSignal(widget.preview_updated, timeout=60000):
+        click_data_point(viewer, widget, (r, y, c))
+    d1 = dice(widget.preview_layer.data[:, y, :] > 0, liver[:, y, :])
+    assert d1 > 0.6, d1
+    # a second click as a clinician would: negative, at the deepest point of the largest leak
+    from scipy import ndimage
+
+    leak, n = ndimage.label((widget.preview_layer.data[:, y, :] > 0) & ~liver[:, y, :])
+    assert n > 0
+    r2, c2 = deepest_point(leak == 1 + int(np.argmax(np.bincount(leak.ravel())[1:])))
+    widget.toggle_polarity()
+    with qtbot.waitSignal(widget.preview_updated, timeout=60000):
+        click_data_point(viewer, widget, (r2, y, c2))
+    widget.toggle_polarity()
+    prompt = widget.prompts.prompt_on(y, "coronal")
+    assert prompt.labels.tolist() == [1, 0]
+    d_slice = dice(widget.preview_layer.data[:, y, :] > 0, liver[:, y, :])
+    assert d_slice > 0.85, (d1, d_slice)
+    with qtbot.waitSignal(widget.propagation_finished, timeout=300000):
+        press(qtbot, widget.ui.propagate)  # accepts the preview first
+    lab = widget.ctrl.session.labels == widget.ctrl.current_object
+    d3 = dice(lab, liver)
+    assert d3 > 0.7, d3
+    if SHOTS:
+        from PIL import Image
+
+        viewer.window._qt_window.resize(1400, 900)
+        viewer.reset_view()
+        img = np.asarray(viewer.screenshot(canvas_only=True, flash=False))[..., :3]
+        Image.fromarray(img).save(os.path.join(SHOTS, "coronal_real_ct_liver.png"))
+    print(f"coronal clicks: slice Dice {d1:.3f} (1 click), {d_slice:.3f} (2 clicks); 3D Dice after "
+          f"propagation along y {d3:.3f}")
