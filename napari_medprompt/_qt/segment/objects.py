@@ -102,8 +102,11 @@ class ObjectsMixin:
         self._session_call("rename", oid, name)
 
     def delete_object(self, oid: int) -> None:
-        if self._session_call("delete_object", oid) and oid == self.ctrl.current_object:
-            self.select_object(0)
+        if self._session_call("delete_object", oid):
+            self._plane_seeds.pop(oid, None)  # a later object with this id starts afresh
+            self._object_plane.pop(oid, None)
+            if oid == self.ctrl.current_object:
+                self.select_object(0)
 
     def _session_call(self, method: str, *args) -> bool:
         if self.ctrl.session is None:
