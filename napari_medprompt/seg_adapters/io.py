@@ -32,7 +32,7 @@ def load_seg_adapter(path=None, *, store=None, version: str | None = None, base=
         from napari_medprompt.train.store import ModelStore
 
         st = store if isinstance(store, ModelStore) else ModelStore(store)
-        version = version or st.active()
+        version = version or st.active
         if version is None:
             raise SegAdapterError(f"model store {st.root} has no active version")
         path = st.weights_path(version)
