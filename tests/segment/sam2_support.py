@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 import torch  # noqa: E402  (a hard dependency: a broken install must fail, not skip)
-pytest.importorskip("sam2")
+import sam2  # noqa: E402,F401  (a hard dependency too)
 
 MODEL = "sam2.1-hiera-tiny"
 _DIR: Path | None = None
