@@ -136,8 +136,17 @@ def read_image_file(path: str | Path) -> np.ndarray:
         raise DataError(f"cannot read image {path}: {type(err).__name__}: {err}") from err
 
 
-def from_folder(root: str | Path) -> FewShotData:
+#: a data folder may hold at most this fraction of unreadable images (skipped and counted); above it,
+#: loading fails: a data set that broken should be looked at before anything is trained on it
+MAX_UNREADABLE = 0.05
+
+
+def from_folder(root: str | Path, max_unreadable: float = MAX_UNREADABLE) -> FewShotData:
     """``root/<class>/<image>``: one sub-folder per class. ``<name>_mask.<ext>`` beside an image is its mask.
+
+    An image (or its mask) that cannot be read is skipped; the result's ``unreadable`` lists them
+    ("path: reason"). More than ``max_unreadable`` of the image files unreadable is a :class:`DataError`
+    naming them.
 
     Images one level deeper, ``root/<class>/<case>/<image>``, belong to the group ``<case>`` (a patient
     or series: its slices are never split apart; the same case name under two class folders is one
@@ -148,6 +157,8 @@ def from_folder(root: str | Path) -> FewShotData:
         raise DataError(f"{root} is not a folder (expected one sub-folder of images per class)")
     classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     images, labels, masks, sources, groups = [], [], [], [], []
+    bad: list[str] = []
+    n_files = 0
     for ci, c in enumerate(classes):
         folders = [(root / c, None)] + sorted(
             (d, d.name) for d in (root / c).iterdir() if d.is_dir() and not d.name.startswith("."))
@@ -156,16 +167,29 @@ def from_folder(root: str | Path) -> FewShotData:
             for p in files:
                 if p.stem.endswith(MASK_SUFFIX):
                     continue
-                images.append(read_image_file(p))
+                n_files += 1
                 mpath = next((q for q in files if q.stem == p.stem + MASK_SUFFIX), None)
-                masks.append(read_image_file(mpath) > 0 if mpath is not None else None)
+                try:
+                    im = read_image_file(p)
+                    mk = read_image_file(mpath) > 0 if mpath is not None else None
+                except DataError as err:
+                    bad.append(str(err).removeprefix("cannot read image "))
+                    continue
+                images.append(im)
+                masks.append(mk)
                 labels.append(ci)
                 sources.append(str(p))
                 groups.append(case if case is not None else str(p))
     if not classes:
         raise DataError(f"{root} has no class sub-folders")
-    return FewShotData(images, np.asarray(labels, np.int64), classes,
-                       masks if any(m is not None for m in masks) else None, sources, groups)
+    if bad and len(bad) > max_unreadable * n_files:
+        shown = "; ".join(bad[:5]) + (f"; ... ({len(bad) - 5} more)" if len(bad) > 5 else "")
+        raise DataError(f"{len(bad)} of {n_files} image files under {root} cannot be read, more than "
+                        f"{max_unreadable:.0%} of them: {shown}")
+    out = FewShotData(images, np.asarray(labels, np.int64), classes,
+                      masks if any(m is not None for m in masks) else None, sources, groups)
+    out.unreadable = bad
+    return out
 
 
 def from_npz(path: str | Path, split: str = "train", classes: list[str] | None = None) -> FewShotData:

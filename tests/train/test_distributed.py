@@ -76,6 +76,23 @@ def test_torchrun_rank_that_dies_gives_clear_message_and_no_half_file(tmp_path):
         assert state["epoch"] >= 1 and not state["finished"]
 
 
+def test_torchrun_method_running_the_encoder_every_step(tmp_path):
+    """vpt-shallow trains prompts inside the encoder (no cached features): DDP over its prompt tokens."""
+    data = npz(tmp_path / "d.npz")
+    args = [a for a in ARGS if a != "linear-probe"]
+    args[args.index("--method") + 1 : args.index("--method") + 1] = ["vpt-shallow"]
+    outs = []
+    for nproc in (0, 2):
+        out = tmp_path / f"vpt{nproc}"
+        r = run(["--data", str(data), "--out", str(out), "--device", "cpu", *args, "--epochs", "2"], nproc=nproc)
+        assert r.returncode == 0, r.stderr
+        outs.append(out)
+    wa, wb = (weights(o / "adapter.safetensors") for o in outs)
+    assert wa.keys() == wb.keys() and wa
+    for k in wa:
+        torch.testing.assert_close(wa[k], wb[k], atol=1e-5, rtol=0)
+
+
 @pytest.mark.gpu
 def test_torchrun_two_nccl_processes_match_one(tmp_path):
     if torch.cuda.device_count() < 1:

@@ -69,3 +69,30 @@ def test_bad_input_messages(tmp_path):
     r = run(["--data", str(one), "--out", str(tmp_path / "o2"), *ARGS])
     assert r.returncode == 2 and "two classes" in r.stderr
     assert not list((tmp_path / "o2").glob("adapter*")) if (tmp_path / "o2").exists() else True
+
+
+def test_unreadable_images_skipped_with_count_then_fatal(tmp_path):
+    import numpy as np
+    import pytest
+    from PIL import Image
+
+    from napari_medprompt.train.data import DataError, from_folder
+
+    root = tmp_path / "cls"
+    for c in ("a", "b"):
+        (root / c).mkdir(parents=True)
+        for i in range(12):
+            Image.fromarray((np.random.RandomState(i).rand(16, 16) * 255).astype(np.uint8)).save(root / c / f"{i}.png")
+    (root / "a" / "broken.png").write_bytes(b"not a png")
+    d = from_folder(root)
+    assert len(d) == 24 and len(d.unreadable) == 1 and "broken.png" in d.unreadable[0]
+    r = run(["--data", str(root), "--out", str(tmp_path / "o"), *ARGS, "--epochs", "1"])
+    assert r.returncode == 0, r.stderr
+    assert "skipped 1 unreadable image(s) (at most 5% allowed)" in r.stderr and "broken.png" in r.stderr
+    for i in range(2):
+        (root / "b" / f"broken{i}.png").write_bytes(b"")
+    with pytest.raises(DataError, match=r"3 of 27 image files .* cannot be read, more than 5%"):
+        from_folder(root)
+    r = run(["--data", str(root), "--out", str(tmp_path / "o2"), *ARGS, "--epochs", "1"])
+    assert r.returncode == 2 and "cannot be read, more than 5%" in r.stderr
+    assert not (tmp_path / "o2").exists() or not list((tmp_path / "o2").iterdir())
