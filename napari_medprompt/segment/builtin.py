@@ -24,3 +24,15 @@ for _model in (
         needs_weights=True,
         model=_model,
     )
+
+# MedSAM2 (wanglab/MedSAM2): SAM2.1-hiera-tiny fine-tuned at 512 px, with its window convention
+from napari_medprompt.models.sam2_weights import MEDSAM2_MODELS as _MEDSAM2  # noqa: E402 (torch-free)
+
+for _model, _spec in _MEDSAM2.items():
+    register_segmenter(
+        _model,
+        "napari_medprompt.segment.sam2_backend:Sam2Segmenter",
+        f"MedSAM2 ({_spec.filename}, 512 px, MedSAM window)",
+        needs_weights=True,
+        model=_model,
+    )
