@@ -266,7 +266,25 @@ def _recipe(config: TrainConfig, task, data, val, sched) -> dict:
 
 def _resume_state(config: TrainConfig, task, data, val, sched) -> dict | None:
     """The saved state to continue from (``config.resume`` and a state in ``out_dir``), checked to be
-    this recipe's; None to start from scratch."""
+    this recipe's; None to start from scratch. Under torchrun rank 0 reads it and every rank gets
+    rank 0's state (or its error), so nodes without a shared file system resume together."""
+    from napari_medprompt.train import distributed as dd
+
+    if not dd.info().enabled:
+        return _read_resume_state(config, task, data, val, sched)
+    box = None
+    if dd.is_main():
+        try:
+            box = ("ok", _read_resume_state(config, task, data, val, sched))
+        except ResumeError as err:
+            box = ("error", str(err))
+    kind, value = dd.broadcast_object(box)
+    if kind == "error":
+        raise ResumeError(value)
+    return value
+
+
+def _read_resume_state(config: TrainConfig, task, data, val, sched) -> dict | None:
     path = _resume_path(config)
     if not config.resume or path is None or not path.exists():
         return None

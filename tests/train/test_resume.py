@@ -96,3 +96,21 @@ def test_unreadable_images_skipped_with_count_then_fatal(tmp_path):
     r = run(["--data", str(root), "--out", str(tmp_path / "o2"), *ARGS, "--epochs", "1"])
     assert r.returncode == 2 and "cannot be read, more than 5%" in r.stderr
     assert not (tmp_path / "o2").exists() or not list((tmp_path / "o2").iterdir())
+
+
+def test_torchrun_run_with_a_lost_rank_resumes_to_the_one_process_weights(tmp_path):
+    """Two Gloo processes, rank 1 killed inside epoch 3: torchrun ends the run; a --resume under torchrun
+    continues after epoch 2 and ends with the weights of an uninterrupted one-process run."""
+    data = npz(tmp_path / "d.npz")
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    assert run(["--data", str(data), "--out", str(full), *ARGS]).returncode == 0
+    k = run(["--data", str(data), "--out", str(cut), *ARGS], nproc=2, MEDPROMPT_FAULT_AT="1:15",
+            MEDPROMPT_DIST_TIMEOUT_S="60")
+    assert k.returncode != 0 and not (cut / "adapter.safetensors").exists()
+    assert torch.load(cut / "resume_state.pt", weights_only=False)["epoch"] == 2
+    res = run(["--data", str(data), "--out", str(cut), *ARGS, "--resume"], nproc=2)
+    assert res.returncode == 0, res.stderr
+    assert "resumed after epoch 2 (12 steps)" in res.stderr
+    wa, wb = weights(full / "adapter.safetensors"), weights(cut / "adapter.safetensors")
+    for key in wa:
+        torch.testing.assert_close(wa[key], wb[key], atol=1e-5, rtol=0)
