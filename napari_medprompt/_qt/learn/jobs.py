@@ -18,7 +18,9 @@ from collections.abc import Callable
 
 from napari_medprompt._qt.workers import lower_priority, start_worker
 
-PROGRESS_INTERVAL_MS = 250
+PROGRESS_INTERVAL_MS = 250  # the dock's own bar, plot and ETA
+ACTIVITY_INTERVAL_S = 1.0  # napari's activity-dock bar (each push repaints the window)
+ACTIVITY_STEP = 0.02  # ... and only when the run advanced by 2 % or more
 BAR_TOTAL = 1000
 
 
@@ -33,12 +35,17 @@ class ActivityBar:
         except Exception:  # pragma: no cover - no activity dock in this napari
             self.bar = None
         self.fraction = 0.0
+        self._pushed = 0.0
 
-    def flush(self) -> None:
+    def flush(self, force: bool = False) -> None:
         if self.bar is None:
             return
+        now = time.perf_counter()
         n = int(round(min(max(self.fraction, 0.0), 1.0) * BAR_TOTAL))
+        if not force and (now - self._pushed < ACTIVITY_INTERVAL_S or n - self.bar.n < ACTIVITY_STEP * BAR_TOTAL):
+            return
         if n > self.bar.n:
+            self._pushed = now
             self.bar.update(n - self.bar.n)
 
     def set_description(self, text: str) -> None:
@@ -51,23 +58,29 @@ class ActivityBar:
             self.bar = None
 
 
-def _train_job(run):
+def _train_job(job, make_run):
     lower_priority()
-    yield from run.events()
+    job.run = make_run()  # checks and copies the examples: off the main thread
+    if job.cancel_requested:
+        job.run.cancel()
+    yield from job.run.events()
 
 
 class TrainingJob:
-    """One :class:`~napari_medprompt.learn.LearnRun` in a worker (see the module docstring)."""
+    """One :class:`~napari_medprompt.learn.LearnRun`, built by ``make_run()`` and run in a worker (see
+    the module docstring); ``run`` is None until the worker has built it."""
 
-    def __init__(self, run, *, on_event: Callable, on_done: Callable, on_error: Callable, description: str) -> None:
-        self.run = run
+    def __init__(self, make_run: Callable, *, on_event: Callable, on_done: Callable, on_error: Callable,
+                 description: str) -> None:
+        self.run = None
+        self.cancel_requested = False
         self.events: list = []
         self.error: BaseException | None = None
         self.t_start = time.perf_counter()
         self.t_end: float | None = None
         self.bar = ActivityBar(description)
         self._on_event, self._on_done, self._on_error = on_event, on_done, on_error
-        self.worker = start_worker(_train_job, run, on_yield=self._yielded, on_error=self._errored,
+        self.worker = start_worker(_train_job, self, make_run, on_yield=self._yielded, on_error=self._errored,
                                    on_finish=self._finished, background=True)
 
     @property
@@ -78,9 +91,20 @@ class TrainingJob:
     def progress(self) -> float:
         return self.events[-1].progress if self.events else 0.0
 
+    @property
+    def result(self):
+        return None if self.run is None else self.run.result
+
+    @property
+    def cancelling(self) -> bool:
+        return self.cancel_requested
+
     def cancel(self) -> None:
         """Stop before the next training step; the best completed epoch is kept (see LearnRun)."""
-        self.run.cancel()
+        self.cancel_requested = True
+        run = self.run
+        if run is not None:
+            run.cancel()
 
     def _yielded(self, event) -> None:
         self.events.append(event)
@@ -93,7 +117,6 @@ class TrainingJob:
 
     def _finished(self) -> None:
         self.t_end = time.perf_counter()
-        self.bar.flush()
         self.bar.close()
         self._on_done(self)
 
@@ -138,7 +161,6 @@ class PredictionJob:
 
     def _finished(self) -> None:
         self.finished = True
-        self.bar.flush()
         self.bar.close()
         self._on_finish(self)
 

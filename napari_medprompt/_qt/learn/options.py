@@ -70,6 +70,8 @@ class OptionForm(QWidget):
             return sb
         if spec.type is str and spec.choices:
             cb = QComboBox()
+            cb.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+            cb.setMinimumContentsLength(10)
             cb.addItems([str(c) for c in spec.choices])
             return cb
         le = QLineEdit()

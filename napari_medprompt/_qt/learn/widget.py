@@ -555,22 +555,29 @@ class LearnWidget(QWidget):
             if abs(self.lr.value() - float(info.defaults.lr)) > 1e-12:
                 schedule["lr"] = self.lr.value()
         prepare_torch()
-        try:
-            run = LearnRun(ws.examples, ws.store, method=name, backbone=self.backbone.currentData(),
-                           options=options, **schedule)
-        except LearnError as err:
-            self._message("warning", str(err))
+        choice = self._choice()
+        problems = ws.examples.problems(uses_masks=bool(choice and choice.uses_masks))
+        if problems:
+            self._message("warning", " ".join(problems))
             return None
+        if choice is not None and not choice.enabled:
+            self._message("warning", f"{name} cannot train now: {choice.reason}")
+            return None
+        backbone = self.backbone.currentData()
+
+        def make_run():
+            return LearnRun(ws.examples, ws.store, method=name, backbone=backbone, options=options, **schedule)
+
         self.curves.clear()
         self.curves.add_series("training loss (per step)", "#56b4e9")
         self.curves.add_series("training loss (epoch)", "#0072b2", markers=True)
         self.curves.add_series("validation", "#e69f00", axis="right", markers=True)
         self.curves.y2lim = (0.0, 1.0)
-        self.curves.title = f"Training {name} on {run.backbone_name}"
+        self.curves.title = f"Training {name} on {backbone}"
         self.curves.y2label = "validation balanced accuracy"
         self.run_status.setText("Starting (building the backbone)…")
-        desc = f"Training {name} on {run.backbone_name}"
-        self.job = TrainingJob(run, on_event=self._on_train_event, on_done=self._on_train_done,
+        desc = f"Training {name} on {backbone}"
+        self.job = TrainingJob(make_run, on_event=self._on_train_event, on_done=self._on_train_done,
                                on_error=self._on_train_error, description=desc)
         self._ui_timer.start()
         self._task_id = self._register_task(desc)
@@ -640,7 +647,7 @@ class LearnWidget(QWidget):
             self.progress.setValue(int(job.progress * 1000))
             last = job.events[-1] if job.events else None
             eta = f", about {_fmt_s(last.eta_s)} left" if last is not None and last.eta_s is not None else ""
-            what = "stopping…" if job.run.cancelled else f"training {int(job.progress * 100)}%{eta}"
+            what = "stopping…" if job.cancelling else f"training {int(job.progress * 100)}%{eta}"
             self.progress.setFormat(what)
         elif pj is not None and not pj.finished:
             pj.bar.flush()
@@ -656,7 +663,7 @@ class LearnWidget(QWidget):
         self._message("error", msg + " (the examples and earlier versions are unchanged)")
 
     def _on_train_done(self, job: TrainingJob) -> None:
-        res = job.run.result
+        res = job.result
         self._end_task(bool(res is not None and res.cancelled))
         if self._closing:
             return
