@@ -4,7 +4,8 @@
     python -m benchmarks io segment      # named groups
     python -m benchmarks io --json out.json
 
-Each group is a module ``benchmarks/bench_<group>.py`` with ``run(args) -> list[Record]``.
+Each group is a module ``benchmarks/bench_<group>.py`` with ``run(args) -> list[Record]``, plus any
+``benchmarks/bench_<group>_<part>.py`` modules of the same form (run after it, in name order).
 """
 
 from __future__ import annotations
@@ -32,25 +33,33 @@ def main(argv: list[str] | None = None) -> int:
 
     records, failed = [], []
     for g in groups:
-        try:
-            mod = importlib.import_module(f"benchmarks.bench_{g}")
-        except ModuleNotFoundError as e:
-            if e.name == f"benchmarks.bench_{g}":
-                print(f"[{g}] not implemented yet, skipped", file=sys.stderr)
-                continue
-            raise
-        print(f"[{g}] running ...", file=sys.stderr, flush=True)
-        try:
-            records.extend(mod.run(args))
-        except Exception:
-            traceback.print_exc()
-            failed.append(g)
+        for name in _group_modules(g):
+            try:
+                mod = importlib.import_module(name)
+            except ModuleNotFoundError as e:
+                if e.name == name:
+                    print(f"[{g}] {name} not implemented yet, skipped", file=sys.stderr)
+                    continue
+                raise
+            print(f"[{g}] running {name} ...", file=sys.stderr, flush=True)
+            try:
+                records.extend(mod.run(args))
+            except Exception:
+                traceback.print_exc()
+                failed.append(g)
 
     _print_table(records)
     if args.json:
         args.json.write_text(json.dumps([r.as_dict() for r in records], indent=2))
         print(f"wrote {len(records)} records to {args.json}", file=sys.stderr)
     return 1 if failed else 0
+
+
+def _group_modules(group: str) -> list[str]:
+    """``benchmarks.bench_<group>`` and any ``benchmarks/bench_<group>_<part>.py`` beside it."""
+    here = Path(__file__).resolve().parent
+    parts = sorted(p.stem for p in here.glob(f"bench_{group}_*.py"))
+    return [f"benchmarks.bench_{group}"] + [f"benchmarks.{p}" for p in parts]
 
 
 def _fmt(x) -> str:

@@ -11,6 +11,7 @@ Apple MPS, then the CPU. :func:`estimate_epoch_seconds` times the backbone on a 
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass
 
@@ -96,26 +97,38 @@ def estimate_epoch_seconds(method: str, backbone: str, n_examples: int, device: 
                            batch: int = 4) -> float:
     """Rough seconds per epoch of ``method`` on ``backbone`` for ``n_examples`` images on ``device``.
 
-    Times a forward pass of the backbone on ``batch`` random inputs (random weights, same compute).
-    Methods on cached features cost one encoder pass per image once (the first epoch; later ones are
-    far cheaper); the others cost about three passes per image per epoch (forward and backward).
+    One encoder pass per image (timed once per backbone and device, on ``batch`` random inputs with
+    random weights: the same compute) times a factor: methods on cached features pay one pass per
+    image once (the first epoch; later ones are far cheaper), the others about three per image per
+    epoch (forward and backward).
     """
-    import torch
-
-    from napari_medprompt.classify.backbones.registry import create_backbone
     from napari_medprompt.classify.base import method_info
     from napari_medprompt.train.loop import resolve_device
 
     info = method_info(method)
-    dev = resolve_device(device)
-    bb = create_backbone(backbone, "random", device=dev)
-    x = torch.zeros(batch, 3, bb.image_size, bb.image_size, device=dev)
-    with torch.no_grad():
-        bb.encode_image(x)  # warm-up
-        t0 = time.perf_counter()
-        bb.encode_image(x)
-        if dev.type == "cuda":
-            torch.cuda.synchronize()
-        per_image = (time.perf_counter() - t0) / batch
+    per_image = _encoder_seconds(backbone, str(resolve_device(device)), int(batch))
     factor = 1.0 if info.cached_features else 3.0
     return float(per_image * factor * max(1, int(n_examples)))
+
+
+@functools.lru_cache(maxsize=16)
+def _encoder_seconds(backbone: str, device: str, batch: int) -> float:
+    """Seconds of one encoder forward pass per image (median of three timed batches after a warm-up)."""
+    import statistics
+
+    import torch
+
+    from napari_medprompt.classify.backbones.registry import create_backbone
+
+    bb = create_backbone(backbone, "random", device=device)
+    x = torch.zeros(batch, 3, bb.image_size, bb.image_size, device=device)
+    times = []
+    with torch.no_grad():
+        bb.encode_image(x)  # warm-up
+        for _ in range(3):
+            t0 = time.perf_counter()
+            bb.encode_image(x)
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            times.append((time.perf_counter() - t0) / batch)
+    return float(statistics.median(times))

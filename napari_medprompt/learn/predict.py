@@ -258,7 +258,7 @@ class Predictor:
         import torch
 
         from napari_medprompt.classify.snapshot import snapshot
-        from napari_medprompt.train.preprocess import images_to_tensor, masks_to_tensor, preprocess_of
+        from napari_medprompt.train.preprocess import masks_to_tensor, preprocess_of
 
         vol, zs = _as_slices(volume, slices)
         m = self._masks(masks, vol, zs)
@@ -277,16 +277,13 @@ class Predictor:
                 break
             chunk = zs[i : i + bs]
             ims = [vol[z] for z in chunk]
-            x = images_to_tensor(ims, spec, spacings=_sp(spacing))
+            x, geo = _inputs(ims, spec, _sp(spacing))
             mt = None if m is None else masks_to_tensor([m[z] > 0 for z in chunk], ims, spec, spacings=_sp(spacing))
             maps, logits, technique = batched_localization(work, x.to(device), None if mt is None else mt.to(device),
                                                           target)
-            from napari_medprompt.train.preprocess import Geometry
-
             p = logits.softmax(-1).numpy()
-            for j, z in enumerate(chunk):
-                geo = Geometry.of(np.asarray(vol[z]).shape[:2], spec, _sp(spacing))
-                data[z] = _unit(geo.to_original(maps[j]))
+            for j, (z, heat) in enumerate(zip(chunk, _to_original(maps, geo))):
+                data[z] = _unit(heat)
                 probs[i + j] = p[j]
                 targets[i + j] = int(np.argmax(p[j])) if target is None else int(target)
             done.extend(chunk)
@@ -294,6 +291,41 @@ class Predictor:
                 progress(len(done), len(zs))
         return HeatmapVolume(data, probs[: len(done)], list(done), self.classes, targets[: len(done)], technique,
                              self.version, self.random_weights, len(done) < len(zs), list(done))
+
+
+def _inputs(images, spec, spacing):
+    """((B, 3, S, S) normalised model input, Geometry) of same-shaped slices: what
+    :func:`~napari_medprompt.train.preprocess.images_to_tensor` gives, with the resampling done once
+    for the whole batch (and once per grey slice, not per identical colour channel)."""
+    import torch
+
+    from napari_medprompt.train.preprocess import Geometry, to_unit_rgb
+
+    units = [to_unit_rgb(im, "slice", spec) for im in images]
+    geo = Geometry.of(units[0].shape[:2], spec, spacing)
+    b, s = len(units), int(spec.image_size)
+    u = np.stack(units)  # (B, H, W, 3)
+    grey = all(np.asarray(im).ndim == 2 for im in images)  # the 3 channels are copies of one
+    chw = torch.from_numpy(np.ascontiguousarray(u[..., 0] if grey else u.transpose(0, 3, 1, 2).reshape(-1, *u.shape[1:3])))
+    t = geo.to_input(chw).clamp_(0, 1)
+    t = t[:, None].expand(b, 3, s, s) if grey else t.reshape(b, 3, s, s)
+    mean = torch.tensor(spec.mean).view(1, 3, 1, 1)
+    std = torch.tensor(spec.std).view(1, 3, 1, 1)
+    return (t - mean) / std, geo
+
+
+def _to_original(maps, geo) -> np.ndarray:
+    """(B, S, S) maps on the model input -> (B, H, W) on the slices' grid (``Geometry.to_original`` of
+    each map, in one resampling)."""
+    from torch.nn import functional as F
+
+    top, left = geo.offset
+    h, w = geo.content
+    t = maps.detach().float().cpu()[:, top : top + h, left : left + w]
+    if (h, w) != geo.shape:
+        down = h > geo.shape[0] or w > geo.shape[1]
+        t = F.interpolate(t[:, None], size=geo.shape, mode="bilinear", antialias=down, align_corners=False)[:, 0]
+    return t.numpy().astype(np.float32, copy=False)
 
 
 def _sp(spacing):
