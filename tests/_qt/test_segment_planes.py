@@ -291,3 +291,32 @@ def test_real_ct_liver_from_a_coronal_click(make_napari_viewer, monkeypatch, tmp
         Image.fromarray(img).save(os.path.join(SHOTS, "coronal_real_ct_liver.png"))
     print(f"coronal clicks: slice Dice {d1:.3f} (1 click), {d_slice:.3f} (2 clicks); 3D Dice after "
           f"propagation along y {d3:.3f}")
+
+
+def test_restored_object_propagates_in_the_plane_it_was_accepted_in(phantom_widget, qtbot):
+    """What the widget remembers of the plane is also in the object's provenance: an object whose
+    session was restored (the widget knows nothing of it) still propagates along the coronal axis;
+    an axial accept afterwards makes it axial again."""
+    viewer, widget = phantom_widget
+    _, obj = phantom()
+    z, y, x = CENTRE
+    show_plane(viewer, widget, "coronal", y)
+    with qtbot.waitSignal(widget.preview_updated, timeout=30000):
+        click_data_point(viewer, widget, CENTRE)
+    press(qtbot, widget.ui.accept)
+    oid = widget.ctrl.current_object
+    prov = widget.ctrl.session.objects[oid].provenance
+    assert prov["plane"] == "coronal" and prov["plane_slices"] == [y]
+    widget._plane_seeds.clear()
+    widget._object_plane.clear()  # as after a restart
+    with qtbot.waitSignal(widget.propagation_finished, timeout=60000):
+        press(qtbot, widget.ui.propagate)
+    lab = widget.ctrl.session.labels == oid
+    assert len(np.flatnonzero(lab.any(axis=(0, 2)))) > 10 and dice(lab, obj) > 0.85
+    assert prov["plane"] == "coronal" and prov["plane_slices"] == [y]
+    show_plane(viewer, widget, "axial", z)
+    with qtbot.waitSignal(widget.preview_updated, timeout=30000):
+        widget.prompts.add_point(z, y, x)
+    press(qtbot, widget.ui.accept)
+    assert prov["plane"] == "axial" and prov["plane_slices"] is None
+    assert widget._object_plane[oid] == "axial"

@@ -94,7 +94,7 @@ class PropagationMixin:
         if obj.locked:
             self._warn(f"'{obj.display_name}' is locked (finished): unlock it to propagate it again.")
             return
-        plane = self._object_plane.get(oid, "axial")
+        plane = self._object_plane.get(oid) or self._plane_from_provenance(oid, obj)
         if plane != "axial" and self._plane_seeds.get(oid, {}).get(plane):
             self._propagate_plane(oid, plane)
             return
@@ -128,6 +128,17 @@ class PropagationMixin:
         self.ui.status.setText(f"Propagating '{obj.display_name}' from slices "
                                f"{sorted(z for z, m in seeds.items() if m.any())} … (Esc cancels)")
         self._update_buttons()
+
+    def _plane_from_provenance(self, oid: int, obj) -> str:
+        """The plane a restored object was last accepted in (its provenance says so when that was a
+        coronal or sagittal accept), with those plane slices as its seeds; "axial" otherwise."""
+        prov = obj.provenance or {}
+        plane, slices = prov.get("plane"), prov.get("plane_slices")
+        if plane in ("coronal", "sagittal") and slices:
+            self._plane_seeds.setdefault(oid, {}).setdefault(plane, set()).update(int(i) for i in slices)
+            self._object_plane[oid] = plane
+            return plane
+        return "axial"
 
     def _propagate_plane(self, oid: int, plane: str) -> None:
         """Propagate object ``oid`` along the axis of ``plane`` from its prompted slices there."""
@@ -166,6 +177,7 @@ class PropagationMixin:
             session=session,
         )
         self.run.plane = plane
+        self.run.seed_slices = sorted(seeds)
         self.ui.status.setText(f"Propagating '{obj.display_name}' along the {plane} axis from {plane} slices "
                                f"{sorted(seeds)} … (Esc cancels)")
         self._update_buttons()
@@ -188,7 +200,7 @@ class PropagationMixin:
                 status = "needs review" if z in doubted else "propagated"
             groups.setdefault(status, {})[z] = m
         for status, part in groups.items():
-            self._commit_to(session, oid, part, status, plane)
+            self._commit_to(session, oid, part, status, plane, getattr(run, "seed_slices", None))
 
     def _show_propagated(self, result) -> None:
         """Draw a propagated slice in the preview layer (redraws coalesced) and commit in chunks."""
@@ -237,8 +249,9 @@ class PropagationMixin:
             if not self._redraw_timer.isActive():
                 self._redraw_timer.start()
 
-    def _commit_to(self, session, oid: int, masks: dict, status: str, plane: str = "axial") -> None:
-        prov = self._provenance(action="propagate", plane=plane)
+    def _commit_to(self, session, oid: int, masks: dict, status: str, plane: str = "axial",
+                   plane_slices=None) -> None:
+        prov = self._provenance(action="propagate", plane=plane, plane_slices=plane_slices)
         if session is self.ctrl.session:
             self._session_call("commit_slices", oid, masks, status, prov)
             return

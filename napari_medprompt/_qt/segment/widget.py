@@ -556,6 +556,8 @@ class SegmentWidget(ObjectsMixin, PropagationMixin, QWidget):
         prov["modality"] = getattr(self.volume, "modality", None)
         prov["model_window_choice"] = segment_ui.model_window_value(self._model_window_choice)
         prov["display_preset"] = self.ui.window.currentText() or None
+        prov["plane"] = "axial"  # the plane prompted / propagated in (the axial slices are stored)
+        prov["plane_slices"] = None  # a coronal / sagittal accept: the slices of that plane
         prov.update(extra)
         return prov
 
