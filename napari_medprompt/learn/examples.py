@@ -313,13 +313,13 @@ class ExampleSet:
         name = _class_name(class_name)
         img = _check_image(image, what)
         m = _check_mask(mask, img, what)
-        key = str(source_key) if source_key else content_signature(img)
+        key = _no_path(source_key) if source_key else content_signature(img)
         return Example(
             uid=secrets.token_hex(8), class_name=name, image=img.copy(), mask=None if m is None else m.copy(),
             source=source_name(source), source_key=key,
             slice_index=None if slice_index is None else int(slice_index),
             object_id=None if object_id is None else int(object_id),
-            group=str(group) if group else key, origin=origin,
+            group=_no_path(group) if group else key, origin=origin,
             spacing=None if spacing is None else (float(spacing[0]), float(spacing[1])),
             modality=None if modality is None else str(modality), added=_utc(),
         )
@@ -344,8 +344,9 @@ class ExampleSet:
             object_id=None, group: str | None = None, origin: str = "slice", spacing=None,
             modality: str | None = None) -> Example:
         """Add one 2D example. ``source``: the image's path or name (only the file name is kept);
-        ``source_key``: its content signature (default: computed from these pixels); ``group``: the
-        image/series id used for grouped splits (default: ``source_key``)."""
+        ``source_key``: its content signature (default: computed from these pixels; a key holding a
+        path is kept as a hash of it); ``group``: the image/series id used for grouped splits
+        (default: ``source_key``)."""
         e = self._new(image, class_name, mask, source, source_key, slice_index, object_id, group, origin,
                       spacing, modality, f"example from {source_name(source) or 'image'}")
         (e,) = self._put([e])
@@ -364,7 +365,7 @@ class ExampleSet:
         z = int(z)
         if not 0 <= z < vol.shape[0]:
             raise LearnError(f"slice {z} is outside the volume (0..{vol.shape[0] - 1})")
-        key = source_key or content_signature(vol)
+        key = _no_path(source_key) if source_key else content_signature(vol)
         return self.add(vol[z], class_name, mask=mask, source=source, source_key=key, slice_index=z,
                         object_id=object_id, group=group, origin="object" if object_id is not None else "slice",
                         spacing=_plane_spacing(spacing), modality=modality)
@@ -380,7 +381,7 @@ class ExampleSet:
             vol = vol[None]
         if tuple(vol.shape[:3]) != tuple(session.shape):
             raise LearnError(f"the image's shape {vol.shape} does not match the session's {tuple(session.shape)}")
-        key = source_key or content_signature(vol)
+        key = _no_path(source_key) if source_key else content_signature(vol)
         src = source if source is not None else session.image_name
         spacing = tuple(session.spacing[1:])
         new = []
@@ -513,6 +514,17 @@ class ExampleSet:
             raise LearnError(f"the example set could not be saved to {self.folder}: {err}. The examples are "
                              "still in memory; free space or choose another folder and save again") from err
         return self.folder
+
+
+def _no_path(key) -> str:
+    """``key`` as stored: a key holding a file path (a session's ``image_key`` is ``<path>|shape|spacing``)
+    is replaced by a short hash of it, so no folder name (often a patient's) reaches the example set."""
+    import hashlib
+
+    text = str(key)
+    if "/" in text or "\\" in text:
+        return "key-" + hashlib.blake2b(text.encode("utf-8"), digest_size=10).hexdigest()
+    return text
 
 
 def _class_name(name) -> str:

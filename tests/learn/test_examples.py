@@ -57,6 +57,11 @@ def test_current_slice_whole_image_and_image_level_class():
     vol = np.random.default_rng(0).random((5, 20, 30)).astype(np.float32)
     e = ex.add_slice(vol, 3, "normal", source="/secret/path/scan.nrrd", spacing=(2.0, 0.7, 0.6))
     assert e.slice_index == 3 and e.mask is None and e.spacing == (0.7, 0.6) and e.source == "scan.nrrd"
+    keyed = ex.add_slice(vol, 4, "normal", source_key="/home/Doe^John/scan.nrrd|5x20x30|2x0.7x0.6")
+    assert "Doe" not in keyed.source_key + keyed.group and keyed.source_key.startswith("key-")
+    assert ex.add_slice(vol, 4, "other", source_key="/home/Doe^John/scan.nrrd|5x20x30|2x0.7x0.6").uid == keyed.uid, \
+        "the same slice of the same image is one example"
+    ex.remove([keyed.uid])
     xray = np.random.default_rng(1).integers(0, 255, (40, 32), dtype=np.uint8)
     from napari_medprompt.session import AnnotationSession
 
