@@ -38,6 +38,7 @@ class ObjectRow:
     volume_ml: float
     status: str  # short review summary
     locked: bool
+    class_name: str | None = None  # the class the user gave the object (learning), None: none
 
 
 @dataclass
@@ -78,7 +79,7 @@ def object_rows(session) -> list[ObjectRow]:
             id=oid, name=obj.display_name, color=tuple(obj.color[:3]),
             slices_covered=st["slices_covered"], slice_range=st["slice_range"],
             volume_ml=st["volume_ml"], status=review_summary(obj, st["slices_covered"]),
-            locked=obj.locked,
+            locked=obj.locked, class_name=obj.class_name,
         ))
     return rows
 

@@ -69,3 +69,11 @@ def test_bad_class_names_are_refused():
         s.set_object_class(9, "x")
     s.set_object_class(1, "   ")
     assert s.objects[1].class_name is None, "a blank name means no class"
+
+
+def test_review_rows_carry_the_class():
+    from napari_medprompt.session.review import object_rows
+
+    s = _session()
+    s.set_object_class(2, "benign")
+    assert [(r.id, r.class_name) for r in object_rows(s)] == [(1, None), (2, "benign")]
