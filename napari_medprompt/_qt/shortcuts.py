@@ -37,7 +37,7 @@ MOUSE_HELP = (
     ("Shift+Click", "add a negative point (red)"),
     ("Drag a rectangle", "box prompt (select the 'prompts (box)' layer, rectangle tool)"),
     ("Draw a path", "scribble: positive points along it (negative with N on, or Shift held as it starts)"),
-    ("Draw a polygon / lasso", "mask prompt of its inside, with its box (the lasso must not cross itself)"),
+    ("Draw a polygon, lasso or ellipse", "mask prompt of its inside, with its box (a lasso must not cross itself)"),
 )
 
 

@@ -11,7 +11,7 @@ Coordinates are ``(row, col)`` on one slice (see :mod:`napari_medprompt.segment.
   box as a box prompt. The classic backend has no mask input as such: a mask prompt's interior seeds
   its region growing, the intensity band comes from the mask's inner half, and the result may not
   move further than ``refine_mm`` from the mask, inside the box (so a lasso drawn around an organ
-  gives that organ, refined to its edges).
+  gives that organ, refined to its edges). An ellipse (:func:`ellipse_mask`) is a lasso too.
 - **An existing label object** (a Labels layer's object on this slice): :func:`label_object_mask`
   picks it; it becomes a mask prompt like a lasso.
 
@@ -142,6 +142,24 @@ def lasso_mask(polygon, shape: Sequence[int]) -> np.ndarray:
             "the lasso encloses no pixel of the slice: draw it around the structure"
             if inside else f"the lasso lies outside the {shape[0]} x {shape[1]} slice: draw it on the image"
         )
+    return mask
+
+
+def ellipse_mask(corners, shape: Sequence[int]) -> np.ndarray:
+    """The pixels inside the axis-aligned ellipse inscribed in the box of ``corners`` ((M, 2) row, col;
+    napari's ellipse shape stores its four bounding-box corners)."""
+    from skimage.draw import ellipse
+
+    shape = (int(shape[0]), int(shape[1]))
+    v = _vertices(corners, "ellipse")
+    (r0, c0), (r1, c1) = v.min(axis=0), v.max(axis=0)
+    if r1 - r0 < 1 or c1 - c0 < 1:
+        raise PromptError("the ellipse has zero area: drag to draw it around the structure")
+    rr, cc = ellipse((r0 + r1) / 2, (c0 + c1) / 2, (r1 - r0) / 2, (c1 - c0) / 2, shape=shape)
+    mask = np.zeros(shape, dtype=bool)
+    mask[rr, cc] = True
+    if not mask.any():
+        raise PromptError(f"the ellipse lies outside the {shape[0]} x {shape[1]} slice: draw it on the image")
     return mask
 
 

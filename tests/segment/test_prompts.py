@@ -17,6 +17,7 @@ from napari_medprompt.segment.planes import (
 )
 from napari_medprompt.segment.prompts import (
     check_label_volume,
+    ellipse_mask,
     label_object_mask,
     lasso_crosses_itself,
     lasso_mask,
@@ -106,3 +107,10 @@ def test_plane_coordinates_and_axial_masks_round_trip():
     assert not obj.any()  # not modified
     with pytest.raises(ValueError, match="shape"):
         axial_masks(obj, "coronal", {4: np.zeros((6, 7), bool)})
+
+
+def test_ellipse_is_a_mask_of_its_inside():
+    m = ellipse_mask([[10, 10], [10, 50], [30, 50], [30, 10]], (40, 60))
+    assert m[20, 30] and not m[11, 11] and not m[20, 55]
+    with pytest.raises(PromptError, match="zero area"):
+        ellipse_mask([[10, 10], [10, 50], [10, 50], [10, 10]], (40, 60))

@@ -7,8 +7,8 @@ plain clicks (then Shift-click adds a positive point). Shapes (the "prompts (box
 - a **rectangle** is a box prompt (the newest rectangle on a slice is the one used);
 - a **path** or **line** is a scribble: positive points along it (negative with ``N`` on or Shift
   held when it starts), see :func:`napari_medprompt.segment.prompts.scribble_points`;
-- a **polygon** (the polygon or the lasso tool) is a lasso: a mask prompt with its box (the newest
-  one on a slice), see :func:`napari_medprompt.segment.prompts.lasso_mask`.
+- a **polygon** (the polygon or the lasso tool) or an **ellipse** is a lasso: a mask prompt with its
+  box (the newest one on a slice), see :func:`napari_medprompt.segment.prompts.lasso_mask`.
 
 Prompts are made in whichever plane the viewer shows: an axial, coronal or sagittal 2D view (napari's
 rolled dims / ``dims.order``). Each point and shape records the plane it was drawn in (a ``plane``
@@ -29,14 +29,14 @@ from psygnal import Signal
 
 from napari_medprompt.segment.base import Prompt, PromptError
 from napari_medprompt.segment.planes import plane_axis, plane_shape
-from napari_medprompt.segment.prompts import lasso_mask, mask_box, scribble_points
+from napari_medprompt.segment.prompts import ellipse_mask, lasso_mask, mask_box, scribble_points
 
 POSITIVE_COLOR = "#00e000"
 NEGATIVE_COLOR = "#ff2020"
 POINTS_NAME = "prompts (points)"
 BOX_NAME = "prompts (box)"
 SCRIBBLE_TYPES = ("path", "line")
-LASSO_TYPES = ("polygon",)
+LASSO_TYPES = ("polygon", "ellipse")
 
 
 class PromptLayers:
@@ -292,7 +292,7 @@ class PromptLayers:
                 (r0, c0), (r1, c1) = rc.min(axis=0), rc.max(axis=0)
                 box = (float(r0), float(c0), float(r1), float(c1))
             elif kind in LASSO_TYPES and mask is None:
-                mask = lasso_mask(rc, shape)
+                mask = ellipse_mask(rc, shape) if kind == "ellipse" else lasso_mask(rc, shape)
             elif kind in SCRIBBLE_TYPES:
                 positive = bool(self.shapes.features["positive"].iloc[i])
                 p, lab = scribble_points(rc, shape, positive)
@@ -333,7 +333,7 @@ class PromptLayers:
                     (r0, c0), (r1, c1) = rc.min(axis=0), rc.max(axis=0)
                     _check_box((r0, c0, r1, c1), shape)
                 elif types[i] in LASSO_TYPES:
-                    lasso_mask(rc, shape)
+                    (ellipse_mask if types[i] == "ellipse" else lasso_mask)(rc, shape)
                 elif types[i] in SCRIBBLE_TYPES:
                     scribble_points(rc, shape)
             except PromptError:

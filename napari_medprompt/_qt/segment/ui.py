@@ -122,7 +122,7 @@ def build(owner, backend_panel, objects_panel) -> SimpleNamespace:
     ui.plane.setToolTip("Prompts go to the plane the viewer shows: roll the dims (the button at the "
                         "bottom left) for a coronal or sagittal view; propagation follows that plane's axis")
     ui.draw_help = QLabel("'prompts (box)' layer: rectangle = box · path = scribble (points along it) · "
-                          "polygon / lasso = mask prompt")
+                          "polygon / lasso / ellipse = mask prompt")
     ui.draw_help.setWordWrap(True)
     ui.draw_help.setStyleSheet("color: #b0b0b0; font-size: 11px;")
     ui.accept = _button("Accept", "accept", "Commit the preview of the current object")
