@@ -77,6 +77,7 @@ class Example:
     spacing: tuple[float, float] | None = None
     modality: str | None = None
     added: str = ""
+    saved: bool = field(default=False, repr=False, compare=False)  # its pixel file is on disk
 
     def record(self) -> dict:
         """The JSON part (everything but the pixels)."""
@@ -164,7 +165,7 @@ class ExampleSet:
                 object_id=None if rec.get("object") is None else int(rec["object"]),
                 group=str(rec.get("group", "")), origin=str(rec.get("origin", "slice")),
                 spacing=None if sp is None else (float(sp[0]), float(sp[1])),
-                modality=rec.get("modality"), added=str(rec.get("added", "")),
+                modality=rec.get("modality"), added=str(rec.get("added", "")), saved=True,
             ))
         return out
 
@@ -496,13 +497,13 @@ class ExampleSet:
             data.mkdir(parents=True, exist_ok=True)
             present = {p.stem for p in data.glob("*.npz")}
             for e in self._examples:
-                if e.uid in present and not getattr(e, "_dirty", True):
+                if e.saved and e.uid in present:
                     continue
                 buf = io.BytesIO()
                 arrays = {"image": e.image} if e.mask is None else {"image": e.image, "mask": e.mask}
                 np.savez_compressed(buf, **arrays)
                 atomic_write_bytes(data / f"{e.uid}.npz", buf.getvalue())
-                e._dirty = False  # type: ignore[attr-defined]
+                e.saved = True
             man = {"format": FORMAT, "classes": list(self._declared),
                    "examples": [e.record() for e in self._examples]}
             atomic_write_text(self.folder / MANIFEST, json.dumps(man, indent=1))

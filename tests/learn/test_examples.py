@@ -141,6 +141,11 @@ def test_example_set_reopens_identically_and_writes_atomically(tmp_path):
     assert back.to_fewshot().fingerprint() == ex.to_fewshot().fingerprint()
     files = sorted(p.stem for p in (ws.root / "examples" / DATA_DIR).glob("*.npz"))
     assert files == sorted(back.uids), "removed examples leave no pixel file behind"
+    stamps = {p.name: p.stat().st_mtime_ns for p in (ws.root / "examples" / DATA_DIR).glob("*.npz")}
+    back.add(np.eye(8), "smooth")
+    assert {p.name: p.stat().st_mtime_ns for p in (ws.root / "examples" / DATA_DIR).glob("*.npz")
+            if p.name in stamps} == stamps, "a change writes only the new pixels"
+    back.remove([back[-1].uid])
     # a pixel file not listed in the manifest (an interrupted write) is ignored
     (ws.root / "examples" / DATA_DIR / "deadbeef.npz").write_bytes(b"partial")
     assert len(ExampleSet.open(ws.root / "examples")) == len(ex)
