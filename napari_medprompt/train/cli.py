@@ -74,8 +74,10 @@ def describe_methods() -> str:
     """Every registered method: description, needs, training defaults and option schema."""
     from napari_medprompt.classify.base import available_methods
 
+    from napari_medprompt.seg_adapters.registry import available_seg_methods
+
     lines = []
-    for name, info in sorted(available_methods().items()):
+    for name, info in sorted({**available_methods(), **available_seg_methods()}.items()):
         needs = [w for w, f in (("masks", info.uses_masks), ("a CLIP text tower", info.needs_text)) if f]
         lines.append(f"{name}: {info.description}" + (f" (needs {' and '.join(needs)})" if needs else ""))
         d = getattr(info, "defaults", None)
@@ -108,7 +110,10 @@ def _parser_train() -> argparse.ArgumentParser:
                    help="carve a grouped validation split of this fraction from the pool before sampling")
     p.add_argument("--split-seed", type=int, default=None, help="seed of the --val-fraction split (default 0; fixed across seeds)")
     p.add_argument("--classes", nargs="+", default=None, help="class names for a .npz (in label order)")
-    p.add_argument("--method", choices=sorted(available_methods()), default=None)
+    from napari_medprompt.seg_adapters.registry import available_seg_methods
+
+    p.add_argument("--method", choices=sorted({**available_methods(), **available_seg_methods()}), default=None,
+                   help="vlsm-* / clipseg-decoder train a text-prompted segmenter (see napari_medprompt.seg_adapters.cli)")
     p.add_argument("--backbone", default=None, help="e.g. ViT-B-16, resnet50, hf-hub:..., test-vit-tiny")
     p.add_argument("--pretrained", default=None, help="tag, local weights file, or 'random'")
     p.add_argument("--shots", type=int, default=None, help="k images per class (sampled per seed)")
@@ -119,7 +124,7 @@ def _parser_train() -> argparse.ArgumentParser:
         p.add_argument("--" + k.replace("_", "-"), dest=k, type=t, default=None,
                        help="default: the method's own" if k != "patience" else None)
     p.add_argument("--optimizer", choices=("adamw", "adam", "sgd"), default=None)
-    p.add_argument("--monitor", choices=MONITORS, default=None, help="validation metric for model selection "
+    p.add_argument("--monitor", choices=MONITORS + ("dice", "iou"), default=None, help="validation metric for model selection "
                    "(default balanced_accuracy)")
     p.add_argument("--seed", type=int, default=None, help="one seed (same as --seeds N)")
     p.add_argument("--seeds", type=int, nargs="+", default=None, help="several seeds: report mean ± sd")
@@ -140,7 +145,9 @@ def _add_method_flags(parser: argparse.ArgumentParser, method: str) -> dict[str,
     Returns {option name: argparse dest}."""
     from napari_medprompt.classify.base import available_methods
 
-    info = available_methods().get(method)
+    from napari_medprompt.seg_adapters.registry import available_seg_methods
+
+    info = available_methods().get(method) or available_seg_methods().get(method)
     taken = set(parser._option_string_actions)
     out = {}
     group = parser.add_argument_group(f"options of {method} (also --opt NAME=VALUE)")
@@ -216,6 +223,12 @@ def train_main(argv: list[str] | None = None) -> int:
         if not eq:
             raise SystemExit(f"medprompt-train: --opt {item!r}: expected NAME=VALUE")
         options[key.strip()] = _parse_value(val)
+    from napari_medprompt.train.task import is_seg_method
+
+    if is_seg_method(method):  # text-prompted segmentation: slices + masks + prompts, same loop
+        from napari_medprompt.seg_adapters.cli import seg_train_main
+
+        return seg_train_main(args, cfg, merged, options)
     try:
         options = validate_method_options(method, options)
     except (KeyError, ValueError) as err:
@@ -302,7 +315,8 @@ def train_main(argv: list[str] | None = None) -> int:
             write_results(out, rows)
         dd.barrier()
     except (DataError, CheckpointError, StoreError, ValueError, RuntimeError) as err:
-        print(f"medprompt-train{f' [rank {dist.rank}]' if dist.enabled else ''}: {err}", file=sys.stderr)
+        print(f"medprompt-train{f' [rank {dist.rank}]' if dist.enabled else ''}: {dd.lost_peer_message(err) or err}",
+              file=sys.stderr)
         return 2
     finally:
         dd.shutdown()
@@ -426,8 +440,8 @@ def eval_main(argv: list[str] | None = None) -> int:
             metrics["random_weights"] = bool(model.backbone.random_weights)
             results.append(metrics)
             label = label or f"{model.name} on {getattr(model.backbone, 'name', '?')}"
-    except (CheckpointError, StoreError, DataError, ValueError) as err:
-        print(f"medprompt-eval: {err}", file=sys.stderr)
+    except (CheckpointError, StoreError, DataError, ValueError, RuntimeError) as err:
+        print(f"medprompt-eval: {dd.lost_peer_message(err) or err}", file=sys.stderr)
         dd.shutdown()
         return 2
     dd.shutdown()
