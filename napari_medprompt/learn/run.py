@@ -128,6 +128,12 @@ class LearnRun:
                              f"{modality}; train one model per modality")
         self.modality = None if modality is None else modality.upper()
         self.store = store if isinstance(store, ModelStore) else ModelStore(store)
+        from napari_medprompt.train.store import StoreError
+
+        try:
+            self.store.list()  # a corrupt store index is reported now, before any training
+        except StoreError as err:
+            raise LearnError(str(err)) from None
         self.method, self.backbone_name, self.pretrained = method, backbone, pretrained
         self.schedule = {"epochs": epochs, "lr": lr, "batch_size": batch_size}
         self.seed, self.device, self.patience = int(seed), device, int(patience)
@@ -191,7 +197,6 @@ class LearnRun:
         config = self.config(str(device))
         if self.modality:
             config.preprocess = Preprocess.for_modality(model.backbone, self.modality).to_dict()
-        self.store.list()  # a corrupt store index is reported before any training
         rw = self.random_weights
         done = None
         t0 = time.perf_counter()

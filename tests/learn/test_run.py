@@ -266,6 +266,12 @@ def test_bad_requests_fail_before_training_with_clear_messages(tmp_path):
     with pytest.raises(LearnError, match="cannot split class 'a'.*val_fraction=0"):
         LearnRun(ex, store, method="linear-probe", backbone="test-vit-tiny", val_fraction=0.5)
     assert not (tmp_path / "models").exists(), "a refused run writes nothing"
+    store.mkdir()
+    (store / "index.json").write_text("{not json")
+    for e in ex:
+        e.group = e.uid
+    with pytest.raises(LearnError, match="index.json is corrupt.*No version is lost"):
+        LearnRun(ex, store, method="linear-probe", backbone="test-vit-tiny", val_fraction=0)
 
 
 def test_device_pick_and_epoch_estimate():
