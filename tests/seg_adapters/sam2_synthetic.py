@@ -43,5 +43,4 @@ def synthetic_pairs(n: int, seed: int, size: int = 96, group_prefix: str = "seri
 def small_base(model: str = "sam2.1-hiera-tiny", checkpoint="random", size: int = TEST_SIZE):
     from napari_medprompt.seg_adapters.sam2_model import Sam2Base
 
-    torch.set_num_threads(2)
     return Sam2Base.build(model, checkpoint, "cpu", image_size=size)

@@ -23,7 +23,6 @@ MEDSAM2 = "medsam2-latest"
 
 @pytest.fixture(scope="module")
 def medsam2_file(tmp_path_factory):
-    torch.set_num_threads(2)
     return write_random_checkpoint(MEDSAM2, tmp_path_factory.mktemp("medsam2") / "MedSAM2_latest.pt")
 
 
