@@ -93,7 +93,8 @@ def _bench(backbone: str, repeats: int, n_slices: int) -> list[Record]:
             t0 = time.perf_counter()
             baseline()
             ts.append(time.perf_counter() - t0)
-    notes = (f"{backbone} random weights, vpt-shallow, {n_slices}x{SIZE}x{SIZE}, batch {BATCH}, median of "
+    notes = (f"{backbone} random weights, vpt-shallow, {n_slices}x{SIZE}x{SIZE}, batch {BATCH}, "
+             f"{torch.get_num_threads()} torch thread(s), median of "
              f"{repeats}; max |batched - per-slice| = {diff:.1e}; target ratio <= 0.5")
     return [Record("gui.heatmap_volume", f"seconds ({backbone})", median(tb), "s", baseline=median(ts),
                    device=device_name(), notes=notes)]
