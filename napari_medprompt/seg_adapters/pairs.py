@@ -103,7 +103,10 @@ class Sam2PairData:
                         "image/series: no image on both sides)")
 
     def counts(self) -> dict:
-        return {"n": len(self), "groups": len(set(self.groups)), "with_original": sum(o is not None for o in self.originals),
+        fg = self.foreground()
+        return {"n": len(self), "with_foreground": int(fg.sum()), "empty": int((~fg).sum()),
+                "groups": len(set(self.groups)), "structures": self.structures(),
+                "with_original": sum(o is not None for o in self.originals),
                 "with_prompt": sum(p is not None for p in self.prompts)}
 
     def validate(self) -> None:

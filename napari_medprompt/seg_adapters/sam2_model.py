@@ -171,6 +171,10 @@ class Sam2AdapterModel(nn.Module):
     def num_trainable(self) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
 
+    def prepare(self, feats=None, y=None) -> None:
+        """Nothing to set up from the training data (the loop calls this before the first step)."""
+        return None
+
     def trainable_parameters(self):
         return [p for p in self.parameters() if p.requires_grad]
 
