@@ -265,8 +265,31 @@ def wrap_ddp(model, loss_fn):
             return loss_fn(self.inner, *box.args)
 
     kw = {"device_ids": [_INFO.local_rank]} if _INFO.backend == "nccl" else {}
-    ddp = DDP(_Loss(model), broadcast_buffers=False, find_unused_parameters=True, **kw)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # broadcast_buffers' successor still syncs at init
+        # static graph: the same parameters take part in every step (a trainable parameter a method never
+        # uses is handled once, without a graph traversal per step); buffers of the frozen backbone are
+        # identical on every rank, so they are not broadcast
+        ddp = DDP(_Loss(model), broadcast_buffers=False, static_graph=True, **kw)
     return lambda *a: ddp(_Args(a))
+
+
+def lost_peer_message(err: BaseException) -> str | None:
+    """A clear message when ``err`` is a collective that failed because another rank died or hung
+    (Gloo / NCCL errors, timeouts), else None."""
+    import torch.distributed as dist
+
+    text = str(err)
+    kinds = tuple(t for t in (getattr(dist, "DistError", None),) if t is not None)
+    if not _INFO.enabled or not (isinstance(err, kinds) or any(w in text for w in ("gloo", "NCCL", "Connection reset",
+                                                                                     "Timed out", "timed out"))):
+        return None
+    first = text.strip().splitlines()[0][:200] if text.strip() else type(err).__name__
+    return (f"rank {_INFO.rank}: lost contact with another process of this torchrun run (another rank failed or "
+            f"was lost; torchrun's report below names it) [{first}]. Files are written whole or not at all; "
+            "rerun with --resume to continue after the last completed epoch")
 
 
 def fault_point(step: int) -> None:

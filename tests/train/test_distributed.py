@@ -68,7 +68,8 @@ def test_torchrun_rank_that_dies_gives_clear_message_and_no_half_file(tmp_path):
     assert r.returncode != 0
     text = r.stdout + r.stderr
     assert "rank 1: failing on purpose at step 4" in text
-    assert "SIGKILL" in text or "Signal 9" in text or "exitcode" in text  # torchrun names the failed rank
+    assert "Signal 9 (SIGKILL)" in text and "rank      : 1" in text  # torchrun names the failed rank
+    assert "another rank failed" in text  # the surviving rank says why it stops
     assert not list(out.glob("adapter*.safetensors")) and not (out / "summary.json").exists()
     assert not [p for p in out.rglob("*") if p.name.startswith(".") or p.suffix == ".tmp"]  # no temp leftovers
     if (out / "resume_state.pt").exists():  # the last complete epoch's state, whole
