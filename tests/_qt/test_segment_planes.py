@@ -200,7 +200,7 @@ def test_model_window_choice_changes_what_sam2_sees(make_napari_viewer, monkeypa
     widget.backend.random.setChecked(True)
     load_backend(qtbot, widget, name, timeout=240000)
     seg = widget.ctrl.segmenter
-    assert widget.ui.model_window.currentText().startswith("checkpoint's convention")
+    assert widget.ui.model_window.currentText() == "auto (checkpoint or display)"
     assert widget._provenance()["model_window_choice"] is None  # no convention declared: the display
     widget.set_window("lung")
     assert tuple(seg.window) == (-1350.0, 150.0)  # follows the display by default

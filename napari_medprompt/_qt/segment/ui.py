@@ -30,7 +30,7 @@ DIRECTIONS = {
 
 #: Modalities the chooser offers (DICOM codes).
 MODALITIES = ("CT", "MR", "DX", "CR", "MG", "PT", "US", "OT")
-AUTO_LABEL = "checkpoint's convention, else the display"
+AUTO_LABEL = "auto (checkpoint or display)"
 FOLLOW_DISPLAY_LABEL = "follow the display preset"
 
 
