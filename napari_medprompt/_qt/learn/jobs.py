@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 
 from napari_medprompt._qt.workers import lower_priority, start_worker
@@ -59,29 +60,38 @@ class ActivityBar:
 
 
 def _train_job(job, make_run):
+    """Worker: build the run (checks, example copies: off the main thread) and iterate it to its end.
+
+    Events go into ``job.queue`` (a deque: thread-safe appends) that the main thread drains on its own
+    timer: no signal per training step, and closing the viewer cannot leave the run suspended
+    half-way (the worker never waits for the main thread)."""
     lower_priority()
-    job.run = make_run()  # checks and copies the examples: off the main thread
+    job.run = make_run()
     if job.cancel_requested:
         job.run.cancel()
-    yield from job.run.events()
+    for ev in job.run.events():
+        job.queue.append(ev)
+    return job.run.result
 
 
 class TrainingJob:
     """One :class:`~napari_medprompt.learn.LearnRun`, built by ``make_run()`` and run in a worker (see
-    the module docstring); ``run`` is None until the worker has built it."""
+    the module docstring); ``run`` is None until the worker has built it. :meth:`drain` (main thread)
+    hands the events received so far to ``on_event``."""
 
     def __init__(self, make_run: Callable, *, on_event: Callable, on_done: Callable, on_error: Callable,
                  description: str) -> None:
         self.run = None
         self.cancel_requested = False
+        self.queue: deque = deque()
         self.events: list = []
         self.error: BaseException | None = None
         self.t_start = time.perf_counter()
         self.t_end: float | None = None
         self.bar = ActivityBar(description)
         self._on_event, self._on_done, self._on_error = on_event, on_done, on_error
-        self.worker = start_worker(_train_job, self, make_run, on_yield=self._yielded, on_error=self._errored,
-                                   on_finish=self._finished, background=True)
+        self.worker = start_worker(_train_job, self, make_run, on_error=self._errored, on_finish=self._finished,
+                                   background=True)
 
     @property
     def running(self) -> bool:
@@ -106,19 +116,35 @@ class TrainingJob:
         if run is not None:
             run.cancel()
 
-    def _yielded(self, event) -> None:
-        self.events.append(event)
-        self.bar.fraction = event.progress
-        self._on_event(event)
+    def drain(self) -> int:
+        """Hand the queued events to ``on_event`` (main thread); returns how many."""
+        n = 0
+        while self.queue:
+            event = self.queue.popleft()
+            self.events.append(event)
+            self.bar.fraction = event.progress
+            n += 1
+            try:
+                self._on_event(event)
+            except RuntimeError:  # the panel is gone (viewer closing): keep the events only
+                pass
+        return n
 
     def _errored(self, err: BaseException) -> None:
         self.error = err
-        self._on_error(err)
+        try:
+            self._on_error(err)
+        except RuntimeError:
+            pass
 
     def _finished(self) -> None:
+        self.drain()
         self.t_end = time.perf_counter()
         self.bar.close()
-        self._on_done(self)
+        try:
+            self._on_done(self)
+        except RuntimeError:
+            pass
 
     def wait(self, msecs: int) -> bool:
         """Block (main thread) until the worker's thread ended, at most ``msecs``; True when it did."""
@@ -128,7 +154,12 @@ class TrainingJob:
         while self.t_end is None and (time.perf_counter() - t0) * 1000 < msecs:
             QApplication.processEvents()
             time.sleep(0.01)
+        if self.t_end is None and not self.worker_alive():
+            self._finished()  # the finished signal could not be delivered (window going away)
         return self.t_end is not None
+
+    def worker_alive(self) -> bool:
+        return self.run is None or self.run.result is None and self.error is None
 
 
 class PredictionJob:

@@ -212,6 +212,15 @@ class LearnWidget(QWidget):
         self._thumbs.clear()
         self.refresh_examples()
         self.refresh_versions()
+        self._follow_active_backbone()
+
+    def _follow_active_backbone(self) -> None:
+        """Show the active version's backbone in the chooser (predictions run on it)."""
+        row = getattr(self, "_version_rows", {}).get(self.active_version() or "")
+        if row is not None:
+            i = self.backbone.findData(row["backbone"])
+            if i >= 0 and i != self.backbone.currentIndex():
+                self.backbone.setCurrentIndex(i)
 
     def _update_header(self) -> None:
         s = self.ctrl.session
@@ -643,6 +652,7 @@ class LearnWidget(QWidget):
     def _tick(self) -> None:
         job, pj = self.job, self.prediction_job
         if job is not None and job.running:
+            job.drain()
             job.bar.flush()
             self.progress.setValue(int(job.progress * 1000))
             last = job.events[-1] if job.events else None
@@ -783,11 +793,7 @@ class LearnWidget(QWidget):
 
     def _after_activation(self) -> None:
         self.refresh_versions()
-        row = self._version_rows.get(self.active_version() or "")
-        if row is not None:  # predictions use that version's backbone: show it in the chooser
-            i = self.backbone.findData(row["backbone"])
-            if i >= 0 and i != self.backbone.currentIndex():
-                self.backbone.setCurrentIndex(i)
+        self._follow_active_backbone()
         self.versions_changed.emit()
         self._model_changed()
 
