@@ -80,8 +80,12 @@ def seg_train_main(args, cfg: dict, merged: dict, options: dict) -> int:
                           f"{ev.metrics.get('dice', float('nan')):.4f}", file=sys.stderr)
                 elif ev.kind == "done":
                     final = ev.metrics
-            run_dir.mkdir(parents=True, exist_ok=True)
-            (run_dir / "metrics.json").write_text(json.dumps({**final, "seed": seed}, indent=1, default=str))
+            from napari_medprompt.io.atomic import atomic_write_text
+            from napari_medprompt.train.distributed import is_main
+
+            if is_main():  # under torchrun rank 0 writes, whole or not at all
+                run_dir.mkdir(parents=True, exist_ok=True)
+                atomic_write_text(run_dir / "metrics.json", json.dumps({**final, "seed": seed}, indent=1, default=str))
             runs.append(final)
     except (DataError, CheckpointError, StoreError, SegAdapterError, ValueError, RuntimeError) as err:
         print(f"medprompt-train: {err}", file=sys.stderr)

@@ -227,8 +227,21 @@ def train_main(argv: list[str] | None = None) -> int:
 
     if is_seg_method(method):  # text-prompted segmentation: slices + masks + prompts, same loop
         from napari_medprompt.seg_adapters.cli import seg_train_main
+        from napari_medprompt.train import distributed as dd
 
-        return seg_train_main(args, cfg, merged, options)
+        try:  # under torchrun: DDP in the loop, rank 0 writes and reports
+            dist = dd.init_from_env(merged.get("device") or "auto")
+        except RuntimeError as err:
+            print(f"medprompt-train: {err}", file=sys.stderr)
+            return 2
+        saved_stdout = sys.stdout
+        if not dist.is_main:
+            sys.stdout = open(os.devnull, "w")
+        try:
+            return seg_train_main(args, cfg, merged, options)
+        finally:
+            sys.stdout = saved_stdout
+            dd.shutdown()
     try:
         options = validate_method_options(method, options)
     except (KeyError, ValueError) as err:
@@ -385,6 +398,40 @@ def _run_seeds(config, pool, seeds, *, val, test, shots, fraction, store, out_di
     return summary
 
 
+def _is_seg_checkpoint(store, item) -> bool:
+    from napari_medprompt.train.checkpoints import read_metadata
+    from napari_medprompt.train.task import is_seg_method
+
+    try:
+        if store:
+            from napari_medprompt.train.store import ModelStore
+
+            path = ModelStore(store).weights_path(item)
+        else:
+            path = item
+        return is_seg_method(str(read_metadata(path).get("method")))
+    except Exception:  # not readable here: the classification loader reports it
+        return False
+
+
+def _eval_segmentation(args, item):
+    from napari_medprompt.seg_adapters.cli import load_seg_npz
+    from napari_medprompt.seg_adapters.io import load_seg_adapter
+    from napari_medprompt.train import distributed as dd
+    from napari_medprompt.train.seg_eval import evaluate_segmentation
+
+    dev = dd.device_for(args.device)
+    model = (load_seg_adapter(store=args.store, version=item, device=dev) if args.store
+             else load_seg_adapter(item, device=dev))
+    data = load_seg_npz(args.data)
+    if args.limit:
+        data = data.subset(range(min(args.limit, len(data))))
+    metrics = evaluate_segmentation(model, data, device=dev)
+    metrics["checkpoint"] = f"{args.store}:{item}" if args.store else str(item)
+    metrics["random_weights"] = bool(getattr(model.backbone, "random_weights", False))
+    return metrics, model
+
+
 def eval_main(argv: list[str] | None = None) -> int:
     """Evaluate checkpoints or store versions (several: one per seed) on a split; print the metrics and,
     with ``--out``, write ``results.csv`` / ``results.md`` (mean ± sd over the models) and ``metrics.json``.
@@ -424,6 +471,11 @@ def eval_main(argv: list[str] | None = None) -> int:
     try:
         sources = args.checkpoint or (args.version or [None])
         for item in sources:
+            if _is_seg_checkpoint(args.store, item):  # Dice / IoU / HD95 on a segmentation .npz
+                metrics, model = _eval_segmentation(args, item)
+                results.append(metrics)
+                label = label or f"{model.name} on {getattr(model.backbone, 'name', '?')}"
+                continue
             if args.store:
                 model = ModelStore(args.store).load(item, device=dd.device_for(args.device))
                 where = f"{args.store}:{model.store_version}"
