@@ -439,7 +439,8 @@ class ExampleSet:
             if m is not None and not np.asarray(m).any():
                 m = None
             label = src if origin == "npz" else f"{where}/{Path(src).parent.name}/{Path(src).name}"
-            new.append(self._new(im, data.classes[int(y)], m, label, "", None, None,
+            key = f"{where}#{i}:{content_signature(im)}"  # the same file again updates; equal images stay two
+            new.append(self._new(im, data.classes[int(y)], m, label, key, None, None,
                                  f"{where}:{source_name(g) if origin == 'folder' else g}", origin, None, None,
                                  f"{where}: {source_name(src)}"))
             new[-1].source = label

@@ -88,6 +88,11 @@ def test_folder_per_class_and_medmnist_imports(tmp_path):
     write_npz(tmp_path / "m.npz", blob_task(2, seed=1))
     assert len(ex.import_npz(tmp_path / "m.npz", classes=list(t.classes))) == 4
     assert ex.counts() == {"smooth": 5, "striped": 5}
+    ex.import_npz(tmp_path / "m.npz", classes=list(t.classes))
+    assert len(ex) == 10, "importing the same archive again updates its examples"
+    twin = tmp_path / "twin.npz"
+    np.savez(twin, train_images=np.zeros((2, 8, 8), np.uint8) + np.eye(8, dtype=np.uint8), train_labels=np.array([0, 1]))
+    assert len(ExampleSet().import_npz(twin)) == 2, "equal images of an archive stay two examples"
     assert {e.origin for e in ex} == {"folder", "npz"}
     with pytest.raises(LearnError, match="no 'val_images'"):
         ex.import_npz(tmp_path / "m.npz", split="val")
