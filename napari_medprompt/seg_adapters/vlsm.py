@@ -168,6 +168,11 @@ class VLSMAdapter(_SegModel):
         self.cached_features = kind == "shallow"
         self.encoder_hooks = kind == "dense"
         if kind == "dense":
+            owner = getattr(base, "_hooked_by", None)
+            if owner is not None:
+                raise SegAdapterError(f"this CLIPSeg already carries {owner} adapters; call remove_hooks() on that "
+                                      "model first (or load another CLIPSeg)")
+            base._hooked_by = method
             n = max(base.extract_layers)  # layers 0..8: the ones before the last extracted output
             enc = base.model.clip
             if self.use_v:
@@ -220,6 +225,8 @@ class VLSMAdapter(_SegModel):
         """Detach the adapters from the base model (it then runs as stock CLIPSeg)."""
         for h in self._hooks:
             h.remove()
+        if self._hooks:
+            self.backbone._hooked_by = None
         self._hooks.clear()
         self.hooks_enabled = False
 

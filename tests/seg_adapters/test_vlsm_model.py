@@ -102,3 +102,10 @@ def test_bad_input_messages(base):
         check_base_name("ViT-L-14")
     with pytest.raises(SegAdapterError, match="adapts CLIPSeg"):
         VLSMAdapter(torch.nn.Linear(2, 2), [], method="vlsm-dense-v")
+    first = VLSMAdapter(base, [], method="vlsm-dense-v", image_size=SIZE)
+    try:
+        with pytest.raises(SegAdapterError, match="already carries vlsm-dense-v adapters"):
+            VLSMAdapter(base, [], method="vlsm-dense-vl", image_size=SIZE)
+    finally:
+        first.remove_hooks()
+    VLSMAdapter(base, [], method="vlsm-dense-vl", image_size=SIZE).remove_hooks()  # free again
