@@ -1,14 +1,19 @@
-"""Demo: napari with the sample abdominal CT, the Segment and Review widgets, and one organ done.
+"""Demo: napari with the sample abdominal CT, the Segment, Review and Learn widgets.
 
     python -m napari_medprompt.demo                        # interactive
     python -m napari_medprompt.demo --screenshot out.png   # render the window to a PNG and exit
     python -m napari_medprompt.demo --backend sam2.1-hiera-tiny
+    python -m napari_medprompt.demo --no-learn             # segmentation only
 
 The demo clicks once in the liver of the synthetic CT phantom, accepts the preview and propagates
 it through the volume with the chosen backend (default: classic, which needs no weights), then
-clicks in the spleen so a live preview and its prompt point are on screen. The session lives in a
-temporary folder, so the demo never touches a real session. ``make demo SCREENSHOT=out.png`` runs
-this under Xvfb.
+clicks in the spleen so a live preview and its prompt point are on screen. With learning (the
+default) the spleen is propagated too, both organs are accepted and given a class ("liver",
+"spleen") as in the Review panel, the Learn dock collects them as examples, trains a small
+classifier in the background (the tiny test CLIP on random weights: no pretrained weights are
+downloaded, and the dock says so) and overlays its localization map on the CT (heat colormap). The
+session and the learn folder live in a temporary folder, so the demo never touches real work.
+``make demo SCREENSHOT=out.png`` runs this under Xvfb.
 """
 
 from __future__ import annotations
@@ -138,6 +143,56 @@ def build_demo(backend: str = "classic", session_dir: str | Path | None = None, 
     return viewer, seg, review
 
 
+def build_learning(viewer, seg, review, backbone: str = "test-vit-tiny", method: str = "linear-probe",
+                   epochs: int = 20):
+    """Finish the spleen, accept both organs with their class, learn from them and show the heat map.
+    Returns the Learn widget."""
+    session = seg.ctrl.session
+    if seg._pending:  # the spleen preview from build_demo: accept and propagate it
+        seg.accept()
+        done = []
+        seg.propagation_finished.connect(done.append)
+        seg.propagate()
+        _wait(lambda: bool(done), 600)
+    for oid, obj in sorted(session.objects.items()):
+        zs = sorted(session.slice_voxels(oid))
+        session.set_status(oid, zs, "accepted")  # the clinician reviewed them (Review panel)
+        session.set_object_class(oid, obj.name.split()[0] or f"object {oid}")
+    learn_dock, learn = viewer.window.add_plugin_dock_widget("napari-medprompt", "Learn")
+    try:
+        seg_dock = seg.parent()
+        while seg_dock is not None and not hasattr(seg_dock, "setFloating"):
+            seg_dock = seg_dock.parent()
+        viewer.window._qt_window.tabifyDockWidget(seg_dock, learn_dock)
+        learn_dock.raise_()
+    except (AttributeError, TypeError):
+        pass
+    learn.add_accepted_objects()
+    learn.backbone.setCurrentIndex(max(learn.backbone.findData(backbone), 0))
+    learn.method.setCurrentIndex(max(learn.method.findData(method), 0))
+    learn.epochs.setValue(epochs)
+    job = learn.start_training()
+    if job is None:
+        raise RuntimeError(learn.messages[-1][1] if learn.messages else "training did not start")
+    if not _wait(lambda: not job.running, 900) or job.result is None:
+        raise RuntimeError(f"training did not finish: {job.error}")
+    _wait(lambda: False, 0.3)
+    spleen = [oid for oid, o in session.objects.items() if o.name.startswith("spleen")]
+    if spleen:  # show a slice with both organs
+        st = session.slice_voxels(spleen[0])
+        seg.ctrl.jump_to_slice(max(st, key=st.get))
+    learn.predict_mode.setCurrentText("Whole volume")
+    pj = learn.run_prediction()
+    if pj is None or not _wait(lambda: pj.finished, 600) or learn.heat_layer is None:
+        raise RuntimeError(learn.messages[-1][1] if learn.messages else "prediction failed")
+    learn.opacity.setValue(70)
+    if seg.ctrl.labels_layer is not None:  # organ outlines only, so the heat map shows through
+        seg.ctrl.labels_layer.contour = 2
+    learn.tabs.setCurrentIndex(3)  # the Predict tab: probabilities, per-slice plot
+    seg.clear_prompts()
+    return learn
+
+
 def save_screenshot(viewer, path: str | Path, max_kb: int = 500) -> Path:
     """Render the whole napari window to ``path`` (PNG, palette-reduced to stay under ``max_kb``)."""
     from PIL import Image
@@ -161,11 +216,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--screenshot", type=Path, default=None, help="write the window to this PNG and exit")
     p.add_argument("--backend", default="classic", help="segmentation backend (default: classic)")
     p.add_argument("--size", default="1800x1100", help="window size for the screenshot (WxH)")
+    p.add_argument("--no-learn", action="store_true", help="segmentation only (no Learn dock, no training)")
     args = p.parse_args(argv)
 
     import napari
 
     viewer, seg, _review = build_demo(args.backend)
+    learn = None if args.no_learn else build_learning(viewer, seg, _review)
     if args.screenshot is None:
         napari.run()
         return 0
@@ -179,10 +236,19 @@ def main(argv: list[str] | None = None) -> int:
         if dock is not None and w is _review:
             dock.raise_()  # show the Review tab (beside napari's layer controls)
         elif dock is not None:
-            _widen(viewer, dock, 460)
+            _widen(viewer, dock, 520 if learn is not None else 460)
     _wait(lambda: False, 0.3)
     viewer.reset_view()
+    if learn is not None:
+        learn_dock = learn.parent()
+        while learn_dock is not None and not hasattr(learn_dock, "setFloating"):
+            learn_dock = learn_dock.parent()
+        if learn_dock is not None:
+            learn_dock.raise_()
+        _wait(lambda: False, 0.3)
     out = save_screenshot(viewer, args.screenshot)
+    if learn is not None:
+        learn.shutdown()
     seg.shutdown()
     print(f"wrote {out} ({out.stat().st_size / 1024:.0f} kB)")
     viewer.close()
