@@ -34,8 +34,8 @@ RANDOM_WARNING = "backbone runs on RANDOM weights (no pretrained weights availab
 class LearnEvent:
     """One progress report of a run.
 
-    ``kind``: prepare (the backbone is being built: loading or looking for its weights), start,
-    features, step, epoch, stopped, version, done. ``progress`` in 0..1 over the
+    ``kind``: start, features, step, epoch, stopped, version, done. The first event comes after
+    the backbone is built (looking for weights that cannot be downloaded can take a minute). ``progress`` in 0..1 over the
     whole run; ``val_metric`` is the validation value of the monitored metric (balanced accuracy by
     default) when there is a validation split."""
 
@@ -193,8 +193,6 @@ class LearnRun:
         from napari_medprompt.train.preprocess import Preprocess
 
         device = resolve_device(self.device)
-        yield LearnEvent("prepare", message=f"building {self.method} on {self.backbone_name} ({device}); looking for "
-                                            "its weights (a download can take a while; without weights: random)")
         model = self._build(device)
         self.random_weights = bool(model.backbone.random_weights)
         config = self.config(str(device))
