@@ -138,3 +138,20 @@ def test_adapter_reloads_into_the_engine_with_the_same_masks(medsam2_file, tmp_p
     tiny = Sam2Segmenter("sam2.1-hiera-tiny", checkpoint="random", device="cpu")
     with pytest.raises(AdapterMismatch, match="trained on SAM2 model 'medsam2-latest'.*'sam2.1-hiera-tiny'"):
         tiny.use_adapter(path)
+
+
+def test_medsam2_siblings_are_model_choices_with_their_files(monkeypatch):
+    from napari_medprompt.models.cache import WeightsUnavailable
+    from napari_medprompt.models.sam2_weights import MEDSAM2_MODELS, model_spec
+    from napari_medprompt.segment import available_segmenters
+
+    files = {s.filename for s in MEDSAM2_MODELS.values()}
+    assert files == {"MedSAM2_latest.pt", "MedSAM2_2411.pt", "MedSAM2_CTLesion.pt", "MedSAM2_MRI_LiverLesion.pt",
+                     "MedSAM2_US_Heart.pt"}
+    assert set(MEDSAM2_MODELS) <= set(available_segmenters())
+    for name in MEDSAM2_MODELS:
+        spec = model_spec(name)
+        assert (spec.repo_id, spec.image_size, spec.window_convention) == ("wanglab/MedSAM2", 512, "medsam2")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(WeightsUnavailable, match="MedSAM2_US_Heart.pt from wanglab/MedSAM2"):
+        resolve_checkpoint("medsam2-us-heart")
