@@ -63,7 +63,10 @@ class OptionForm(QWidget):
             return sb
         if spec.type is float and spec.default is not None:
             sb = QDoubleSpinBox()
-            sb.setDecimals(4 if abs(spec.default) < 0.01 and spec.default != 0 else 3)
+            import math
+
+            small = abs(spec.default) if spec.default else 1.0
+            sb.setDecimals(min(max(3, 2 - math.floor(math.log10(small))), 10))  # 1e-5 shows as 0.0000100
             sb.setRange(float(spec.min) if spec.min is not None else -1e9, float(spec.max) if spec.max is not None else 1e9)
             step = abs(spec.default) / 10 if spec.default else 0.1
             sb.setSingleStep(step)

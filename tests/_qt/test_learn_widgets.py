@@ -1,0 +1,126 @@
+"""Pieces of the Learn dock on their own: the option form built from a method's schema, the plot, the
+Review table's class column, and the Segment dock answering while a model trains."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests._qt._helpers import (  # noqa: F401 (autouse fixture)
+    dock_plugin_widget,
+    load_backend,
+    make_widget,
+    press,
+    stop_workers_after_test,
+)
+from tests._qt._learn_helpers import label_lesions, lesion_volume
+
+pytestmark = pytest.mark.gui
+
+
+def test_option_form_follows_the_schema(qtbot):
+    from qtpy.QtWidgets import QComboBox, QDoubleSpinBox
+
+    from napari_medprompt._qt.learn.options import OptionForm
+    from napari_medprompt.classify.base import available_methods, method_info
+
+    form = OptionForm()
+    qtbot.addWidget(form)
+    for name, info in available_methods().items():  # every method's defaults round-trip unchanged
+        form.set_method(info)
+        assert set(form.editors) == {o.name for o in info.options}
+        assert form.values() == {}, name
+    info = method_info("clip-adapter")
+    form.set_method(info)
+    ratio = form.editors["ratio"]
+    assert isinstance(ratio, QDoubleSpinBox)
+    spec = info.option("ratio")
+    assert ratio.minimum() == pytest.approx(spec.min) and ratio.maximum() == pytest.approx(spec.max)
+    ratio.setValue(0.5)
+    head = form.editors["head"]
+    assert isinstance(head, QComboBox) and head.count() == len(info.option("head").choices)
+    assert form.values() == {"ratio": 0.5}
+    form.reset()
+    assert form.values() == {}
+
+
+def test_plot_ticks_and_series(qtbot):
+    from napari_medprompt._qt.learn.plot import LinePlot, nice_ticks
+
+    assert nice_ticks(0, 1, 4) == [0, 0.25, 0.5, 0.75, 1.0]
+    assert nice_ticks(0, 47, 6)[:3] == [0, 10, 20]
+    p = LinePlot("t", "epoch", "loss", "acc")
+    qtbot.addWidget(p)
+    p.add_series("loss")
+    p.add_series("acc", axis="right")
+    for i in range(1, 6):
+        p.append("loss", i, 1.0 / i)
+        p.append("acc", i, i / 5)
+    p.resize(300, 200)
+    img = p.grab().toImage()
+    assert p.n_points() == 10 and not img.isNull()
+    got = []
+    p.clicked.connect(got.append)
+    rect = p._plot_rect()
+    from qtpy.QtCore import QPoint, Qt
+
+    qtbot.mouseClick(p, Qt.MouseButton.LeftButton, pos=QPoint(int(rect.right() - 1), int(rect.center().y())))
+    assert got and got[0] == pytest.approx(5, abs=0.2)
+
+
+def test_review_class_column_and_image_class(make_napari_viewer, qtbot, tmp_path, monkeypatch):
+    from napari_medprompt._qt.review.ui import CLASS_COLUMN
+
+    vol, lesions = lesion_volume(0)
+    viewer, seg = make_widget(make_napari_viewer, monkeypatch, tmp_path,
+                              add_image=lambda v: v.add_image(vol, name="case1"))
+    review = dock_plugin_widget(viewer, "Review")
+    learn = dock_plugin_widget(viewer, "Learn")
+    session = seg.ctrl.session
+    obj = session.new_object(name="lesion")
+    session.commit_slices(obj.id, dict(lesions["benign"]), "accepted")
+    qtbot.waitUntil(lambda: review.objects.rowCount() == 1, timeout=5000)
+    assert review.objects.item(0, CLASS_COLUMN).text() == ""
+    assert review.objects.horizontalHeaderItem(CLASS_COLUMN).text() == "Class"
+    review.objects.item(0, CLASS_COLUMN).setText("benign")  # what the cell editor commits
+    assert session.objects[obj.id].class_name == "benign"
+    qtbot.waitUntil(lambda: "benign" in [learn.class_box.itemText(i) for i in range(learn.class_box.count())],
+                    timeout=5000)  # the Learn dock offers the classes already given
+    session.undo()
+    qtbot.waitUntil(lambda: review.objects.item(0, CLASS_COLUMN).text() == "", timeout=5000)
+    assert session.objects[obj.id].class_name is None
+    review.image_class.setCurrentText("abnormal")
+    review.image_class.lineEdit().editingFinished.emit()
+    assert session.image_class == "abnormal"
+    review.image_class.setCurrentText("")
+    review.image_class.lineEdit().editingFinished.emit()
+    assert session.image_class is None
+
+
+def test_segment_dock_answers_while_a_model_trains(make_napari_viewer, qtbot, tmp_path, monkeypatch):
+    vol, lesions = lesion_volume(0)
+    viewer, seg = make_widget(make_napari_viewer, monkeypatch, tmp_path,
+                              add_image=lambda v: v.add_image(vol, name="case1"))
+    learn = dock_plugin_widget(viewer, "Learn")
+    label_lesions(seg.ctrl.session, {"benign": lesions["benign"], "malignant": lesions["malignant"][:3]})
+    learn.add_accepted_objects()
+    load_backend(qtbot, seg)
+    learn.backbone.setCurrentIndex(learn.backbone.findData("test-vit-tiny"))
+    learn.method.setCurrentIndex(learn.method.findData("vpt-shallow"))  # the encoder runs every step
+    learn.epochs.setValue(1000)
+    press(qtbot, learn.train)
+    job = learn.job
+    qtbot.waitUntil(lambda: any(e.kind == "step" for e in job.events), timeout=120000)
+    # while it trains: a new object, a click in the big lesion, its preview, accepted
+    oid = seg.new_object("another lesion")
+    z, m = lesions["malignant"][4]  # a slice of the big lesion not drawn yet
+    r, c = (int(v) for v in np.argwhere(m).mean(axis=0))
+    seg.ctrl.jump_to_slice(z)
+    with qtbot.waitSignal(seg.preview_updated, timeout=60000):
+        seg.prompts.add_point(z, r, c)
+    assert job.running  # the preview came while the model was still training
+    press(qtbot, seg.ui.accept)
+    qtbot.waitUntil(lambda: (seg.ctrl.session.labels[z] == oid).any(), timeout=10000)
+    press(qtbot, learn.cancel)
+    qtbot.waitUntil(lambda: not job.running, timeout=120000)
+    assert job.result is not None and job.result.cancelled
