@@ -5,16 +5,27 @@
 
 Records (SAM2.1-tiny, random weights: the same FLOPs as the published ones):
 
-- ``segment.click_latency``: prompt -> mask array on a 512 x 512 slice with its embedding cached;
-  value = our median (ms), baseline = ``SAM2ImagePredictor.predict`` on the same network and
-  embedding in the same run. Notes: p95, and the float32 variant of our path.
+Everything is compared like for like: the same network, slice and precision on both sides, measured
+in the same run (interleaved, medians), with the mask agreement beside the time.
+
+- ``segment.click_latency``: prompt -> mask array on a 512 x 512 slice with its embedding cached,
+  float32 on both sides; value = our median (ms), baseline = ``SAM2ImagePredictor.predict`` (the
+  plain predictor) on the same network and embedding. 60 prompts (1, 2, 3 clicks, box + click),
+  interleaved in rotating order. Notes: p95, process CPU time (less sensitive to other load on a
+  shared machine), the first click on a slice (which computes the decoder's per-slice projections).
+  ``segment.click_latency_bf16``: the same with bfloat16 on both sides (our bf16 decoder copy; the
+  plain predictor under bf16 autocast), where the CPU has bfloat16.
+- ``segment.mask_iou_vs_plain``: mean IoU between our click masks and the plain predictor's over the
+  same prompts (float32; the bf16 pair in the notes); target >= 0.95.
 - ``segment.embed_first`` / ``segment.embed_cached``: a slice's first visit (encoder) vs a revisit.
-- ``segment.propagate_cold`` / ``_cached`` / ``_cached_fp32`` / ``_cached_fast`` / ``_projection``: seconds per slice
-  through a 512 x 512 x N phantom CT, end to end, against the path other napari SAM2 plugins take
-  (slices written as JPEGs, ``init_state(folder)``, ``add_new_mask``, ``propagate_in_video`` forward
-  then backward) on the same volume and model. Each scenario runs in its own process so its peak
-  memory (in the notes) is its own. "cached" = embeddings precomputed, as after background prefetch
-  (loaded from the disk cache before the clock starts).
+- ``segment.propagate_cold`` / ``_cached`` / ``_projection`` (float32) and the same with ``_bf16``:
+  seconds per slice through a 512 x 512 x N phantom CT, end to end, against the path other napari
+  SAM2 plugins take (slices written as JPEGs, ``init_state(folder)``, ``add_new_mask``,
+  ``propagate_in_video`` forward then backward) on the same volume, model and precision. Each
+  scenario runs in its own process so its peak memory (in the notes) is its own. "cold": nothing
+  precomputed. "cached" / "projection": every embedding precomputed on disk, as after
+  ``medprompt-embed`` (the Segment dock reads that cache, keyed by the image's content), read during
+  the run. Notes: mask IoU against the JPEG path (whose input is 8-bit JPEG, so not 1).
 - ``segment.classic_click``: the classic backend's click-to-mask time on the real CT slice (skipped
   when ../shared/data is absent), with the Dice against the reference label in the notes.
 """
@@ -64,14 +75,60 @@ def _permissive(mode: str, n: int):
 # ----------------------------------------------------------------------------- clicks and embeddings
 
 
+def _prompts(liver: np.ndarray, n: int, seed: int = 0):
+    """``n`` prompts on the liver slice: 1, 2, 3 clicks in turn (first positive, then random labels),
+    every fourth a box around the liver with one click; (row, col) pixel units."""
+    from napari_medprompt.segment.base import Prompt
+
+    rng = np.random.default_rng(seed)
+    ys, xs = np.nonzero(liver)
+    box = (float(ys.min()), float(xs.min()), float(ys.max()), float(xs.max()))
+    out = []
+    for i in range(n):
+        k = 1 + i % 3
+        pick = rng.integers(0, len(ys), size=k)
+        pts = [[float(ys[j]), float(xs[j])] for j in pick]
+        labels = [1] + [int(v) for v in rng.integers(0, 2, size=k - 1)]
+        out.append(Prompt(points=pts[:1], labels=[1], box=box) if i % 4 == 3 else Prompt(points=pts, labels=labels))
+    return out
+
+
+def _plain_call(plain, prompt, autocast: bool):
+    """``SAM2ImagePredictor.predict`` for a prompt, as a plugin calling SAM2 directly would: -> best mask."""
+    import contextlib
+
+    import torch
+
+    xy = lab = box = None
+    if len(prompt.points):
+        xy, lab = np.asarray(prompt.points, float)[:, ::-1].copy(), np.asarray(prompt.labels)
+    if prompt.box is not None:
+        r0, c0, r1, c1 = prompt.box
+        box = np.array([c0, r0, c1, r1], float)
+    multimask = len(prompt.points) == 1 and prompt.box is None
+    ctx = torch.autocast("cpu", dtype=torch.bfloat16) if autocast else contextlib.nullcontext()
+    with ctx:
+        masks, scores, _ = plain.predict(point_coords=xy, point_labels=lab, box=box, multimask_output=multimask)
+    return masks[int(np.argmax(scores))] > 0
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    union = np.logical_or(a, b).sum()
+    return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
+
+
 def bench_click(quick: bool, dev: str) -> list[Record]:
+    """Clicks like for like: our path and ``SAM2ImagePredictor.predict`` on the same network, slice and
+    precision (float32 with float32; bfloat16 with bfloat16 autocast where the CPU has bfloat16),
+    interleaved prompt by prompt in rotating order; mask IoU between the two on every prompt."""
+    import torch
     from sam2.sam2_image_predictor import SAM2ImagePredictor
 
-    from napari_medprompt.segment.base import Prompt
-    from napari_medprompt.segment.sam2_backend import Sam2Segmenter
+    from napari_medprompt.segment.sam2_backend import Sam2Segmenter, _cpu_has_bf16
 
     data, liver, z = _phantom(3 if quick else 5)
-    seg = Sam2Segmenter(MODEL, checkpoint="random", device="cpu" if dev == "cpu" else "auto")
+    seg = Sam2Segmenter(MODEL, checkpoint="random", device="cpu" if dev == "cpu" else "auto",
+                        decoder_bf16=False, encoder_bf16=False)
     seg.bind(data, modality="CT")
     recs = []
 
@@ -79,58 +136,92 @@ def bench_click(quick: bool, dev: str) -> list[Record]:
     seg.features(z)
     first = time.perf_counter() - t0
     revisit = time_repeats(lambda: seg.features(z), repeats=5 if quick else 20)
-    enc_bf16 = seg.encoder_bf16
-    seg.encoder_bf16 = False
-    fp32 = time_repeats(lambda: seg._encode(z), repeats=1 if quick else 3, warmup=0)
-    seg.encoder_bf16 = enc_bf16
-    recs.append(Record("segment.embed_first", "s/slice", first, "s", baseline=median(fp32), device=dev,
-                       notes=f"image encoder on a 512x512 slice (1024x1024 model input), bf16 autocast={enc_bf16}; "
-                             f"baseline = the float32 encoder"))
     recs.append(Record("segment.embed_cached", "s/slice", median(revisit), "s", baseline=first, device=dev,
-                       notes="revisit: embedding from the in-memory cache"))
+                       notes="revisit: embedding from the in-memory cache; baseline = the first visit (float32 "
+                             "image encoder on a 512x512 slice, 1024x1024 model input)"))
 
-    ys, xs = np.nonzero(liver[z])
-    point = [float(ys.mean()), float(xs.mean())]
-    prompt = Prompt(points=[point], labels=[1])
+    rgb = np.repeat(seg.slice_unit(z)[..., None], 3, axis=2)
     plain = SAM2ImagePredictor(seg.net)
-    plain.set_image(np.repeat(seg.slice_unit(z)[..., None], 3, axis=2))
-    xy, lab = np.array([point[::-1]]), np.array([1])
-    n = 10 if quick else 60
+    plain.set_image(rgb)
+    pairs = {"fp32": (seg, plain, False)}
+    bf16 = _cpu_has_bf16() and dev.startswith("cpu")
+    if bf16:  # our bfloat16 path (bf16 encoder, bf16 decoder copy) vs SAM2 under bf16 autocast
+        seg16 = Sam2Segmenter(MODEL, checkpoint="random", device="cpu", decoder_bf16=True, encoder_bf16=True)
+        seg16.bind(data, modality="CT")
+        t0 = time.perf_counter()
+        seg16.features(z)
+        first16 = time.perf_counter() - t0
+        plain16 = SAM2ImagePredictor(seg16.net)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            plain16.set_image(rgb)
+        pairs["bf16"] = (seg16, plain16, True)
+        recs.append(Record("segment.embed_first_bf16", "s/slice", first16, "s", baseline=first, device=dev,
+                           notes="image encoder on a 512x512 slice under bfloat16 autocast (its first call includes "
+                                 "oneDNN's bf16 kernel set-up); baseline = float32"))
+    recs.append(Record("segment.embed_first", "s/slice", first, "s", device=dev,
+                       notes="float32 image encoder on a 512x512 slice (1024x1024 model input), first visit"))
 
-    variants = {
-        "plain": lambda: plain.predict(point_coords=xy, point_labels=lab),
-        "ours": lambda: seg.predict(z, prompt),
-    }
-    bf16 = seg.decoder_bf16
-    from napari_medprompt.segment.sam2_decoder import channels_last
-    from napari_medprompt.segment.validate import check_prompt
+    n = 12 if quick else 60
+    prompts = _prompts(liver[z], n)
+    warm = _prompts(liver[z], 8, seed=1)
+    paths = {}
+    for name, (s, p, ac) in pairs.items():
+        paths[f"ours_{name}"] = lambda pr, s=s: s.predict(z, pr).mask
+        paths[f"plain_{name}"] = lambda pr, p=p, ac=ac: _plain_call(p, pr, ac)
+    # first click on the slice: our path computes the decoder's per-slice projections then
+    first_click = {}
+    for name, (s, _, _) in pairs.items():
+        t0 = time.perf_counter()
+        s.predict(z, warm[0])
+        first_click[name] = time.perf_counter() - t0
+    for pr in warm:
+        for f in paths.values():
+            f(pr)
+    wall = {k: [] for k in paths}
+    cpu = {k: [] for k in paths}
+    ious = {k: [] for k in pairs}
+    keys = list(paths)
+    for i, pr in enumerate(prompts):  # interleaved, rotating order: load changes hit every path alike
+        masks = {}
+        for k in keys[i % len(keys):] + keys[: i % len(keys)]:
+            c0, t0 = time.process_time(), time.perf_counter()
+            masks[k] = paths[k](pr)
+            wall[k].append(time.perf_counter() - t0)
+            cpu[k].append(time.process_time() - c0)
+        for name in pairs:
+            ious[name].append(_iou(masks[f"ours_{name}"], masks[f"plain_{name}"]))
+    ms = {k: 1000 * median(v) for k, v in wall.items()}
+    cms = {k: 1000 * median(v) for k, v in cpu.items()}
+    p95 = {k: 1000 * percentile(v, 95) for k, v in wall.items()}
 
-    f32 = {k: channels_last(v) for k, v in seg._encode(z).items()}  # float32 features for the variant
-    checked = check_prompt(prompt, seg.slice_shape)
+    def desc(name):
+        return (f"{name}: ours {ms['ours_' + name]:.1f} ms (p95 {p95['ours_' + name]:.1f}, CPU time "
+                f"{cms['ours_' + name]:.1f}) vs plain {ms['plain_' + name]:.1f} ms (p95 {p95['plain_' + name]:.1f}, "
+                f"CPU time {cms['plain_' + name]:.1f}), ratio {ms['ours_' + name] / ms['plain_' + name]:.2f} "
+                f"(CPU time {cms['ours_' + name] / cms['plain_' + name]:.2f}), mask IoU mean "
+                f"{np.mean(ious[name]):.4f} min {np.min(ious[name]):.4f}")
 
-    def ours_fp32():  # our path with the float32 decoder (what bfloat16 saves)
-        seg.decoder_bf16 = False
-        try:
-            seg.decode(f32, checked)
-        finally:
-            seg.decoder_bf16 = bf16
-
-    variants["ours_fp32"] = ours_fp32
-    times = {k: [] for k in variants}
-    for f in variants.values():
-        f()
-        f()
-    for _ in range(n):  # interleaved, so load changes on a shared machine hit every variant alike
-        for k, f in variants.items():
-            t0 = time.perf_counter()
-            f()
-            times[k].append(time.perf_counter() - t0)
-    ms = {k: 1000 * median(v) for k, v in times.items()}
-    p95 = {k: 1000 * percentile(v, 95) for k, v in times.items()}
+    what = (f"{n} prompts (1/2/3 clicks, box + click) on a 512x512 slice with its embedding cached, "
+            f"interleaved with SAM2ImagePredictor.predict on the same network and embedding; ")
     recs.append(Record(
-        "segment.click_latency", "median", ms["ours"], "ms", baseline=ms["plain"], device=dev,
-        notes=(f"p95 {p95['ours']:.1f} ms (plain p95 {p95['plain']:.1f}); our path in float32 "
-               f"{ms['ours_fp32']:.1f} ms; decoder bf16={bf16}; {n} clicks, 512x512"),
+        "segment.click_latency", "median", ms["ours_fp32"], "ms", baseline=ms["plain_fp32"], device=dev,
+        notes=what + "float32 both sides; " + desc("fp32")
+        + f"; first click on a slice {1000 * first_click['fp32']:.0f} ms (computes the slice's decoder projections)"
+        + ("; bfloat16 pair in segment.click_latency_bf16" if bf16 else "; CPU without bfloat16: no bf16 pair"),
+    ))
+    if bf16:
+        recs.append(Record(
+            "segment.click_latency_bf16", "median", ms["ours_bf16"], "ms", baseline=ms["plain_bf16"], device=dev,
+            notes=what + "bfloat16 both sides (our bf16 decoder copy; plain under bf16 autocast); " + desc("bf16")
+            + f"; first click on a slice {1000 * first_click['bf16']:.0f} ms",
+        ))
+    allious = np.array(ious["fp32"])
+    recs.append(Record(
+        "segment.mask_iou_vs_plain", "mean IoU", float(allious.mean()), "IoU", device=dev,
+        notes=(f"our click masks vs SAM2ImagePredictor's, float32 both sides, {n} prompts: min {allious.min():.4f}"
+               + (f"; bfloat16 pair mean {np.mean(ious['bf16']):.4f} min {np.min(ious['bf16']):.4f}" if bf16 else "")
+               + "; random weights (small logits): a strict test, a change in what is computed flips many pixels; "
+                 "target >= 0.95"),
     ))
     return recs
 
@@ -139,8 +230,15 @@ def bench_click(quick: bool, dev: str) -> list[Record]:
 
 
 def _child(args) -> dict:
-    """One propagation scenario in this process; returns timings and this process's peak memory."""
+    """One propagation scenario in this process; returns timings and this process's peak memory.
+
+    Scenario names: ``jpeg``, ``cold``, ``prefetch``, ``cached``, ``projection``, each with a
+    ``_bf16`` variant (bfloat16 autocast for SAM2's video predictor; our encoder and memory-mode
+    tracking in bfloat16) or without (float32 everywhere). Masks go to ``<cache>/<scenario>.npz``.
+    """
     _threads()
+    import contextlib
+
     import torch
 
     from napari_medprompt.segment.sam2_backend import Sam2Segmenter
@@ -149,8 +247,12 @@ def _child(args) -> dict:
     data, liver, z = saved["data"], saved["liver"], int(saved["z"])
     seed = {1: {z: liver[z]}}
     n = data.shape[0]
-    out: dict = {"scenario": args.child, "slices": n}
-    if args.child == "jpeg":
+    name = args.child
+    bf16 = name.endswith("_bf16")
+    base = name[: -len("_bf16")] if bf16 else name
+    out: dict = {"scenario": name, "slices": n}
+    masks: dict[int, np.ndarray] = {}
+    if base == "jpeg":
         from PIL import Image
         from sam2.build_sam import build_sam2_video_predictor
 
@@ -161,39 +263,43 @@ def _child(args) -> dict:
             torch.manual_seed(RANDOM_SEED)
             pred = build_sam2_video_predictor(model_spec(MODEL).config, None, device="cpu")
         win = default_model_window(data, "CT")
+        ctx = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
         t0 = time.perf_counter()
-        with tempfile.TemporaryDirectory() as folder:
+        with tempfile.TemporaryDirectory() as folder, torch.inference_mode(), ctx:
             for i, sl in enumerate(data):
                 rgb = np.repeat((window_to_unit(sl, win) * 255).round().astype(np.uint8)[..., None], 3, 2)
                 Image.fromarray(rgb).save(Path(folder) / f"{i:05d}.jpg", quality=95)
             state = pred.init_state(folder)
             pred.add_new_mask(state, z, 1, liver[z])
-            done = sum(1 for _ in pred.propagate_in_video(state))
-            done += sum(1 for _ in pred.propagate_in_video(state, reverse=True))
+            done = 0
+            for reverse in (False, True):
+                for f, _ids, logits in pred.propagate_in_video(state, reverse=reverse):
+                    masks[int(f)] = (logits[0, 0] > 0).cpu().numpy()
+                    done += 1
         out["seconds"] = time.perf_counter() - t0
         out["frames"] = done
     else:
-        mode = "projection" if args.child == "projection" else "memory"
+        mode = "projection" if base == "projection" else "memory"
         seg = Sam2Segmenter(
             MODEL, checkpoint="random", device="cpu",
-            cache_dir=None if args.child == "cold" else Path(args.cache) / "embeddings",
-            memory_frames=2 if args.child == "cached_fast" else None,
-            memory_bf16=False if args.child == "cached_fp32" else None,
+            cache_dir=None if base == "cold" else Path(args.cache) / "embeddings",
+            encoder_bf16=bf16, memory_bf16=bf16, decoder_bf16=bf16,
         )
-        seg.bind(data, modality="CT", key="bench-phantom")
-        if args.child == "prefetch":
+        seg.bind(data, modality="CT", key=f"bench-phantom-{'bf16' if bf16 else 'fp32'}")
+        if base == "prefetch":
             t0 = time.perf_counter()
             list(seg.prefetch(range(n)))
             out["seconds"] = time.perf_counter() - t0
         else:
-            if args.child != "cold":
-                list(seg.prefetch(range(n)))  # from the disk cache: embeddings precomputed
-                out["encoder_calls_before"] = seg.encoder_calls
+            # "cached" / "projection": every embedding on disk (as after medprompt-embed), read during the run
             t0 = time.perf_counter()
             res = list(seg.propagate(seed, _permissive(mode, n)))
             out["seconds"] = time.perf_counter() - t0
             out["frames"] = len(res)
             out["encoder_calls"] = seg.encoder_calls
+            masks = {int(r.slice_index): r.mask for r in res}
+    if masks:
+        np.savez(Path(args.cache) / f"{name}.npz", **{str(k): v for k, v in masks.items()})
     out["peak_rss_mb"] = _own_peak_rss_mb()
     return out
 
@@ -222,33 +328,63 @@ def _run_child(name: str, cache: str) -> dict:
     return out
 
 
+def _mask_iou(cache: str, a: str, b: str) -> float:
+    """Mean IoU over the slices both scenarios segmented (seed slice excluded)."""
+    ma, mb = np.load(Path(cache) / f"{a}.npz"), np.load(Path(cache) / f"{b}.npz")
+    common = sorted(set(ma.files) & set(mb.files))
+    return float(np.mean([_iou(ma[k], mb[k]) for k in common])) if common else float("nan")
+
+
 def bench_propagation(quick: bool, dev: str) -> list[Record]:
-    slices = 6 if quick else 24
+    """Propagation through a phantom CT against SAM2's video predictor fed a JPEG folder (the path other
+    napari SAM2 plugins take), at the same precision: float32 with float32, and bfloat16 (our encoder
+    and memory-mode tracking under bf16 autocast) with the video predictor under bf16 autocast where
+    the CPU has bfloat16."""
+    from napari_medprompt.segment.sam2_backend import _cpu_has_bf16
+
+    slices = 4 if quick else 6
+    precisions = ["fp32"] + (["bf16"] if _cpu_has_bf16() and dev.startswith("cpu") else [])
     recs = []
     with tempfile.TemporaryDirectory() as cache:
         data, liver, z = _phantom(slices)
         np.savez(Path(cache) / "phantom.npz", data=data, liver=liver, z=z)
-        base = _run_child("jpeg", cache)
-        b = base["seconds"] / slices
-        note0 = (f"{slices} slices {SIZE}x{SIZE}; JPEG-folder path {b:.2f} s/slice, peak {base['peak_rss_mb']:.0f} MiB"
-                 f" (load {base['load']:.1f})")
-        cold = _run_child("cold", cache)
-        recs.append(Record("segment.propagate_cold", "s/slice", cold["seconds"] / slices, "s", baseline=b,
-                           device=dev, notes=f"memory mode from cold, peak {cold['peak_rss_mb']:.0f} MiB, load {cold['load']:.1f}; {note0}"))
-        pre = _run_child("prefetch", cache)
-        recs.append(Record("segment.prefetch", "s/slice", pre["seconds"] / slices, "s", device=dev,
-                           notes="background prefetch: encoder + float16 disk cache write"))
-        for name, what in (
-            ("cached", "memory mode (bf16 autocast), embeddings precomputed"),
-            ("cached_fp32", "memory mode in float32, embeddings precomputed"),
-            ("cached_fast", "memory mode (bf16), embeddings precomputed, memory_frames=2 (fast setting)"),
-            ("projection", "projection mode, embeddings precomputed"),
-        ):
-            r = _run_child(name, cache)
-            assert r["encoder_calls"] == r["encoder_calls_before"] == 0, r
-            rec = "propagate_projection" if name == "projection" else f"propagate_{name}"
-            recs.append(Record(f"segment.{rec}", "s/slice", r["seconds"] / slices, "s", baseline=b, device=dev,
-                               notes=f"{what}, peak {r['peak_rss_mb']:.0f} MiB, load {r['load']:.1f}; {note0}"))
+        for prec in precisions:
+            try:
+                recs += _propagation_pair(prec, cache, slices, dev)
+            except Exception as err:  # one precision failing must not hide the other's figures
+                print(f"[segment] propagation {prec} failed: {err}", file=sys.stderr, flush=True)
+    return recs
+
+
+def _propagation_pair(prec: str, cache: str, slices: int, dev: str) -> list[Record]:
+    """The scenarios at one precision (``fp32`` or ``bf16``), each against the JPEG path at that precision."""
+    recs = []
+    sfx = "" if prec == "fp32" else "_bf16"
+    label = "float32 both sides" if prec == "fp32" else "bfloat16 both sides (autocast)"
+    tag = "" if prec == "fp32" else "_bf16"
+    base = _run_child("jpeg" + sfx, cache)
+    b = base["seconds"] / slices
+    note0 = (f"{label}; {slices} slices {SIZE}x{SIZE}; JPEG-folder video predictor {b:.2f} s/slice, "
+             f"peak {base['peak_rss_mb']:.0f} MiB (load {base['load']:.1f})")
+    cold = _run_child("cold" + sfx, cache)
+    recs.append(Record(
+        f"segment.propagate_cold{tag}", "s/slice", cold["seconds"] / slices, "s", baseline=b, device=dev,
+        notes=(f"memory mode from cold (encoder runs during propagation), peak {cold['peak_rss_mb']:.0f} MiB, "
+               f"load {cold['load']:.1f}, mask IoU vs the JPEG path {_mask_iou(cache, 'cold' + sfx, 'jpeg' + sfx):.3f} "
+               f"(its input is 8-bit JPEG); {note0}")))
+    pre = _run_child("prefetch" + sfx, cache)
+    recs.append(Record(f"segment.prefetch{tag}", "s/slice", pre["seconds"] / slices, "s", device=dev,
+                       notes=f"{label}: encoder + float16 disk cache write (what medprompt-embed does)"))
+    for name, what in (
+        ("cached", "memory mode, every embedding precomputed on disk (medprompt-embed) and read during the run"),
+        ("projection", "projection mode, every embedding precomputed on disk (medprompt-embed) and read during the run"),
+    ):
+        r = _run_child(name + sfx, cache)
+        assert r["encoder_calls"] == 0, r
+        recs.append(Record(
+            f"segment.propagate_{name}{tag}", "s/slice", r["seconds"] / slices, "s", baseline=b, device=dev,
+            notes=(f"{what}, peak {r['peak_rss_mb']:.0f} MiB, load {r['load']:.1f}, mask IoU vs the JPEG path "
+                   f"{_mask_iou(cache, name + sfx, 'jpeg' + sfx):.3f}; {note0}")))
     return recs
 
 
