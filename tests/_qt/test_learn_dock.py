@@ -169,6 +169,13 @@ def test_learn_loop_two_volumes(make_napari_viewer, qtbot, tmp_path, monkeypatch
     learn.tabs.setCurrentIndex(3)
     _shot(learn, "learn_predict")
 
+    # a slice range: only those slices
+    learn.range_from.setValue(3)
+    learn.range_to.setValue(6)
+    out = _predict(qtbot, learn, "Slice range")
+    assert out["heat"].done == [3, 4, 5, 6]
+    assert not learn.heat_layer.data[7:].any() and learn.heat_layer.data[3:7].any()
+
     # 7. every object: each object's answer
     out = _predict(qtbot, learn, "Every object")
     assert set(out["objects"]) == set(seg.ctrl.session.objects)

@@ -73,6 +73,20 @@ def test_bad_example_sets_and_no_model(make_napari_viewer, qtbot, tmp_path, monk
     press(qtbot, learn.predict)
     assert learn.prediction_job is None and "No model" in _last(learn)
 
+    # importing: a MedMNIST-style archive adds its training split; a broken file is refused
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    npz = tmp_path / "tiny.npz"
+    np.savez(npz, train_images=rng.integers(0, 255, (6, 28, 28), dtype=np.uint8),
+             train_labels=np.array([[0], [1], [0], [1], [0], [1]]))
+    assert len(learn.import_examples(str(npz), kind="npz")) == 6
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"not an archive")
+    assert learn.import_examples(str(bad), kind="npz") == [] and "bad.npz" in _last(learn)
+    assert learn.import_examples(str(tmp_path / "nowhere"), kind="folder") == []
+    learn.workspace.examples.remove([e.uid for e in learn.workspace.examples if e.origin == "npz"])
+
     # nothing was lost, the viewer still works
     assert len(learn.workspace.examples) == 4
     assert learn.workspace.examples.save() and viewer.layers["case1"] is not None
