@@ -44,6 +44,23 @@ class SimPrompt:
     labels: np.ndarray  # (K,) int: 1 positive, 0 negative
 
 
+class PairKey(str):
+    """A sample's text "prompt" in the loop's segmentation data: the structure name (so per-structure
+    metrics and JSON see ``"foreground"``) carrying the pair's prompt material (``material``: the
+    corrected and original masks at slice resolution), from which the SAM2 model draws its
+    box / click prompts."""
+
+    material: dict
+
+    def __new__(cls, name: str, material: dict):
+        obj = super().__new__(cls, name)
+        obj.material = material
+        return obj
+
+    def __reduce__(self):  # copies and pickles keep the material
+        return (PairKey, (str(self), self.material))
+
+
 @dataclass
 class Sam2PairData:
     """Pairs as the training loop sees them. ``images``: raw slices (H, W), values as in the volume;
@@ -95,6 +112,18 @@ class Sam2PairData:
         from napari_medprompt.seg_adapters.sam2_model import pair_tensors
 
         return pair_tensors(self, int(spec.image_size if hasattr(spec, "image_size") else spec["image_size"]))
+
+    def to_segdata(self):
+        """The pairs as the training loop's segmentation data (:class:`Sam2SegData`): each slice
+        windowed to [0, 1] with its model window (the model's preprocessing then maps [0, 1] to
+        itself), its mask, and a :class:`PairKey` prompt carrying the corrected and original masks."""
+        from napari_medprompt.imaging.normalize import window_to_unit
+
+        self.validate()
+        ims = [window_to_unit(np.asarray(im), tuple(w)).astype(np.float32) for im, w in zip(self.images, self.windows)]
+        keys = [PairKey("foreground", {"target": np.asarray(m, bool), "original": None if o is None else np.asarray(o, bool)})
+                for m, o in zip(self.masks, self.originals)]
+        return Sam2SegData(ims, [np.asarray(m, np.uint8) for m in self.masks], keys, list(self.sources), list(self.groups))
 
     def split(self, fraction: float, seed: int = 0):
         """A grouped held-out split (:func:`split_pairs`) as the loop's task returns it."""
@@ -304,3 +333,28 @@ def merge(parts: list[Sam2PairData]) -> Sam2PairData:
                            out.originals + p.originals, out.prompts + p.prompts, out.sources + p.sources,
                            out.groups + p.groups)
     return out
+
+
+def _segdata_base():
+    from napari_medprompt.train.seg_data import SegData
+
+    return SegData
+
+
+class Sam2SegData(_segdata_base()):
+    """:class:`~napari_medprompt.train.seg_data.SegData` whose prompts are :class:`PairKey` objects
+    (kept through subsets and splits); its fingerprint covers the original masks too."""
+
+    def subset(self, idx):
+        idx = [int(i) for i in np.asarray(idx).reshape(-1)]
+        return Sam2SegData([self.images[i] for i in idx], [self.masks[i] for i in idx],
+                           [self.prompts[i][0] for i in idx], [self.sources[i] for i in idx],
+                           [self.groups[i] for i in idx])
+
+    def fingerprint(self) -> str:
+        h = hashlib.sha256(b"sam2-segdata/1")
+        h.update(super().fingerprint().encode())
+        for p in self.prompts:
+            o = getattr(p[0], "material", {}).get("original")
+            h.update(b"none" if o is None else np.packbits(np.asarray(o, bool)).tobytes())
+        return h.hexdigest()

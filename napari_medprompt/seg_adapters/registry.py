@@ -57,6 +57,12 @@ _register(MethodInfo(
     options=_COMMON, defaults=TrainDefaults("adamw", 1e-4, 20, 32, 1e-3, note="decoder-only baseline")))
 
 
+# SAM2 adapters trained on corrected masks (box / click prompts): napari_medprompt.seg_adapters.sam2_registry
+from napari_medprompt.seg_adapters import sam2_registry as _sam2  # noqa: E402 (torch-free)
+
+_sam2.register(_register)
+
+
 def available_seg_methods() -> dict[str, MethodInfo]:
     return dict(_SEG)
 
@@ -90,6 +96,9 @@ def build_seg_model(config, structures: list[str], device="cpu"):
     from napari_medprompt.seg_adapters.clipseg import check_base_name, load_clipseg
 
     info = seg_method_info(config.method)
+    if info.target == _sam2.TARGET:  # SAM2 / MedSAM2 base named by config.backbone
+        module, _, attr = info.target.partition(":")
+        return getattr(importlib.import_module(module), attr)(config, structures, device)
     check_base_name(config.backbone)
     base = load_clipseg(config.pretrained, device=device)
     module, _, attr = info.target.partition(":")

@@ -19,9 +19,15 @@ of its checkpoint file and the hash of its state; an adapter only loads onto tha
 Forward path (not ``SAM2ImagePredictor``, whose ``set_image``/``predict`` run without gradients):
 ``forward_image`` -> ``_prepare_backbone_features`` -> ``+ no_mem_embed`` -> prompt encoder (box
 corners as points with labels 2/3, then clicks; padded clicks have label -1) -> mask decoder
-(``multimask_output=False``) -> low-resolution logits ((image_size / 4)^2). Loss: MONAI
-``DiceCELoss(sigmoid=True)`` (Dice + BCE 1:1) on those logits against the corrected mask resized to
-the same grid. Inputs: the slice windowed to [0, 1] with its model window, replicated to RGB, then
+(``multimask_output=False``) -> low-resolution logits ((image_size / 4)^2), resized bilinearly to the
+input size. Loss: MONAI ``DiceCELoss(sigmoid=True)`` (Dice + BCE 1:1) on those logits against the
+corrected mask at the input size.
+
+In the training loop the data is :meth:`Sam2PairData.to_segdata() <.pairs.Sam2PairData.to_segdata>`:
+ordinary segmentation data whose "text prompt" per slice is a :class:`~.pairs.PairKey` (the
+structure name carrying the corrected and original masks); :meth:`Sam2AdapterModel.seg_logits`
+turns it into a simulated box + clicks prompt (training mode, the model's own seeded generator) or
+the fixed validation prompt (eval mode). Inputs: the slice windowed to [0, 1] with its model window, replicated to RGB, then
 SAM2's own transforms (square resize to ``image_size``, ImageNet mean/std), exactly as the
 segmentation engine (:mod:`napari_medprompt.segment.sam2_backend`) feeds the model.
 """
@@ -39,7 +45,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from napari_medprompt.seg_adapters.pairs import SimPrompt, fixed_prompt, simulate_prompt
+from napari_medprompt.seg_adapters.pairs import PairKey, SimPrompt, fixed_prompt, simulate_prompt
 from napari_medprompt.seg_adapters.sam2_adapters import HieraAdapters
 
 log = logging.getLogger(__name__)
@@ -137,7 +143,7 @@ class Sam2AdapterModel(nn.Module):
 
     def __init__(self, backbone: Sam2Base, method: str = "sam2-adapter", *, ratio: float | None = 0.25,
                  width: int | None = None, mlp_scale: float = 0.5, jitter: float = 0.1, max_shift: float = 20.0,
-                 max_clicks: int = 3, eval_clicks: int = 1):
+                 max_clicks: int = 3, eval_clicks: int = 1, seed: int = 0):
         super().__init__()
         if method not in SAM2_METHODS:
             raise ValueError(f"unknown SAM2 adapter method {method!r}; choose one of {', '.join(SAM2_METHODS)}")
@@ -146,7 +152,9 @@ class Sam2AdapterModel(nn.Module):
         self.backbone = backbone
         net = backbone.net
         self.opts = {"ratio": ratio, "width": width, "mlp_scale": float(mlp_scale), "jitter": float(jitter),
-                     "max_shift": float(max_shift), "max_clicks": int(max_clicks), "eval_clicks": int(eval_clicks)}
+                     "max_shift": float(max_shift), "max_clicks": int(max_clicks), "eval_clicks": int(eval_clicks),
+                     "seed": int(seed)}
+        self._rng = np.random.default_rng(int(seed))
         if self.method.adapters:
             self.adapters = HieraAdapters(net.image_encoder.trunk, ratio, width, mlp_scale)
             self.adapters.attach(net.image_encoder.trunk)
@@ -157,9 +165,12 @@ class Sam2AdapterModel(nn.Module):
         self.cached_features = self.method.cached
         self.image_size = backbone.image_size
         self.low_res = self.image_size // 4
+        # the loop's preprocessing: slices arrive windowed to [0, 1] (Sam2PairData.to_segdata), which
+        # the window (level 0.5, width 1) keeps as they are; square resize (no padding) as SAM2 does
         self.preprocess = {
-            "kind": "sam2", "image_size": self.image_size, "mean": [0.485, 0.456, 0.406],
-            "std": [0.229, 0.224, 0.225], "input": "slice windowed to [0, 1] with its model window, RGB",
+            "image_size": self.image_size, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225],
+            "intensity": "window", "window": [0.5, 1.0], "pad_to_square": False,
+            "input": "slice windowed to [0, 1] with its model window, RGB, square resize",
         }
         self._loss = None
         self.train(False)
@@ -287,15 +298,43 @@ class Sam2AdapterModel(nn.Module):
                                        max_clicks=self.opts["max_clicks"]))
         return out
 
-    def seg_logits(self, x: torch.Tensor, prompts: list[SimPrompt]) -> torch.Tensor:
-        """Low-resolution logits (B, 1, S/4, S/4) for inputs ``x`` and prompts in input pixels."""
-        coords, labels = self.prompt_tensors(prompts, x.device)
-        return self.decode(self.encode(x), coords, labels)
+    def seg_logits(self, x: torch.Tensor, prompts) -> torch.Tensor:
+        """Logits (B, 1, S, S) at the input size for inputs ``x``. ``prompts``: :class:`SimPrompt`s in
+        input pixels, or the loop's :class:`PairKey` prompts, from which a box + clicks prompt is
+        simulated (training mode) or the fixed validation prompt built (eval mode)."""
+        coords, labels = self.prompt_tensors(self.as_prompts(prompts), x.device)
+        return self._full(self.decode(self.encode(x), coords, labels))
 
-    def seg_logits_from_features(self, feats: torch.Tensor, prompts: list[SimPrompt]) -> torch.Tensor:
+    def seg_logits_from_features(self, feats: torch.Tensor, prompts) -> torch.Tensor:
         """As :meth:`seg_logits` from :meth:`encode_for_cache` features (the decoder-only path)."""
-        coords, labels = self.prompt_tensors(prompts, feats.device)
-        return self.decode(self.unflatten(feats), coords, labels)
+        coords, labels = self.prompt_tensors(self.as_prompts(prompts), feats.device)
+        return self._full(self.decode(self.unflatten(feats), coords, labels))
+
+    def _full(self, low: torch.Tensor) -> torch.Tensor:
+        return F.interpolate(low, (self.image_size, self.image_size), mode="bilinear", align_corners=False)
+
+    def as_prompts(self, prompts) -> list[SimPrompt]:
+        """:class:`SimPrompt`s in input pixels; :class:`PairKey`s become simulated (training mode, the
+        model's own seeded generator) or fixed (eval mode) prompts, scaled from slice to input pixels."""
+        out = []
+        for p in prompts:
+            if isinstance(p, SimPrompt):
+                out.append(p)
+                continue
+            if not isinstance(p, PairKey):
+                raise ValueError(f"{self.name} trains on prompted pairs (box and clicks simulated from corrected "
+                                 f"masks: Sam2PairData.to_segdata()), not on text prompts such as {str(p)!r}")
+            t, o = p.material["target"], p.material["original"]
+            if self.training:
+                sp = simulate_prompt(t, o, self._rng, jitter=self.opts["jitter"], max_shift=self.opts["max_shift"],
+                                     max_clicks=self.opts["max_clicks"])
+            else:
+                sp = fixed_prompt(t, o, self.opts["eval_clicks"])
+            h, w = np.shape(t)
+            sy, sx = self.image_size / h, self.image_size / w
+            box = None if sp.box is None else (sp.box[0] * sy, sp.box[1] * sx, sp.box[2] * sy, sp.box[3] * sx)
+            out.append(SimPrompt(box, sp.points * np.array([sy, sx], np.float32), sp.labels))
+        return out
 
     # ------------------------------------------------------------------ inference on one slice
     def predict_mask(self, image: np.ndarray, window, prompt: SimPrompt) -> np.ndarray:
@@ -341,7 +380,7 @@ def resize_mask(mask, size: int) -> np.ndarray:
 
 def pair_tensors(ds, size: int):
     """A :class:`~.pairs.Sam2PairData` split as the loop sees it: ``x`` (N, 3, S, S) inputs, ``y``
-    (N, 1, S/4, S/4) targets on the decoder's low-res grid, ``extra[i] = (structure, material)`` with
+    (N, 1, S, S) targets at the input size, ``extra[i] = (structure, material)`` with
     the target and original masks on the input grid and the slice-to-input ``scale`` (for the box
     jitter cap in slice pixels), ``strata`` all 1 (every pair shows its structure)."""
     from napari_medprompt.train.task import Tensors
@@ -349,7 +388,7 @@ def pair_tensors(ds, size: int):
     ds.validate()
     size = int(size)
     x = images_to_tensor(ds.images, ds.windows, size)
-    y = torch.stack([torch.as_tensor(resize_mask(m, size // 4), dtype=torch.float32)[None] for m in ds.masks])
+    y = torch.stack([torch.as_tensor(resize_mask(m, size), dtype=torch.float32)[None] for m in ds.masks])
     extra = []
     for m, o in zip(ds.masks, ds.originals):
         extra.append(("foreground", {"target": resize_mask(m, size),
