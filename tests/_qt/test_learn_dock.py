@@ -18,7 +18,7 @@ from tests._qt._helpers import (  # noqa: F401 (autouse fixture)
     press,
     stop_workers_after_test,
 )
-from tests._qt._learn_helpers import label_lesions, lesion_volume
+from tests._qt._learn_helpers import lesion_volume
 
 pytestmark = pytest.mark.gui
 SHOTS = os.environ.get("MEDPROMPT_SCREENSHOTS")
@@ -124,8 +124,11 @@ def test_learn_loop_two_volumes(make_napari_viewer, qtbot, tmp_path, monkeypatch
 
     # 3. method and backbone; the mask method is available (every example has a mask)
     _choose(learn, epochs=300)
-    assert learn._choices["mask-guided-clip"].enabled if "mask-guided-clip" in learn._choices else True
+    assert learn._choices["mask-guided-clip"].enabled  # every example carries its object's mask
     assert "CPU" in learn.device.text() or "CUDA" in learn.device.text()
+    learn.tabs.setCurrentIndex(1)  # the Train tab times the encoder for an ETA
+    qtbot.waitUntil(lambda: "ETA: about" in learn.eta.text(), timeout=60000)
+    assert "timing of the encoder" in learn.eta.text()
 
     # 4. a run cancelled after its first epoch keeps its best completed epoch as a version
     job = _train(qtbot, learn, cancel_after_epoch=True)
@@ -144,6 +147,7 @@ def test_learn_loop_two_volumes(make_napari_viewer, qtbot, tmp_path, monkeypatch
     assert job.events[-1].kind == "done" and job.events[-1].progress == 1.0
     assert learn.versions.rowCount() == 2
     assert learn.active_version() == "v0002"
+    assert "last run" in learn.eta.text()  # the ETA now comes from the runs made here
     assert "RANDOM" in learn.versions.item(1, 3).text()
     learn.tabs.setCurrentIndex(1)
     _shot(learn, "learn_train")

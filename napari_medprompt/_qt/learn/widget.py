@@ -91,6 +91,8 @@ class LearnWidget(QWidget):
         self._predict_request = None  # (mode, slices) of the shown prediction: recomputed on model change
         self._predictors: dict = {}
         self._thumbs: dict[str, QIcon] = {}
+        self._estimates: dict[tuple, float] = {}  # (method, backbone) -> seconds per example per epoch
+        self._estimating: set[tuple] = set()
         self._unsub_examples = None
         self._unsub_session = None
         self._epoch_x: list[float] = []
@@ -122,6 +124,8 @@ class LearnWidget(QWidget):
         self.method.currentIndexChanged.connect(self._on_method_changed)
         self.backbone.currentIndexChanged.connect(self._on_backbone_changed)
         self.defaults.clicked.connect(self._reset_options)
+        self.epochs.valueChanged.connect(lambda _v: self._update_eta())
+        self.tabs.currentChanged.connect(lambda _i: self._update_eta())
         self.train.clicked.connect(self.start_training)
         self.cancel.clicked.connect(self.cancel_jobs)
         self.activate.clicked.connect(lambda: self.activate_version(self.selected_versions()[:1]))
@@ -503,21 +507,48 @@ class LearnWidget(QWidget):
             return False
 
     def _update_eta(self) -> None:
-        """A rough ETA: seconds per example per epoch, from the last run of this method and backbone on
-        this machine, else said to be unknown until the first run."""
+        """A rough ETA: from the last run of this method and backbone here (seconds per example and
+        epoch), else from timing the encoder on this machine (in a worker, once, while the Train tab is
+        shown): one encoder pass per example for cached-feature methods, three per epoch otherwise."""
         c, ex = self._choice(), self._examples()
         if c is None or ex is None:
             self.eta.setText("")
             return
         n = len(ex)
-        rate = self._measured_rate(c.name, self.backbone.currentData())
-        epochs = max(self.epochs.value(), 1)
+        backbone = self.backbone.currentData()
+        rate, where = self._measured_rate(c.name, backbone), "from the last run of this method and backbone here"
+        passes = epochs = max(self.epochs.value(), 1)
         if rate is None:
-            hint = "fast (cached features)" if c.fast_on_cpu else "the encoder runs at every step"
-            self.eta.setText(f"ETA: measured during the first run ({n} examples; {hint}).")
-        else:
-            self.eta.setText(f"ETA: about {_fmt_s(rate * n * epochs)} for {epochs} epoch(s) on {n} examples "
-                             "(from the last run of this method and backbone here).")
+            rate, where = self._estimates.get((c.name, backbone)), "from a timing of the encoder on this machine"
+            passes = 1 if c.fast_on_cpu else epochs
+        hint = "fast: cached features" if c.fast_on_cpu else "the encoder runs at every step"
+        if rate is None:
+            self.eta.setText(f"ETA: being estimated ({n} examples; {hint})…" if n else "")
+            if n and self.tabs.currentIndex() == 1:
+                self._estimate_later(c.name, backbone)
+            return
+        total = rate * n * passes
+        self.eta.setText(f"ETA: about {_fmt_s(total)} for {epochs} epoch(s) on {n} examples ({hint}; {where}).")
+
+    def _estimate_later(self, method: str, backbone: str) -> None:
+        """Time the encoder in a worker (once per method and backbone), then show the ETA."""
+        key = (method, backbone)
+        if key in self._estimating or key in self._estimates:
+            return
+        self._estimating.add(key)
+        from napari_medprompt._qt.workers import start_worker
+        from napari_medprompt.learn import estimate_epoch_seconds
+
+        prepare_torch()
+
+        def done(seconds, key=key):
+            self._estimating.discard(key)
+            self._estimates[key] = float(seconds)
+            if not self._closing:
+                self._update_eta()
+
+        start_worker(estimate_epoch_seconds, method, backbone, 1, on_result=done,
+                     on_error=lambda err, key=key: self._estimating.discard(key), background=True)
 
     def _measured_rate(self, method: str, backbone: str):
         """Seconds per example per epoch of the newest version of ``method`` on ``backbone`` (or None)."""
