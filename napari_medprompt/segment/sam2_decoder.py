@@ -3,7 +3,9 @@
 ``decode_masks`` computes what ``MaskDecoder.forward`` computes (same modules, same weights, same
 selection of the multimask / dynamic-stability outputs; tests compare the two, and the whole click
 path against ``SAM2ImagePredictor`` on non-square slices), reordered so that a click on a 2-core CPU
-costs well under two thirds of SAM2's own decoder, in float32, with the same masks:
+costs about half of what ``SAM2ImagePredictor.predict`` costs at the same precision, with the same
+masks (``benchmarks/bench_segment.py``: 0.48x in float32 at low load, 0.71x with the machine
+oversubscribed):
 
 - **Per-slice projections.** Without a mask prompt the decoder's image tokens do not depend on the
   prompt, so the first two-way attention layer's image-side projections (keys and values the prompt
