@@ -5,6 +5,7 @@
     <folder holding the images and their .medprompt/ session folders>/medprompt-learn/
         examples/    the example set (:mod:`napari_medprompt.learn.examples`)
         models/      the model store: one version per training run (:mod:`napari_medprompt.train.store`)
+        seg_models/  the store of segmentation adapters (:mod:`napari_medprompt.learn.seg_adapt`)
 
 :class:`LearnWorkspace` opens both; opening it again (a restart) reads everything back from disk.
 """
@@ -35,6 +36,7 @@ class LearnWorkspace:
         self.root = Path(root)
         self.examples = ExampleSet.open(self.root / "examples")
         self.store = ModelStore(self.root / "models")
+        self.seg_store = ModelStore(self.root / "seg_models")  # segmentation adapters (learn.seg_adapt)
 
     @classmethod
     def beside(cls, path) -> LearnWorkspace:

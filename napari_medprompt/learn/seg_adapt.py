@@ -1,0 +1,600 @@
+"""Train a segmentation adapter from the objects a clinician accepted, and compare it with the base model
+on accepted slices it never saw (Qt-free; the Learn dock's "Segmentation adapter" tab is a view over it).
+
+Data. Each object of the annotation session with accepted (or corrected: "edited") slices gives one
+training sample per such slice with a non-empty mask: the slice, the object's mask on it, and
+
+- for the CLIPSeg methods (``vlsm-*``, ``clipseg-decoder``): the object's *name* as the text prompt
+  ("liver", "left kidney"): objects without a name cannot teach a text prompt and are refused;
+- for the SAM2 methods (``sam2-adapter``, ``sam2-adapter-decoder``, ``sam2-decoder``): a training pair
+  (:class:`~napari_medprompt.seg_adapters.pairs.Sam2PairData`) with the prompt the clinician recorded
+  on that slice; training simulates box + click prompts from the mask.
+
+Slices are windowed to [0, 1] with one intensity window (``window``; default the volume's 0.5-99.5
+percentiles, recorded with the version).
+
+Held-out slices. Before training, some accepted slices are set aside and never trained on:
+
+- several images (several sessions): whole images are held out (about ``holdout`` of them);
+- one image: per object, a contiguous block of about ``holdout`` of its accepted slices (at least one)
+  at the end of its slice range is held out, and the ``gap`` slices next to that block are dropped
+  from training, since neighbouring CT/MR slices are near-copies of each other. When dropping them
+  would leave an object nothing to train on, they are kept and :attr:`SegAdaptRun.split_note` says so.
+  Another object may be trained on the same slice index (a different structure on the same image).
+
+The held-out slices are not used for model selection either: the run trains a fixed number of epochs
+(no validation split, no early stopping), then measures Dice (per slice at the model's input size,
+threshold 0.5, mean over the object's held-out slices) of the base model and of the adapted model.
+
+Versions go into the workspace's segmentation model store (:attr:`LearnWorkspace.seg_store`,
+``<learn folder>/seg_models/``), never activated by training: :func:`activate_seg` does that when the
+user chooses. The record carries ``seg`` (family, base, objects, prompts, held-out Dice, split, window).
+
+Bad input raises :class:`~napari_medprompt.learn.errors.LearnError` in the constructor, before any work
+and without writing anything.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from napari_medprompt.learn.errors import LearnError
+from napari_medprompt.learn.run import LearnEvent
+
+SEG_STORE = "seg_models"
+RANDOM_SEG_WARNING = "the base model runs on RANDOM weights (no pretrained weights here): Dice figures are not meaningful"
+SAM2_FAMILY, CLIPSEG_FAMILY = "sam2", "clipseg"
+DEFAULT_SAM2_BASE = "sam2.1-hiera-tiny"
+
+
+def family_of(method: str) -> str:
+    """``"sam2"`` for the SAM2 adapter methods, ``"clipseg"`` for VLSM-Adapter / CLIPSeg decoder."""
+    return SAM2_FAMILY if method.startswith("sam2") else CLIPSEG_FAMILY
+
+
+@dataclass
+class SegMethodRow:
+    name: str
+    description: str
+    family: str
+    fast_on_cpu: bool  # cached encoder outputs: only a small part runs per step
+    base: str  # the default base model name
+
+
+def seg_method_rows() -> list[SegMethodRow]:
+    """The segmentation methods of the registry (torch-free), in registry order."""
+    from napari_medprompt.seg_adapters.registry import BASE_NAME, available_seg_methods
+
+    out = []
+    for name, info in available_seg_methods().items():
+        fam = family_of(name)
+        out.append(SegMethodRow(name, info.description, fam, bool(info.cached_features),
+                                DEFAULT_SAM2_BASE if fam == SAM2_FAMILY else BASE_NAME))
+    return out
+
+
+@dataclass
+class AcceptedObject:
+    object_id: int
+    name: str  # the object's own name ("" when it has none)
+    slices: list[int]
+    problem: str | None = None  # why it cannot train (None: it can)
+
+    @property
+    def n_slices(self) -> int:
+        return len(self.slices)
+
+    @property
+    def label(self) -> str:
+        return self.name or f"object {self.object_id}"
+
+
+def accepted_objects(session, statuses=("accepted", "edited")) -> list[AcceptedObject]:
+    """Every object with its accepted (or corrected) slices that carry a non-empty mask."""
+    out = []
+    for oid, obj in sorted(session.objects.items()):
+        zs = [int(z) for z, s in sorted(obj.slice_status.items()) if s in statuses]
+        empty = [z for z in zs if not np.any(np.asarray(session.labels[z]) == oid)]
+        zs = [z for z in zs if z not in empty]
+        problem = None
+        if not zs:
+            problem = ("no accepted slice" if not empty else
+                       f"its accepted slice(s) {', '.join(map(str, empty))} have an empty mask")
+        elif len(zs) == 1:
+            problem = (f"accepted on one slice only ({zs[0]}): at least two are needed, one to learn from and "
+                       "one held out to compare the models")
+        out.append(AcceptedObject(int(oid), (obj.name or "").strip(), zs, problem))
+    return out
+
+
+@dataclass
+class ObjectDice:
+    name: str
+    n_heldout: int
+    base: float
+    adapted: float | None = None
+
+
+@dataclass
+class SegRunResult:
+    version: str | None
+    status: str
+    comparison: list[ObjectDice] = field(default_factory=list)
+    random_weights: bool = False
+    cancelled: bool = False
+    message: str = ""
+    metrics: dict = field(default_factory=dict)
+
+
+@dataclass
+class _Sample:
+    source: int  # index into the run's sources
+    object_name: str
+    object_id: int
+    z: int
+
+
+def _default_window(volume: np.ndarray) -> tuple[float, float]:
+    v = np.asarray(volume, dtype=np.float32)
+    step = max(1, v.size // 2_000_000)
+    lo, hi = np.percentile(v.reshape(-1)[::step], [0.5, 99.5])
+    if not hi > lo:
+        hi = lo + 1.0
+    return float(lo), float(hi)
+
+
+class SegAdaptRun:
+    """Train ``method`` from the accepted objects of ``session`` over ``volume`` (Z, Y, X) or (Y, X).
+
+    ``sources``: instead of one session, a list of ``(session, volume)`` (several images: whole images
+    are held out). ``object_ids``: which objects of the (first) session to learn from (default: all that
+    can); objects of other sessions are matched by name. ``store``: a ModelStore or its folder.
+    ``base``: a loaded base model to reuse (a :class:`~napari_medprompt.seg_adapters.sam2_model.Sam2Base`
+    or a CLIPSeg base; ``clipseg-decoder`` trains the base's decoder in place, so it always builds its
+    own). ``backbone``: the base model name (SAM2 / MedSAM2 name for the SAM2 methods). ``pretrained``:
+    "random" (the default here: no weights can be downloaded), "default" or a checkpoint file.
+    """
+
+    def __init__(self, session=None, volume=None, store=None, *, method: str = "sam2-decoder", sources=None,
+                 object_ids=None, pretrained: str | None = "random", backbone: str | None = None, base=None,
+                 options: dict | None = None, epochs: int = 3, lr: float | None = None, batch_size: int = 2,
+                 holdout: float = 0.25, gap: int = 1, seed: int = 0, device: str = "cpu",
+                 window: tuple[float, float] | None = None) -> None:
+        from napari_medprompt.seg_adapters.registry import available_seg_methods, validate_seg_options
+        from napari_medprompt.train.store import ModelStore, StoreError
+
+        if method not in available_seg_methods():
+            raise LearnError(f"unknown segmentation method {method!r}; choose one of "
+                             f"{', '.join(available_seg_methods())}")
+        self.method, self.family = method, family_of(method)
+        self.info = available_seg_methods()[method]
+        try:
+            self.options = validate_seg_options(method, options)
+        except ValueError as err:
+            raise LearnError(str(err)) from None
+        self.options = {k: v for k, v in self.options.items() if not (k == "image_size" and v is None)}
+        if sources is None:
+            if session is None or volume is None:
+                raise LearnError("no image: open an image and annotate (accept) objects on it first")
+            sources = [(session, volume)]
+        self.sources = []
+        for s, v in sources:
+            v = np.asarray(v)
+            v = v[None] if v.ndim == 2 else v
+            if v.ndim != 3 or tuple(v.shape) != tuple(s.shape):
+                raise LearnError(f"the image of {s.image_name!r} has shape {v.shape}, its annotations {s.shape}; "
+                                 "reopen the image with its own session")
+            self.sources.append((s, v))
+        if backbone is None:
+            backbone = DEFAULT_SAM2_BASE if self.family == SAM2_FAMILY else None
+        if base is not None:
+            self._check_base(base, backbone)
+        self.base, self.backbone_name, self.pretrained = base, backbone, pretrained
+        self.epochs, self.lr, self.batch_size = int(epochs), lr, int(batch_size)
+        if self.epochs < 1:
+            raise LearnError("train at least one epoch")
+        if not 0 < float(holdout) < 1:
+            raise LearnError(f"the held-out share must be between 0 and 1, got {holdout}")
+        self.holdout, self.gap, self.seed, self.device = float(holdout), max(0, int(gap)), int(seed), device
+        self.window = tuple(window) if window is not None else _default_window(self.sources[0][1])
+        if not self.window[1] > self.window[0]:
+            raise LearnError(f"intensity window {self.window} is empty (high must exceed low)")
+        self.objects = self._choose_objects(object_ids)
+        self.train_samples, self.heldout_samples, self.split_note = self._split()
+        self.store = store if isinstance(store, ModelStore) else ModelStore(store)
+        try:
+            self.store.list()
+        except StoreError as err:
+            raise LearnError(str(err)) from None
+        self._stop = threading.Event()
+        self.result: SegRunResult | None = None
+        self.model = None
+        self.random_weights = False
+        self.comparison: list[ObjectDice] = []
+
+    # ------------------------------------------------------------------------------ checks
+    def _check_base(self, base, backbone) -> None:
+        want = SAM2_FAMILY if hasattr(base, "net") and hasattr(base, "describe") else CLIPSEG_FAMILY
+        if want != self.family:
+            raise LearnError(f"{self.method} adapts a {'SAM2' if self.family == SAM2_FAMILY else 'CLIPSeg'} model, "
+                             f"but the given base model is {getattr(base, 'name', type(base).__name__)!r}")
+        if self.family == SAM2_FAMILY and backbone and base.name != backbone:
+            raise LearnError(f"the given base model is {base.name!r}, the run asks for {backbone!r}")
+
+    def _choose_objects(self, object_ids) -> list[str]:
+        first = accepted_objects(self.sources[0][0])
+        if not first:
+            raise LearnError(f"{self.sources[0][0].image_name!r} has no objects: segment and accept objects first")
+        if object_ids is not None:
+            wanted = {int(i) for i in object_ids}
+            unknown = wanted - {o.object_id for o in first}
+            if unknown:
+                raise LearnError(f"no object with id {', '.join(map(str, sorted(unknown)))} in this image")
+            chosen = [o for o in first if o.object_id in wanted]
+        else:
+            chosen = [o for o in first if o.problem is None] or first
+        if not chosen:
+            raise LearnError("choose at least one accepted object to learn from")
+        several = len(self.sources) > 1
+        problems = []
+        for o in chosen:
+            if o.problem and not (several and o.slices):
+                problems.append(f"{o.label}: {o.problem}")
+            elif self.family == CLIPSEG_FAMILY and not o.name:
+                problems.append(f"{o.label} has no name: the CLIPSeg methods learn the object's name as the text "
+                                "prompt; name it (e.g. 'liver') in the Segment panel")
+        if problems:
+            raise LearnError("cannot train from " + "; ".join(problems))
+        names = [o.label for o in chosen]
+        if len(set(names)) != len(names):
+            dup = sorted({n for n in names if names.count(n) > 1})
+            raise LearnError(f"several chosen objects are named {', '.join(dup)}: give each structure its own name")
+        self._chosen = chosen
+        return names
+
+    def _samples_of(self, src: int) -> list[_Sample]:
+        session = self.sources[src][0]
+        objs = accepted_objects(session)
+        if src == 0:
+            want = {o.object_id: o.label for o in self._chosen}
+            pick = [(o, want[o.object_id]) for o in objs if o.object_id in want]
+        else:
+            pick = [(o, o.label) for o in objs if o.label in self.objects]
+        return [_Sample(src, name, o.object_id, z) for o, name in pick for z in o.slices]
+
+    def _split(self):
+        samples = [s for i in range(len(self.sources)) for s in self._samples_of(i)]
+        keys = list(dict.fromkeys(s.image_key for s, _v in self.sources))
+        if len(keys) > 1:
+            rng = np.random.default_rng(self.seed)
+            k = min(len(keys) - 1, max(1, int(round(self.holdout * len(keys)))))
+            held = {keys[int(i)] for i in rng.permutation(len(keys))[:k]}
+            src_key = [s.image_key for s, _v in self.sources]
+            tr = [s for s in samples if src_key[s.source] not in held]
+            va = [s for s in samples if src_key[s.source] in held]
+            names = [self.sources[i][0].image_name for i in range(len(self.sources)) if src_key[i] in held]
+            note = (f"whole images held out: {', '.join(names)} ({len(va)} accepted slices); "
+                    f"{len(tr)} slices of the other {len(keys) - k} image(s) train")
+            for name in self.objects:
+                if not any(s.object_name == name for s in tr):
+                    raise LearnError(f"{name} is accepted only on the held-out image(s); accept it on another image")
+            return tr, va, note
+        tr, va, parts = [], [], []
+        for name in self.objects:
+            mine = sorted((s for s in samples if s.object_name == name), key=lambda s: s.z)
+            n = len(mine)
+            k = min(n - 1, max(1, int(round(self.holdout * n))))
+            held = mine[n - k:]
+            lo, hi = held[0].z, held[-1].z
+            rest = mine[: n - k]
+            kept = [s for s in rest if not (lo - self.gap <= s.z <= hi + self.gap)]
+            if not kept:
+                kept = rest
+                parts.append(f"{name}: slices {_zs(held)} held out, trains on {_zs(kept)} (too few slices to leave "
+                             f"a {self.gap}-slice gap: neighbouring slices are on both sides)")
+            else:
+                dropped = len(rest) - len(kept)
+                parts.append(f"{name}: slices {_zs(held)} held out, trains on {_zs(kept)}"
+                             + (f" ({dropped} neighbouring slice(s) left out)" if dropped else ""))
+            tr += kept
+            va += held
+        note = "one image: per object, a block of its last accepted slices is held out — " + "; ".join(parts)
+        return tr, va, note
+
+    # ------------------------------------------------------------------------------ data
+    @property
+    def train_slices(self) -> dict[str, list[int]]:
+        return _by_object(self.train_samples)
+
+    @property
+    def heldout_slices(self) -> dict[str, list[int]]:
+        return _by_object(self.heldout_samples)
+
+    def _data(self, samples):
+        from napari_medprompt.imaging.normalize import window_to_unit
+
+        if self.family == SAM2_FAMILY:
+            from napari_medprompt.seg_adapters.pairs import Sam2PairData
+
+            ims, masks, prompts, srcs, groups = [], [], [], [], []
+            for s in samples:
+                session, vol = self.sources[s.source]
+                ims.append(vol[s.z])
+                masks.append(np.asarray(session.labels[s.z]) == s.object_id)
+                prompts.append(session.objects[s.object_id].prompts.get(s.z))
+                srcs.append(f"{session.image_name}: {s.object_name}, slice {s.z}")
+                groups.append(session.image_key)
+            return Sam2PairData(ims, masks, [self.window] * len(ims), [None] * len(ims), prompts, srcs,
+                                groups).to_segdata()
+        from napari_medprompt.train.seg_data import SegData
+
+        ims, masks, prompts, srcs, groups = [], [], [], [], []
+        for s in samples:
+            session, vol = self.sources[s.source]
+            ims.append(window_to_unit(vol[s.z], self.window))
+            masks.append((np.asarray(session.labels[s.z]) == s.object_id).astype(np.uint8))
+            prompts.append([s.object_name])
+            srcs.append(f"{session.image_name}: {s.object_name}, slice {s.z}")
+            groups.append(session.image_key)
+        return SegData(ims, masks, prompts, srcs, groups)
+
+    # ------------------------------------------------------------------------------ run
+    @property
+    def cancelled(self) -> bool:
+        return self._stop.is_set()
+
+    def cancel(self) -> None:
+        """Stop before the next training step (any thread); a run with no completed epoch writes nothing."""
+        self._stop.set()
+
+    def config(self):
+        from napari_medprompt.train.loop import TrainConfig
+
+        kw = {"lr": self.lr} if self.lr is not None else {}
+        return TrainConfig(method=self.method, backbone=self.backbone_name or "", pretrained=self.pretrained,
+                           method_options=dict(self.options), seed=self.seed, epochs=self.epochs,
+                           batch_size=self.batch_size, val_fraction=0.0, patience=0, device=str(self.device),
+                           stop_event=self._stop, **kw)
+
+    def _build(self):
+        import torch
+
+        from napari_medprompt.seg_adapters.registry import build_seg_model
+
+        config = self.config()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)
+            if self.base is None or self.method == "clipseg-decoder":
+                try:
+                    return build_seg_model(config, list(self.objects), self.device)
+                except (ValueError, OSError) as err:
+                    raise LearnError(f"the base model for {self.method} cannot be built: {err}") from err
+            if self.family == SAM2_FAMILY:
+                from napari_medprompt.seg_adapters.sam2_model import Sam2AdapterModel
+
+                opts = {k: v for k, v in self.options.items() if k != "image_size"}
+                return Sam2AdapterModel(self.base, self.method, **opts).to(self.device)
+            import importlib
+
+            module, _, attr = self.info.target.partition(":")
+            return getattr(importlib.import_module(module), attr)(self.base, list(self.objects), method=self.method,
+                                                                  **self.options)
+
+    def _base_model(self, model):
+        """The model the adapter is compared against: the same network before training (SAM2: adapters
+        start as the identity, the decoder as the base's; CLIPSeg: the stock decoder, no adapters)."""
+        if self.family == SAM2_FAMILY:
+            return model
+        from napari_medprompt.seg_adapters.vlsm import DecoderFinetune
+
+        stock = DecoderFinetune.__new__(DecoderFinetune)
+        DecoderFinetune.__init__(stock, model.backbone, [], method="clipseg-decoder",
+                                 image_size=self.options.get("image_size", 352))
+        stock.decoder.requires_grad_(False)
+        return stock
+
+    def evaluate(self, model, samples=None) -> dict[str, tuple[int, float]]:
+        """``{object name: (n held-out slices, mean Dice)}`` of ``model`` on ``samples`` (default: the
+        held-out slices), each slice at the model's input size, threshold 0.5."""
+        import torch
+
+        from napari_medprompt.train.preprocess import preprocess_of
+        from napari_medprompt.train.task import SegmentationTask
+
+        samples = self.heldout_samples if samples is None else samples
+        out = {}
+        was = model.training
+        model.train(False)
+        try:
+            for name in self.objects:
+                mine = [s for s in samples if s.object_name == name]
+                if not mine:
+                    continue
+                data = self._data(mine)
+                t = SegmentationTask.tensors(data, preprocess_of(model), True)
+                with torch.no_grad():
+                    m = SegmentationTask().evaluate(model, t, None, max(1, self.batch_size), self.device,
+                                                    contextlib.nullcontext)
+                out[name] = (len(mine), float(m["dice"]))
+        finally:
+            model.train(was)
+        return out
+
+    def events(self):
+        """Train; yields :class:`~napari_medprompt.learn.run.LearnEvent` s: start, features, step, epoch,
+        (stopped), version, compare, done. :attr:`result` is set at the end."""
+        from napari_medprompt.train.loop import train_iter
+
+        t0 = time.perf_counter()
+        model = self._build()
+        rw = bool(getattr(model.backbone, "random_weights", False))
+        self.random_weights = rw
+        train = self._data(self.train_samples)
+        try:
+            train.validate()
+        except ValueError as err:
+            raise LearnError(str(err)) from None
+        base_scores = {} if self.cancelled else self.evaluate(self._base_model(model))
+        config = self.config()
+        share = 0.9
+        done = None
+        for ev in train_iter(config, train, model):
+            out = LearnEvent(ev.kind, ev.epoch, ev.epochs, ev.step, ev.steps, ev.loss, None, ev.metrics, ev.eta_s,
+                             0.0, ev.message, rw)
+            if ev.kind == "start":
+                out.message = "; ".join(m for m in (RANDOM_SEG_WARNING if rw else "", self.split_note) if m)
+            elif ev.kind == "features":
+                out.progress = 0.1 * share * ev.step / max(1, ev.steps)
+            elif ev.kind in ("step", "epoch"):
+                if ev.steps:
+                    out.progress = share * (0.1 + 0.9 * ev.step / ev.steps)
+                elif ev.epochs:
+                    out.progress = share * ev.epoch / ev.epochs
+            elif ev.kind == "done":
+                done = ev
+                continue
+            elif ev.kind in ("checkpoint", "version"):
+                continue
+            yield out
+        final = dict(done.metrics or {})
+        model = done.model
+        self.model = model
+        status = final.get("status", "failed")
+        vid = None
+        comparison = []
+        if status != "stopped-before-first-epoch":
+            adapted = self.evaluate(model)
+            for name in self.objects:
+                if name in base_scores or name in adapted:
+                    n, b = base_scores.get(name, (adapted.get(name, (0, None))[0], float("nan")))
+                    comparison.append(ObjectDice(name, n, b, adapted.get(name, (n, None))[1]))
+            self.comparison = comparison
+            yield LearnEvent("compare", progress=0.95, random_weights=rw,
+                             metrics={"comparison": [c.__dict__ for c in comparison]},
+                             message="held-out Dice: " + ", ".join(
+                                 f"{c.name} {c.base:.3f} → {c.adapted:.3f}" for c in comparison))
+            seg = {"family": self.family, "base": _base_name(model), "random_weights": rw,
+                   "objects": list(self.objects), "prompts": list(self.objects) if self.family == CLIPSEG_FAMILY else [],
+                   "heldout": {c.name: {"base": c.base, "adapted": c.adapted, "n": c.n_heldout} for c in comparison},
+                   "split": self.split_note, "window": list(self.window), "train_slices": self.train_slices,
+                   "heldout_slices": self.heldout_slices, "images": [s.image_name for s, _v in self.sources],
+                   "cancelled": self.cancelled, "seconds": round(time.perf_counter() - t0, 3)}
+            saved = {k: v for k, v in final.items() if k not in ("written", "version")}
+            vid = self.store.add(model, config=config.to_dict(), data_fingerprint=final.get("train_set_sha256"),
+                                 metrics=saved, preprocess=model.preprocess, parent=None, activate=False,
+                                 status=status, notes={"seg": seg})
+            model.store_version = vid
+            yield LearnEvent("version", progress=0.99, random_weights=rw, version=vid,
+                             message=f"saved as version {vid} (not active: activate it to use it)"
+                             + (" — RANDOM weights" if rw else ""))
+        if status == "stopped-before-first-epoch":
+            msg = "cancelled before the first epoch completed: nothing was saved"
+        elif status == "stopped":
+            msg = f"cancelled: kept epoch {final.get('best_epoch')} as version {vid}"
+        else:
+            msg = f"trained version {vid} ({status})"
+        if rw:
+            msg += " — " + RANDOM_SEG_WARNING
+        self.result = SegRunResult(vid, status, comparison, rw, self.cancelled, msg, final)
+        yield LearnEvent("done", epoch=final.get("best_epoch", 0), epochs=final.get("epochs_planned", 0),
+                         metrics=final, progress=1.0, message=msg, random_weights=rw, version=vid)
+
+    def run(self, callback=None) -> SegRunResult:
+        for ev in self.events():
+            if callback is not None:
+                callback(ev)
+        return self.result
+
+
+def _zs(samples) -> str:
+    zs = sorted({s.z for s in samples})
+    if not zs:
+        return "none"
+    runs, start, prev = [], zs[0], zs[0]
+    for z in zs[1:] + [None]:
+        if z is not None and z == prev + 1:
+            prev = z
+            continue
+        runs.append(f"{start}" if start == prev else f"{start}-{prev}")
+        if z is not None:
+            start = prev = z
+    return ", ".join(runs)
+
+
+def _by_object(samples) -> dict[str, list[int]]:
+    out: dict[str, list[int]] = {}
+    for s in samples:
+        out.setdefault(s.object_name, []).append(s.z)
+    return {k: sorted(v) for k, v in out.items()}
+
+
+def _base_name(model) -> str:
+    return str(getattr(model.backbone, "name", "") or "")
+
+
+# ---------------------------------------------------------------------------------- versions
+def seg_versions(store, *, family: str | None = None, base: str | None = None) -> list[dict]:
+    """The store's segmentation versions, newest first: id, active, method, family, base, random_weights,
+    objects, heldout (text), date, status, label (one line for a chooser)."""
+    from napari_medprompt.train.store import StoreError
+
+    try:
+        rows = store.list()
+        active = store.active
+    except StoreError as err:
+        raise LearnError(str(err)) from None
+    out = []
+    for r in reversed(rows):
+        try:
+            rec = store.get(r["id"])
+        except (StoreError, OSError, ValueError):
+            continue
+        seg = rec.get("seg") or {}
+        method = rec.get("method") or ""
+        fam = seg.get("family") or family_of(method)
+        bname = seg.get("base") or (rec.get("backbone") or {}).get("name") or ""
+        if family is not None and fam != family:
+            continue
+        if base is not None and bname != base:
+            continue
+        rw = bool(seg.get("random_weights", (rec.get("backbone") or {}).get("random_weights")))
+        held = seg.get("heldout") or {}
+        heldout = ", ".join(f"{k} {_f(v.get('base'))}→{_f(v.get('adapted'))}" for k, v in held.items())
+        label = f"{r['id']} · {method} · {', '.join(seg.get('objects') or [])}" + (" · RANDOM weights" if rw else "")
+        out.append({"id": r["id"], "active": r["id"] == active, "method": method, "family": fam, "base": bname,
+                    "random_weights": rw, "objects": list(seg.get("objects") or []), "heldout": heldout,
+                    "date": (rec.get("created_at") or "")[:16].replace("T", " "), "status": rec.get("status"),
+                    "label": label})
+    return out
+
+
+def _f(v) -> str:
+    return "–" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{float(v):.3f}"
+
+
+def activate_seg(store, vid: str) -> None:
+    """Make ``vid`` the active segmentation adapter (the Segment dock offers it)."""
+    from napari_medprompt.train.store import StoreError
+
+    try:
+        store.activate(vid)
+    except (StoreError, KeyError) as err:
+        raise LearnError(f"cannot activate version {vid!r}: {err}") from None
+
+
+def deactivate_seg(store) -> None:
+    """No active segmentation adapter (the Segment dock uses the base model)."""
+    from napari_medprompt.train.store import StoreError
+
+    try:
+        with store._lock():
+            idx = store._read_index()
+            idx["active"] = None
+            store._write_index(idx)
+    except StoreError as err:
+        raise LearnError(str(err)) from None
