@@ -3,6 +3,10 @@
 The weight status line says, before anything is loaded, whether a model's weights are in the cache,
 will be downloaded, or are missing while offline (with the fix spelled out); while loading, a
 progress bar follows the download; a model running on random weights gets a red banner.
+
+"Adapter" (shown once a SAM2 backend is loaded and the segmentation model store holds adapter
+versions for its base model and base weights): "Base model" or one version; choosing one is one
+click either way (:meth:`SegmentWidget.choose_adapter`).
 """
 
 from __future__ import annotations
@@ -33,6 +37,8 @@ from napari_medprompt._qt.workers import start_worker
 from napari_medprompt.segment.registry import available_segmenters, create_segmenter
 
 log = logging.getLogger(__name__)
+
+BASE_MODEL = "Base model (no adapter)"
 
 RANDOM_BANNER = (
     "<b>RANDOM WEIGHTS</b>: this model has no trained weights, its masks are meaningless "
@@ -202,6 +208,13 @@ class BackendPanel(QWidget):
         self.bar = QProgressBar()
         self.bar.setVisible(False)
         self.load_button = QPushButton("Load backend")
+        self.adapter = QComboBox()
+        self.adapter.setToolTip("SAM2 adapters trained in the Learn dock for this base model and checkpoint "
+                                "(segmentation model store next to the session). 'Base model' = no adapter.")
+        self.adapter_label = QLabel("Adapter")
+        self.adapter_status = QLabel()
+        self.adapter_status.setWordWrap(True)
+        self.fill_adapters([], None)
 
         form = QFormLayout()
         form.addRow("Backend", self.backend)
@@ -217,6 +230,11 @@ class BackendPanel(QWidget):
         lay.addWidget(self.status)
         lay.addWidget(self.bar)
         lay.addWidget(self.load_button)
+        arow = QHBoxLayout()
+        arow.addWidget(self.adapter_label)
+        arow.addWidget(self.adapter, 1)
+        lay.addLayout(arow)
+        lay.addWidget(self.adapter_status)
 
         self.backend.currentTextChanged.connect(self.update_status)
         self.checkpoint.editingFinished.connect(self.update_status)
@@ -239,6 +257,37 @@ class BackendPanel(QWidget):
     def set_status(self, level: str, msg: str) -> None:
         self.status.setText(f"<span style='color:{_COLORS.get(level, '#c0c0c0')}'>{msg}</span>")
         self.status.setProperty("level", level)
+
+    def fill_adapters(self, records: list[dict], current: str | None) -> None:
+        """Offer "Base model" and the adapter versions ``records`` (hidden when there are none)."""
+        from napari_medprompt._qt.segment.text_prompt import version_label
+
+        self.adapter.blockSignals(True)
+        self.adapter.clear()
+        self.adapter.addItem(BASE_MODEL, None)
+        for r in records:
+            self.adapter.addItem(version_label(r), r["id"])
+        self.adapter.blockSignals(False)
+        self.select_adapter(current)
+        show = bool(records) or current is not None
+        for w in (self.adapter, self.adapter_label, self.adapter_status):
+            w.setVisible(show)
+
+    def select_adapter(self, version: str | None) -> None:
+        self.adapter.blockSignals(True)
+        i = self.adapter.findData(version) if version is not None else 0
+        self.adapter.setCurrentIndex(max(i, 0))
+        self.adapter.blockSignals(False)
+
+    def show_adapter(self, info: dict | None) -> None:
+        """Say which weights the engine uses now (after a switch)."""
+        self.select_adapter((info or {}).get("store_version"))
+        if info is None:
+            self.adapter_status.setText("Using the base model (no adapter).")
+        else:
+            self.adapter_status.setText(f"Using adapter {info.get('store_version') or info.get('source')} "
+                                        f"({info.get('method')}, {info.get('trainable_parameters', 0):,} trained "
+                                        "parameters) on the base model.")
 
     def _browse(self):
         path, _ = QFileDialog.getOpenFileName(self, "SAM2 checkpoint", "", "Checkpoints (*.pt *.pth)")

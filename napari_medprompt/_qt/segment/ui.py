@@ -83,7 +83,7 @@ def polarity_text(positive: bool) -> str:
             f"<b style='color:#00e000'>positive</b> · {shortcut_for('toggle_polarity')} toggles")
 
 
-def build(owner, backend_panel, objects_panel) -> SimpleNamespace:
+def build(owner, backend_panel, objects_panel, text_panel=None) -> SimpleNamespace:
     """Create the widget tree; returns a namespace of the controls (``ui.accept`` ...)."""
     ui = SimpleNamespace()
     ui.image = QComboBox()
@@ -193,6 +193,10 @@ def build(owner, backend_panel, objects_panel) -> SimpleNamespace:
     v.addWidget(model)
     v.addWidget(obj)
     v.addWidget(prompts)
+    if text_panel is not None:
+        text = QGroupBox("Text prompt")
+        QVBoxLayout(text).addWidget(text_panel)
+        v.addWidget(text)
     v.addWidget(prop)
     v.addLayout(hist)
     v.addWidget(ui.status)

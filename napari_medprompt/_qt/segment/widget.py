@@ -41,6 +41,7 @@ from napari_medprompt._qt.segment.objects_panel import ObjectsPanel
 from napari_medprompt._qt.segment.objects import ObjectsMixin
 from napari_medprompt._qt.segment.propagation import PropagationMixin
 from napari_medprompt._qt.segment.prompt_layers import PromptLayers
+from napari_medprompt._qt.segment.text_prompt import TextPanel, TextPromptMixin
 from napari_medprompt._qt.session_binding import (
     EditRecorder,
     layer_volume,
@@ -93,7 +94,7 @@ def _choose_session_dialog(candidates) -> object | None:
 INLINE_PREDICT_S = 0.025
 
 
-class SegmentWidget(ObjectsMixin, PropagationMixin, QWidget):
+class SegmentWidget(TextPromptMixin, ObjectsMixin, PropagationMixin, QWidget):
     """Dock widget over one viewer; see the module docstring."""
 
     preview_updated = Signal(int)  # slice index of a preview shown
@@ -148,10 +149,13 @@ class SegmentWidget(ObjectsMixin, PropagationMixin, QWidget):
         self._plane_seeds: dict[int, dict[str, set[int]]] = {}  # object -> plane -> prompted slices
         self._object_plane: dict[int, str] = {}  # object -> plane it was last prompted in
         self._model_window_choice = segment_ui.AUTO_LABEL
+        self._pending_extra: dict = {}  # provenance of a text preview (``_pending``), else empty
 
         self.backend = BackendPanel()
         self.objects = ObjectsPanel()
-        self.ui = segment_ui.build(self, self.backend, self.objects)
+        self.text_panel = TextPanel()
+        self.ui = segment_ui.build(self, self.backend, self.objects, self.text_panel)
+        self._init_text()
         lay = QVBoxLayout(self)
         lay.addWidget(self.ui.root)
         segment_ui.compact_combos(self)
@@ -289,6 +293,7 @@ class SegmentWidget(ObjectsMixin, PropagationMixin, QWidget):
             self._notify(level, note)
         if self.ctrl.segmenter is not None:
             self._bind_segmenter(self.ctrl.segmenter)
+        self.refresh_seg_models()
         self._update_buttons()
 
     def _teardown_layers(self) -> None:
@@ -310,6 +315,7 @@ class SegmentWidget(ObjectsMixin, PropagationMixin, QWidget):
                        "meaningless (tests and timing only). Choose a checkpoint for real work.")
         if self.ctrl.image_layer is not None:
             self._bind_segmenter(seg)
+        self.refresh_seg_models()
 
     def _bind_segmenter(self, seg) -> None:
         self._seg_ready = False
@@ -505,7 +511,7 @@ class SegmentWidget(ObjectsMixin, PropagationMixin, QWidget):
         if oid != self.ctrl.current_object:
             return
         mask = np.asarray(result.mask, dtype=bool)
-        if plane != self._pending_plane:
+        if plane != self._pending_plane or self._pending_extra:  # a text preview is replaced
             self._clear_preview()
             self._pending_plane = plane
         self._pending[z] = mask
@@ -534,6 +540,7 @@ class SegmentWidget(ObjectsMixin, PropagationMixin, QWidget):
     def _clear_preview(self) -> None:
         self._runner.cancel()
         self._pending.clear()
+        self._pending_extra = {}
         self._pending_plane = "axial"
         self._preview_dirty.clear()
         if self.preview_layer is not None and self.preview_layer.data.any():
@@ -553,6 +560,10 @@ class SegmentWidget(ObjectsMixin, PropagationMixin, QWidget):
         info = getattr(seg, "provenance_info", None)
         if callable(info):
             prov.update(info())  # checkpoint, model window
+        adapter = getattr(seg, "adapter_info", None)
+        if adapter is not None or hasattr(seg, "use_adapter"):  # the SAM2 adapter in use (None: base model)
+            prov["adapter"] = None if adapter is None else {
+                k: adapter.get(k) for k in ("method", "store_version", "sha256", "source")}
         prov["modality"] = getattr(self.volume, "modality", None)
         prov["model_window_choice"] = segment_ui.model_window_value(self._model_window_choice)
         prov["display_preset"] = self.ui.window.currentText() or None
@@ -577,7 +588,8 @@ class SegmentWidget(ObjectsMixin, PropagationMixin, QWidget):
             rec = self.prompts.as_record(z) if self.prompts is not None else None
             if rec and (rec["points"] or rec["box"]):
                 self._session_call("record_prompt", oid, z, rec["points"], rec["labels"], rec["box"])
-        if self._session_call("commit_slices", oid, masks, "prompted", self._provenance()):
+        prov = dict(self._pending_extra) if self._pending_extra else self._provenance()
+        if self._session_call("commit_slices", oid, masks, "prompted", prov):
             blocked = self.ctrl.session.last_commit_info.get("blocked_voxels", 0)
             if blocked:
                 self._notify("info", f"{blocked} voxels belonging to other objects were left to them.")
@@ -764,6 +776,7 @@ class SegmentWidget(ObjectsMixin, PropagationMixin, QWidget):
 
         self._step_timer.stop()
         self._resume_timer.stop()
+        self.cancel_text()
         self._cancel_all()
         wait_for_workers(wait_ms)
 
