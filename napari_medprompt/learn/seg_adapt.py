@@ -206,9 +206,10 @@ class SegAdaptRun:
             raise LearnError(f"intensity window {self.window} is empty (high must exceed low)")
         self.objects = self._choose_objects(object_ids)
         self.train_samples, self.heldout_samples, self.split_note = self._split()
-        self.store = store if isinstance(store, ModelStore) else ModelStore(store)
+        self.store = store if (store is None or isinstance(store, ModelStore)) else ModelStore(store)
         try:
-            self.store.list()
+            if self.store is not None:
+                self.store.list()  # a corrupt store is reported now, before any training
         except StoreError as err:
             raise LearnError(str(err)) from None
         self._stop = threading.Event()
@@ -362,6 +363,12 @@ class SegAdaptRun:
                            stop_event=self._stop, **kw)
 
     def _build(self):
+        """(the adapter model, the base model it is compared against). SAM2: one model (its adapters
+        start as the identity, its decoder as the base's, so before training it *is* the base); CLIPSeg:
+        the stock decoder without adapters on the same frozen CLIPSeg, measured before the adapter model
+        is built (a callable here: dense adapters hook into the shared encoders)."""
+        import importlib
+
         import torch
 
         from napari_medprompt.seg_adapters.registry import build_seg_model
@@ -369,34 +376,43 @@ class SegAdaptRun:
         config = self.config()
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
-            if self.base is None or self.method == "clipseg-decoder":
+            if self.family == SAM2_FAMILY:
+                if self.base is None:
+                    try:
+                        model = build_seg_model(config, list(self.objects), self.device)
+                    except (ValueError, OSError) as err:
+                        raise LearnError(f"the base model for {self.method} cannot be built: {err}") from err
+                else:
+                    from napari_medprompt.seg_adapters.sam2_model import Sam2AdapterModel
+
+                    opts = {k: v for k, v in self.options.items() if k != "image_size"}
+                    model = Sam2AdapterModel(self.base, self.method, **opts).to(self.device)
+                return model, model
+            from napari_medprompt.seg_adapters.clipseg import check_base_name, load_clipseg
+            from napari_medprompt.seg_adapters.vlsm import DecoderFinetune
+
+            base = self.base
+            if base is None or self.method == "clipseg-decoder":  # the decoder trains in place: its own copy
                 try:
-                    return build_seg_model(config, list(self.objects), self.device)
+                    check_base_name(config.backbone)
+                    base = load_clipseg(self.pretrained, device=self.device)
                 except (ValueError, OSError) as err:
                     raise LearnError(f"the base model for {self.method} cannot be built: {err}") from err
-            if self.family == SAM2_FAMILY:
-                from napari_medprompt.seg_adapters.sam2_model import Sam2AdapterModel
+            flags = [(p, p.requires_grad) for p in base.parameters()]
+            stock = DecoderFinetune(base, [], method="clipseg-decoder",
+                                    image_size=self.options.get("image_size", 352))
+            for p, f in flags:
+                p.requires_grad_(f)
+        module, _, attr = self.info.target.partition(":")
+        make = getattr(importlib.import_module(module), attr)
+        seed = self.seed
 
-                opts = {k: v for k, v in self.options.items() if k != "image_size"}
-                return Sam2AdapterModel(self.base, self.method, **opts).to(self.device)
-            import importlib
+        def build():
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                return make(base, list(self.objects), method=self.method, **self.options).to(self.device)
 
-            module, _, attr = self.info.target.partition(":")
-            return getattr(importlib.import_module(module), attr)(self.base, list(self.objects), method=self.method,
-                                                                  **self.options)
-
-    def _base_model(self, model):
-        """The model the adapter is compared against: the same network before training (SAM2: adapters
-        start as the identity, the decoder as the base's; CLIPSeg: the stock decoder, no adapters)."""
-        if self.family == SAM2_FAMILY:
-            return model
-        from napari_medprompt.seg_adapters.vlsm import DecoderFinetune
-
-        stock = DecoderFinetune.__new__(DecoderFinetune)
-        DecoderFinetune.__init__(stock, model.backbone, [], method="clipseg-decoder",
-                                 image_size=self.options.get("image_size", 352))
-        stock.decoder.requires_grad_(False)
-        return stock
+        return build, stock
 
     def evaluate(self, model, samples=None) -> dict[str, tuple[int, float]]:
         """``{object name: (n held-out slices, mean Dice)}`` of ``model`` on ``samples`` (default: the
@@ -430,16 +446,20 @@ class SegAdaptRun:
         (stopped), version, compare, done. :attr:`result` is set at the end."""
         from napari_medprompt.train.loop import train_iter
 
+        if self.store is None:
+            raise LearnError("no model store to write the adapter to")
         t0 = time.perf_counter()
-        model = self._build()
-        rw = bool(getattr(model.backbone, "random_weights", False))
+        model, base_model = self._build()
+        rw = bool(getattr(base_model.backbone, "random_weights", False))
         self.random_weights = rw
         train = self._data(self.train_samples)
         try:
             train.validate()
         except ValueError as err:
             raise LearnError(str(err)) from None
-        base_scores = {} if self.cancelled else self.evaluate(self._base_model(model))
+        base_scores = self.evaluate(base_model)
+        if model is not base_model and not hasattr(model, "seg_logits"):
+            model = model()  # CLIPSeg adapters: built after the stock model was measured
         config = self.config()
         share = 0.9
         done = None
