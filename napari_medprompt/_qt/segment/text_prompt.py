@@ -38,8 +38,8 @@ from qtpy.QtWidgets import (
 TEXT_IMAGE_SIZE = 352
 STOCK_LABEL = "CLIPSeg (stock, CIDAS/clipseg-rd64-refined)"
 SCOPES = {"this slice": "slice", "whole volume": "volume"}
-TEXT_RANDOM_BANNER = ("<b>RANDOM WEIGHTS</b>: CLIPSeg's weights are not in the cache (offline), so it runs "
-                      "with random weights: its masks are meaningless (tests and timing only).")
+TEXT_RANDOM_BANNER = ("<b>RANDOM WEIGHTS</b>: {model} runs on CLIPSeg with random weights (its weights are "
+                      "not in the cache): its masks are meaningless (tests and timing only).")
 BATCH = 4
 
 
@@ -99,6 +99,9 @@ def version_label(rec: dict) -> str:
     sel = m.get("val") or m.get("train") or {}
     dice = sel.get("dice")
     parts = [rec["id"], rec.get("method") or "?"]
+    objects = (rec.get("seg") or {}).get("objects") or []
+    if objects:
+        parts.append(", ".join(map(str, objects[:3])) + ("…" if len(objects) > 3 else ""))
     if dice is not None:
         parts.append(f"dice {float(dice):.2f}")
     if (rec.get("backbone") or {}).get("random_weights"):
@@ -192,6 +195,9 @@ class TextPanel(QWidget):
         self.scope.addItems(list(SCOPES))
         self.scope.setToolTip("this slice: a preview to accept · whole volume: every slice where the "
                               "structure is found, committed as 'needs review' (your slices are kept)")
+        self.refresh = QPushButton("↻")
+        self.refresh.setMaximumWidth(28)
+        self.refresh.setToolTip("Read the segmentation model store again (versions trained since)")
         self.run_button = QPushButton("Segment from text")
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setEnabled(False)
@@ -208,6 +214,7 @@ class TextPanel(QWidget):
         row2 = QHBoxLayout()
         row2.addWidget(QLabel("Model"))
         row2.addWidget(self.model, 1)
+        row2.addWidget(self.refresh)
         row3 = QHBoxLayout()
         row3.addWidget(self.scope)
         row3.addWidget(self.run_button)
@@ -248,7 +255,7 @@ class TextPanel(QWidget):
 
     def show_weights(self, random_weights: bool, text: str = "") -> None:
         if random_weights:
-            self.banner.setText(f"<span style='color:#ff5050'>{TEXT_RANDOM_BANNER}</span>")
+            self.banner.setText(f"<span style='color:#ff5050'>{TEXT_RANDOM_BANNER.format(model=text)}</span>")
         else:
             self.banner.setText(f"<span style='color:#3cb371'>{text}</span>")
         self.banner.setProperty("random_weights", bool(random_weights))
@@ -266,6 +273,7 @@ class TextPromptMixin:
         self.text_panel.run_button.clicked.connect(lambda: self.segment_text())
         self.text_panel.text.returnPressed.connect(lambda: self.segment_text())
         self.text_panel.cancel_button.clicked.connect(self.cancel_text)
+        self.text_panel.refresh.clicked.connect(self.refresh_seg_models)
         self.backend.adapter.activated.connect(lambda _i: self.choose_adapter(self.backend.adapter.currentData()))
 
     def seg_store(self):
@@ -329,9 +337,10 @@ class TextPromptMixin:
             self.backend.show_adapter(info)
             what = f"adapter {version} ({info['method']})" if info else "the base model"
             self._notify("info", f"{getattr(seg, 'model_name', 'SAM2')} now uses {what}.")
-            self.prefetcher.set_segmenter(seg, self.volume.shape[0] if self.volume is not None and
-                                          self.ctrl.image_layer.ndim == 3 else 1)
-            self._follow_slice()
+            layer = self.ctrl.image_layer
+            if layer is not None:
+                self.prefetcher.set_segmenter(seg, layer.data.shape[0] if layer.ndim == 3 else 1)
+                self._follow_slice()
             self._update_buttons()
 
         def failed(err):
