@@ -261,6 +261,11 @@ def build_learn_ui(w) -> None:
     w.tabs.addTab(_scrolled(_train_tab(w)), "Train")
     w.tabs.addTab(_versions_tab(w), "Models")
     w.tabs.addTab(_scrolled(_predict_tab(w)), "Predict")
+    from napari_medprompt._qt.learn.seg_tab import SegAdapterTab
+
+    w.seg_tab = SegAdapterTab(w)
+    w.seg_page = _scrolled(w.seg_tab)
+    w.tabs.addTab(w.seg_page, "Segmentation adapter")
     lay.addWidget(w.tabs, 1)
     row = QHBoxLayout()
     w.progress = QProgressBar()

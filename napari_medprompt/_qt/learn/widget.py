@@ -126,6 +126,7 @@ class LearnWidget(QWidget):
         self.defaults.clicked.connect(self._reset_options)
         self.epochs.valueChanged.connect(lambda _v: self._update_eta())
         self.tabs.currentChanged.connect(lambda _i: self._update_eta())
+        self.tabs.currentChanged.connect(lambda _i: self._seg_tab_refresh(objects_only=False))
         self.train.clicked.connect(self.start_training)
         self.cancel.clicked.connect(self.cancel_jobs)
         self.activate.clicked.connect(lambda: self.activate_version(self.selected_versions()[:1]))
@@ -185,6 +186,7 @@ class LearnWidget(QWidget):
         self._clear_prediction()
         self._update_header()
         self._update_buttons()
+        self.seg_tab.refresh()
 
     @staticmethod
     def _workspace_root(session) -> Path | None:
@@ -366,7 +368,13 @@ class LearnWidget(QWidget):
             self._thumbs[uid] = icon
         return icon
 
+    def _seg_tab_refresh(self, objects_only: bool = True) -> None:
+        """The segmentation-adapter tab follows the session only while it is shown (it scans the masks)."""
+        if self.tabs.currentWidget() is self.seg_page:
+            self.seg_tab.refresh_objects() if objects_only else self.seg_tab.refresh()
+
     def refresh_examples(self) -> None:
+        self._seg_tab_refresh()
         ex = self._examples()
         rows = ex.rows() if ex is not None else []
         keep = set(self.selected_examples()) if self.examples.rowCount() else set()
@@ -1209,6 +1217,7 @@ class LearnWidget(QWidget):
         if self.job is not None and self.job.running:
             self.job.cancel()
             self.job.wait(wait_ms)
+        self.seg_tab.shutdown(wait_ms)
         if self.prediction_job is not None and not self.prediction_job.finished:
             self.prediction_job.cancel()
         from napari_medprompt._qt.workers import wait_for_workers
