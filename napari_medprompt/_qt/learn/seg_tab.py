@@ -33,8 +33,10 @@ from napari_medprompt._qt.learn.ui import button, item, table, wrapped
 
 log = logging.getLogger(__name__)
 
-COMPARE_COLUMNS = ["Object", "Held-out slices", "Base Dice", "Adapted Dice", "Change"]
-SEG_VERSION_COLUMNS = ["Active", "Version", "Method", "Objects", "Held-out Dice (base→adapted)"]
+COMPARE_COLUMNS = ["Object", "Slices", "Base", "Adapted", "Δ Dice"]
+COMPARE_TIPS = ["The accepted object", "Its held-out accepted slices (never trained on)",
+                "Mean Dice of the base model on them", "Mean Dice of the adapted model on them", "Adapted minus base"]
+SEG_VERSION_COLUMNS = ["✔", "Version", "Method", "Objects", "Held-out Dice"]
 RANDOM_TEXT = "RANDOM weights"
 FAST = "⚡"
 
@@ -110,6 +112,12 @@ class SegAdapterTab(QWidget):
         row.addWidget(wrapped("held out"))
         row.addWidget(self.holdout)
         sched.addRow("epochs", row)
+        self.lr = QDoubleSpinBox()
+        self.lr.setDecimals(6)
+        self.lr.setRange(1e-7, 1.0)
+        self.lr.setSingleStep(1e-4)
+        self.lr.setToolTip("Learning rate (the method's recipe value is filled in)")
+        sched.addRow("learning rate", self.lr)
         self.image_size = QSpinBox()
         self.image_size.setRange(0, 1024)
         self.image_size.setSingleStep(32)
@@ -140,10 +148,12 @@ class SegAdapterTab(QWidget):
         lay.addWidget(self.run_status)
         lay.addWidget(wrapped("<b>Held-out comparison</b> (Dice per object on accepted slices not trained on)"))
         self.compare = table(COMPARE_COLUMNS, stretch=0, multi=False)
+        for c, tip in enumerate(COMPARE_TIPS):
+            self.compare.horizontalHeaderItem(c).setToolTip(tip)
         self.compare.setMaximumHeight(120)
         lay.addWidget(self.compare)
         lay.addWidget(wrapped("<b>Adapter versions</b> (the Segment panel uses the active one)"))
-        self.versions = table(SEG_VERSION_COLUMNS, stretch=4, multi=False)
+        self.versions = table(SEG_VERSION_COLUMNS, stretch=3, multi=False)
         self.versions.setMaximumHeight(140)
         lay.addWidget(self.versions)
         row = QHBoxLayout()
@@ -168,6 +178,9 @@ class SegAdapterTab(QWidget):
             return
         fast = " Fast on a CPU (cached encoder outputs)." if r.fast_on_cpu else " Runs the encoder every step (slow on a CPU)."
         self.method_desc.setText(r.description + "." + fast)
+        from napari_medprompt.seg_adapters.registry import seg_method_info
+
+        self.lr.setValue(float(seg_method_info(r.name).defaults.lr))
         weights = RANDOM_TEXT if self.pretrained in (None, "random") else str(self.pretrained)
         self.base_label.setText(f"{r.base} — <b style='color:#e34a33'>{weights}</b>"
                                 if weights == RANDOM_TEXT else f"{r.base} — {weights}")
@@ -249,7 +262,7 @@ class SegAdapterTab(QWidget):
             return None
         method = self.method.currentData()
         options = {"image_size": self.image_size.value()} if self.image_size.value() else {}
-        kw = dict(method=method, object_ids=ids, pretrained=self.pretrained, epochs=self.epochs.value(),
+        kw = dict(method=method, object_ids=ids, pretrained=self.pretrained, epochs=self.epochs.value(), lr=self.lr.value(),
                   holdout=self.holdout.value(), options=options)
         try:  # the cheap checks now, on the main thread: a clear message, nothing started
             probe = SegAdaptRun(session, data, None, **kw)
@@ -358,11 +371,13 @@ class SegAdapterTab(QWidget):
         self._version_rows = {r["id"]: r for r in rows}
         self.versions.setRowCount(len(rows))
         for r, row in enumerate(rows):
-            method = row["method"] + (f" — {RANDOM_TEXT}" if row["random_weights"] else "")
+            method = row["method"] + (" (RANDOM)" if row["random_weights"] else "")
             cells = [item("✔" if row["active"] else ""), item(row["id"], row["id"]), item(method),
                      item(", ".join(row["objects"])), item(row["heldout"])]
             for it in cells:
-                it.setToolTip(f"{row['id']}: {row['method']} on {row['base']}, {row['date']} UTC, {row['status']}")
+                it.setToolTip(f"{row['id']}: {row['method']} on {row['base']}"
+                              + (f" ({RANDOM_TEXT})" if row["random_weights"] else "")
+                              + f", {row['date']} UTC, {row['status']}\nheld-out Dice base→adapted: {row['heldout']}")
             if row["random_weights"]:
                 cells[2].setForeground(QBrush(QColor("#e34a33")))
             for c, it in enumerate(cells):
