@@ -19,6 +19,7 @@ from qtpy.QtWidgets import (
     QFormLayout,
     QGroupBox,
     QHBoxLayout,
+    QLabel,
     QListWidget,
     QListWidgetItem,
     QProgressBar,
@@ -109,7 +110,7 @@ class SegAdapterTab(QWidget):
         self.holdout.setValue(0.25)
         self.holdout.setToolTip("Share of each object's accepted slices held out for the comparison (a block at "
                                 "the end of its range; the neighbouring slice is not trained on either)")
-        row.addWidget(wrapped("held out"))
+        row.addWidget(QLabel("held out"))
         row.addWidget(self.holdout)
         sched.addRow("epochs", row)
         self.lr = QDoubleSpinBox()
@@ -211,7 +212,7 @@ class SegAdapterTab(QWidget):
                 continue
             problem = o.problem or ("no name to use as the text prompt" if clip and not o.name else None)
             text = f"{o.label} — {o.n_slices} slice{'s' if o.n_slices != 1 else ''}"
-            it = QListWidgetItem(text + (f" ({problem})" if problem else ""))
+            it = QListWidgetItem(text + (f" ({problem.split(':')[0]})" if problem else ""))
             it.setData(Qt.ItemDataRole.UserRole, o.object_id)
             if problem:
                 it.setFlags(it.flags() & ~Qt.ItemFlag.ItemIsUserCheckable & ~Qt.ItemFlag.ItemIsEnabled)
