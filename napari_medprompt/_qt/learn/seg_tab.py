@@ -255,7 +255,10 @@ class SegAdapterTab(QWidget):
         store = self._store()
         if img is None or store is None:
             return None
-        _layer, data, session, _modality, _spacing = img
+        layer, data, session, _modality, _spacing = img
+        # the slices are seen through the display window, as the SAM2 engine sees them by default
+        lo, hi = (float(v) for v in layer.contrast_limits)
+        window = (lo, hi) if hi > lo else None
         ids = self.checked_objects()
         if not ids:
             self.learn._message("warning", "Check at least one accepted object to learn from (accept objects on "
@@ -264,7 +267,7 @@ class SegAdapterTab(QWidget):
         method = self.method.currentData()
         options = {"image_size": self.image_size.value()} if self.image_size.value() else {}
         kw = dict(method=method, object_ids=ids, pretrained=self.pretrained, epochs=self.epochs.value(), lr=self.lr.value(),
-                  holdout=self.holdout.value(), options=options)
+                  holdout=self.holdout.value(), options=options, window=window)
         try:  # the cheap checks now, on the main thread: a clear message, nothing started
             probe = SegAdaptRun(session, data, None, **kw)
         except LearnError as err:
