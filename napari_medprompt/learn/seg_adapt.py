@@ -78,6 +78,29 @@ def seg_method_rows() -> list[SegMethodRow]:
     return out
 
 
+def cached_base_weights(method: str, backbone: str | None = None) -> str | None:
+    """The local file of the base model's published weights when it is already in the weight cache
+    (no network access, no hashing), else None: the run then builds the base with random weights."""
+    from napari_medprompt.models.cache import fetch_hf_file
+
+    try:
+        if family_of(method) == SAM2_FAMILY:
+            from napari_medprompt.models.sam2_weights import model_spec
+
+            spec = model_spec(backbone or DEFAULT_SAM2_BASE)
+            return str(fetch_hf_file(spec.repo_id, spec.filename, local_files_only=True))
+        from napari_medprompt.seg_adapters.registry import CLIPSEG_REPO
+
+        for name in ("model.safetensors", "pytorch_model.bin"):
+            try:
+                return str(fetch_hf_file(CLIPSEG_REPO, name, local_files_only=True))
+            except Exception:
+                continue
+    except Exception:  # not cached (or no hub client): random weights, said everywhere
+        return None
+    return None
+
+
 @dataclass
 class AcceptedObject:
     object_id: int

@@ -108,6 +108,20 @@ def test_train_compare_and_activate_a_sam2_decoder(make_napari_viewer, qtbot, tm
     with qtbot.waitSignal(tab.activated, timeout=5000):
         press(qtbot, tab.use_base)
     assert store.active is None and tab.versions.item(0, 0).text() == ""
+    # Cancel while it trains: stops within a step; a run with no completed epoch saves nothing
+    tab.epochs.setValue(200)
+    with qtbot.waitSignal(tab.trained, timeout=240000) as blocker:
+        press(qtbot, tab.train)
+        qtbot.waitUntil(lambda: any(e.kind == "step" for e in tab.job.events), timeout=120000)
+        assert tab.cancel.isEnabled() and not tab.train.isEnabled()
+        press(qtbot, tab.cancel)
+    res2 = blocker.args[0].result
+    assert res2.cancelled and res2.metrics["epochs_completed"] < 200
+    if res2.version is None:
+        assert res2.status == "stopped-before-first-epoch" and tab.versions.rowCount() == 1
+    else:
+        assert res2.status == "stopped" and tab.versions.rowCount() == 2
+    assert store.active is None and tab.progress.format() == "cancelled"
     # unchecking every object: nothing to train, a message instead of a run
     tab.set_checked([])
     assert not tab.train.isEnabled()

@@ -52,7 +52,7 @@ class SegAdapterTab(QWidget):
         super().__init__(parent)
         self.learn = learn
         self.job: TrainingJob | None = None
-        self.pretrained = "random"  # no weights can be downloaded here; a cached checkpoint path may be set
+        self.pretrained = "random"  # the cached published weights when there are any (see _on_method)
         self._build_ui()
         self._timer = QTimer(self)
         self._timer.setInterval(PROGRESS_INTERVAL_MS)
@@ -71,8 +71,7 @@ class SegAdapterTab(QWidget):
     # ------------------------------------------------------------------------------ layout
     def _build_ui(self) -> None:
         lay = QVBoxLayout(self)
-        self.note = wrapped(f"<b style='color:#e34a33'>Base models run on {RANDOM_TEXT}</b> here (no pretrained "
-                            "weights available): training and Dice figures show the workflow, not a useful model.")
+        self.note = wrapped()
         lay.addWidget(self.note)
         form = QFormLayout()
         self.method = QComboBox()
@@ -182,9 +181,16 @@ class SegAdapterTab(QWidget):
         from napari_medprompt.seg_adapters.registry import seg_method_info
 
         self.lr.setValue(float(seg_method_info(r.name).defaults.lr))
-        weights = RANDOM_TEXT if self.pretrained in (None, "random") else str(self.pretrained)
-        self.base_label.setText(f"{r.base} — <b style='color:#e34a33'>{weights}</b>"
-                                if weights == RANDOM_TEXT else f"{r.base} — {weights}")
+        from napari_medprompt.learn.seg_adapt import cached_base_weights
+
+        self.pretrained = cached_base_weights(r.name) or "random"
+        weights = RANDOM_TEXT if self.pretrained in (None, "random") else f"weights {self.pretrained}"
+        rand = weights == RANDOM_TEXT
+        self.base_label.setText(f"{r.base} — <b style='color:#e34a33'>{weights}</b>" if rand else f"{r.base} — {weights}")
+        self.note.setText(f"<b style='color:#e34a33'>{r.base} runs on {RANDOM_TEXT}</b> (its published weights "
+                          "are not in the weight cache): training and Dice figures show the workflow, not a useful "
+                          "model." if rand else "")
+        self.note.setVisible(rand)
         self.refresh_objects()
 
     # ------------------------------------------------------------------------------ state
