@@ -471,6 +471,9 @@ class SegAdaptRun:
 
         if self.store is None:
             raise LearnError("no model store to write the adapter to")
+        from napari_medprompt.train.loop import resolve_device
+
+        self.device = str(resolve_device(self.device))  # "auto": CUDA, then MPS, then CPU (here, in the worker)
         t0 = time.perf_counter()
         model, base_model = self._build()
         rw = bool(getattr(base_model.backbone, "random_weights", False))

@@ -273,7 +273,8 @@ class SegAdapterTab(QWidget):
         method = self.method.currentData()
         options = {"image_size": self.image_size.value()} if self.image_size.value() else {}
         kw = dict(method=method, object_ids=ids, pretrained=self.pretrained, epochs=self.epochs.value(), lr=self.lr.value(),
-                  holdout=self.holdout.value(), options=options, window=window)
+                  holdout=self.holdout.value(), options=options, window=window,
+                  device="auto")
         try:  # the cheap checks now, on the main thread: a clear message, nothing started
             probe = SegAdaptRun(session, data, None, **kw)
         except LearnError as err:
