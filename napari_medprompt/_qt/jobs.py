@@ -145,6 +145,11 @@ class Prefetcher:
     """Keeps the segmenter's embeddings of the slices around the viewed one computed in advance.
 
     ``follow(z)`` cancels the running prefetch and starts one around ``z`` (nearest slices first).
+    With ``whole_volume`` (set when the segmenter keeps embeddings in a disk cache), a prefetch
+    around the viewed slice that ran to its end goes on with the rest of the volume, nearest first,
+    in the low-priority background pool; any click or slice change stops it (it resumes from the
+    next idle follow, skipping what is cached). ``on_change()`` is called after each slice and at
+    the end (the widget's "embedded: n / N" label).
     """
 
     def __init__(self, radius: int = 8) -> None:
@@ -156,6 +161,8 @@ class Prefetcher:
         self.done: list[int] = []
         self.started = 0
         self.error: BaseException | None = None  # the last prefetch failure (shown nowhere; for tests)
+        self.whole_volume = False
+        self.on_change = None
 
     def set_segmenter(self, segmenter, n_slices: int) -> None:
         self.stop()
@@ -163,22 +170,25 @@ class Prefetcher:
         self.segmenter = segmenter
         self.n_slices = int(n_slices)
         self.done = []
+        self.error = None
 
-    def follow(self, z: int) -> None:
+    def follow(self, z: int, radius: int | None | bool = True) -> None:
+        """Prefetch around ``z``: ``radius`` True = ``self.radius``, None = the whole volume."""
         self.stop()
         seg = self.segmenter
         if seg is None or not hasattr(seg, "prefetch") or self.n_slices < 1:
             return
-        self._cancel = threading.Event()
+        radius = self.radius if radius is True else radius
+        self._cancel = cancel = threading.Event()
         self.started += 1
         token = self.started
         self.worker = start_worker(
             prefetch_job,
             seg,
-            prefetch_order(int(z), self.n_slices, self.radius),
-            self._cancel,
+            prefetch_order(int(z), self.n_slices, radius),
+            cancel,
             on_yield=lambda z, t=token: self._yielded(t, z),
-            on_finish=lambda: self._finished(token),
+            on_finish=lambda: self._finished(token, cancel, int(z), radius),
             on_error=self._failed,  # a failed prefetch only costs speed later; predict reports
             background=True,
         )
@@ -187,13 +197,26 @@ class Prefetcher:
         """A slice embedded by prefetch ``token``; dropped when a newer prefetch (or image) started."""
         if token == self.started:
             self.done.append(z)
+            self._changed()
 
     def _failed(self, err: BaseException) -> None:
         self.error = err
 
-    def _finished(self, token: int) -> None:
-        if token == self.started:
-            self.worker = None
+    def _finished(self, token: int, cancel: threading.Event | None = None, z: int = 0, radius=None) -> None:
+        if token != self.started:
+            return
+        self.worker = None
+        if (self.whole_volume and radius is not None and cancel is not None and not cancel.is_set()
+                and self.error is None and self.segmenter is not None):
+            self.follow(z, radius=None)  # idle: the rest of the volume, into the disk cache
+        self._changed()
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            try:
+                self.on_change()
+            except RuntimeError:  # the widget is gone (its Qt side deleted): nobody to tell
+                self.on_change = None
 
     def stop(self) -> None:
         if self._cancel is not None:

@@ -155,3 +155,38 @@ def test_adapter_chooser_without_a_sam2_backend_says_so(qtbot, make_napari_viewe
     widget.choose_adapter("v0001")
     assert widget.messages[-1] == ("warning", "Adapters apply to a SAM2 backend: load one first.")
     assert widget.backend.adapter.isHidden()
+
+
+@pytest.mark.parametrize("disk", [True, False])
+def test_idle_prefetch_fills_the_disk_cache_with_the_whole_volume(qtbot, make_napari_viewer, monkeypatch,
+                                                                  tmp_path, disk):
+    """With the disk cache (medprompt-embed's folder exists) the whole volume is embedded while idle;
+    memory only: just the slices around the one shown. The dock counts the embedded slices."""
+    from napari_medprompt.models.sam2_weights import write_random_checkpoint
+    from napari_medprompt.segment import embed
+
+    folder = tmp_path / "embed-cache"
+    folder.mkdir()
+    monkeypatch.setattr(embed, "plugin_cache_dir", lambda: folder if disk else None)
+    ckpt = write_random_checkpoint(MEDSAM2, tmp_path / "MedSAM2_latest.pt")
+    shape = (7, 40, 56)
+    vol = np.random.default_rng(2).normal(0, 30, shape).astype(np.int16)
+    viewer, widget = make_widget(make_napari_viewer, monkeypatch, tmp_path,
+                                 add_image=lambda v: v.add_image(vol, name="CT"))
+    widget.prefetcher.radius = 1  # around the slice shown: 3 slices
+    widget.ctrl.jump_to_slice(3)
+    load_backend(qtbot, widget, MEDSAM2, checkpoint=str(ckpt), timeout=180000)
+    label = widget.backend.embedded
+    if disk:
+        qtbot.waitUntil(lambda: label.text().startswith("embedded: 7 / 7 slices (disk cache)")
+                        and not widget.prefetcher.running, timeout=240000)
+        files = sorted(p.name for p in folder.rglob("slice_*.safetensors"))
+        assert len(files) == 7
+    else:
+        qtbot.waitUntil(lambda: len(widget.prefetcher.done) >= 3 and not widget.prefetcher.running, timeout=180000)
+        qtbot.wait(1500)  # idle: nothing more is embedded
+        widget.update_embedded()
+        assert not widget.prefetcher.running
+        assert label.text() == "embedded: 3 / 7 slices (memory only)"
+        assert not list(folder.rglob("slice_*"))
+    assert not label.isHidden()

@@ -215,6 +215,11 @@ class BackendPanel(QWidget):
         self.adapter_status = QLabel()
         self.adapter_status.setWordWrap(True)
         self.fill_adapters([], None)
+        self.embedded = QLabel()
+        self.embedded.setToolTip("Slices whose image embedding is computed (memory or the disk cache "
+                                 "medprompt-embed created): a click there needs no encoder run. With the "
+                                 "disk cache, the whole volume is embedded in the background while idle.")
+        self.embedded.setVisible(False)
 
         form = QFormLayout()
         form.addRow("Backend", self.backend)
@@ -235,6 +240,7 @@ class BackendPanel(QWidget):
         arow.addWidget(self.adapter, 1)
         lay.addLayout(arow)
         lay.addWidget(self.adapter_status)
+        lay.addWidget(self.embedded)
 
         self.backend.currentTextChanged.connect(self.update_status)
         self.checkpoint.editingFinished.connect(self.update_status)
@@ -267,6 +273,7 @@ class BackendPanel(QWidget):
         self.adapter.addItem(BASE_MODEL, None)
         for r in records:
             self.adapter.addItem(version_label(r), r["id"])
+            self.adapter.setItemData(self.adapter.count() - 1, version_label(r), 3)  # ToolTipRole
         self.adapter.blockSignals(False)
         self.select_adapter(current)
         show = bool(records) or current is not None

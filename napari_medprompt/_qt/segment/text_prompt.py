@@ -98,12 +98,13 @@ def version_label(rec: dict) -> str:
     m = rec.get("metrics") or {}
     sel = m.get("val") or m.get("train") or {}
     dice = sel.get("dice")
-    parts = [rec["id"], rec.get("method") or "?"]
+    parts = [rec["id"]]
+    if dice is not None:
+        parts.append(f"dice {float(dice):.2f}")
     objects = (rec.get("seg") or {}).get("objects") or []
     if objects:
         parts.append(", ".join(map(str, objects[:3])) + ("…" if len(objects) > 3 else ""))
-    if dice is not None:
-        parts.append(f"dice {float(dice):.2f}")
+    parts.append(rec.get("method") or "?")
     if (rec.get("backbone") or {}).get("random_weights"):
         parts.append("random base")
     return " · ".join(parts) + (" (active)" if rec.get("active") else "")
@@ -234,6 +235,7 @@ class TextPanel(QWidget):
         self.model.addItem(STOCK_LABEL, None)
         for r in records:
             self.model.addItem(version_label(r), r["id"])
+            self.model.setItemData(self.model.count() - 1, version_label(r), 3)  # ToolTipRole
         i = self.model.findData(current) if current is not None else 0
         self.model.setCurrentIndex(max(i, 0))
         self.model.blockSignals(False)
@@ -339,7 +341,11 @@ class TextPromptMixin:
             self._notify("info", f"{getattr(seg, 'model_name', 'SAM2')} now uses {what}.")
             layer = self.ctrl.image_layer
             if layer is not None:
+                from napari_medprompt._qt.segment.widget import disk_cache_on
+
                 self.prefetcher.set_segmenter(seg, layer.data.shape[0] if layer.ndim == 3 else 1)
+                self.prefetcher.whole_volume = disk_cache_on(seg) and layer.ndim == 3
+                self.update_embedded()
                 self._follow_slice()
             self._update_buttons()
 
@@ -403,6 +409,7 @@ class TextPromptMixin:
             return cache[key][0]
 
         cancel = threading.Event()
+        self.prefetcher.stop()  # the CPU goes to the text model; prefetching resumes after it
         panel.set_running(True)
         self.ui.status.setText(f"Segmenting '{prompt}' on {'slice ' + str(slices[0][0]) if scope == 'slice' else f'{len(slices)} slices'} …")
         from napari_medprompt._qt.workers import start_worker
@@ -425,6 +432,7 @@ class TextPromptMixin:
         self._text_run = None
         self.text_panel.set_running(False)
         self._report_text_model()
+        self._follow_slice()
 
     def _report_text_model(self) -> None:
         """Banner (RANDOM WEIGHTS or the model in use) and, once, why the stock weights are missing."""
@@ -439,7 +447,7 @@ class TextPromptMixin:
     def _text_model_label(self, seg) -> str:
         model = seg.model
         v = getattr(model, "store_version", None)
-        return f"{model.backbone.name} · {model.name}" + (f" · version {v}" if v else " (stock)")
+        return f"version {v} ({model.name})" if v else f"stock CLIPSeg ({model.backbone.name})"
 
     def _text_provenance(self, seg, prompt: str, scope: str) -> dict:
         model = seg.model

@@ -90,6 +90,11 @@ def _choose_session_dialog(candidates) -> object | None:
     return candidates[items.index(item)]
 
 
+def disk_cache_on(seg) -> bool:
+    """Whether ``seg`` keeps embeddings in a disk folder (the medprompt-embed cache exists)."""
+    return getattr(getattr(seg, "cache", None), "disk_dir", None) is not None
+
+
 #: When the last prediction took less than this, the next runs on the main thread (``_predicts_fast``).
 INLINE_PREDICT_S = 0.025
 
@@ -136,6 +141,11 @@ class SegmentWidget(TextPromptMixin, ObjectsMixin, PropagationMixin, QWidget):
         self._redraw_timer.setSingleShot(True)
         self._redraw_timer.setInterval(100)
         self._redraw_timer.timeout.connect(self._redraw_preview)
+        self._embedded_timer = QTimer(self)  # the "embedded: n / N slices" label, at most 4 times a second
+        self._embedded_timer.setSingleShot(True)
+        self._embedded_timer.setInterval(250)
+        self._embedded_timer.timeout.connect(self.update_embedded)
+        self.prefetcher.on_change = self._embedded_timer.start
         self._preview_dirty: set[int] = set()  # preview slices changed since the last redraw
         self._uncommitted: dict[int, np.ndarray] = {}  # propagated slices not yet in the session
         self._uncommitted_since: float | None = None
@@ -344,12 +354,27 @@ class SegmentWidget(TextPromptMixin, ObjectsMixin, PropagationMixin, QWidget):
                 self._seg_ready = True
                 self._apply_model_window(quiet=True)
                 self.prefetcher.set_segmenter(seg, image.shape[0] if image.ndim == 3 else 1)
+                self.prefetcher.whole_volume = disk_cache_on(seg) and image.ndim == 3
+                self.update_embedded()
                 self._follow_slice()
                 self._update_buttons()
                 self._on_prompts_changed()
 
         start_worker(bind_job, on_result=bound,
                      on_error=lambda e: self._error(f"Could not prepare the image: {e}"))
+
+    def update_embedded(self) -> None:
+        """Show how many slices of the image have their embedding computed (SAM2 backends)."""
+        seg, label = self.ctrl.segmenter, self.backend.embedded
+        cache, n = getattr(seg, "cache", None), self.prefetcher.n_slices
+        if not self._seg_ready or cache is None or not hasattr(cache, "contains") or n < 1:
+            label.setVisible(False)
+            return
+        done = sum(1 for z in range(n) if cache.contains(z))
+        where = "disk cache" if disk_cache_on(seg) else "memory only"
+        busy = " (embedding in the background…)" if self.prefetcher.running else ""
+        label.setText(f"embedded: {done} / {n} slices ({where}){busy}")
+        label.setVisible(True)
 
     def _follow_slice(self) -> None:
         if self._seg_ready and self.run is None and self._bound_plane == "axial":
@@ -776,6 +801,8 @@ class SegmentWidget(TextPromptMixin, ObjectsMixin, PropagationMixin, QWidget):
 
         self._step_timer.stop()
         self._resume_timer.stop()
+        self._embedded_timer.stop()
+        self.prefetcher.on_change = None
         self.cancel_text()
         self._cancel_all()
         wait_for_workers(wait_ms)
