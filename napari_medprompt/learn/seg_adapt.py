@@ -50,6 +50,17 @@ SEG_STORE = "seg_models"
 RANDOM_SEG_WARNING = "the base model runs on RANDOM weights (no pretrained weights here): Dice figures are not meaningful"
 SAM2_FAMILY, CLIPSEG_FAMILY = "sam2", "clipseg"
 DEFAULT_SAM2_BASE = "sam2.1-hiera-tiny"
+CLIP_CONTEXT = 77  # CLIP's text context in tokens, start and end tokens included
+_TOKENIZER = []
+
+
+def _n_tokens(text: str) -> int:
+    """Tokens of ``text`` as CLIPSeg's text encoder sees it (CLIP BPE + start and end)."""
+    if not _TOKENIZER:
+        from open_clip.tokenizer import SimpleTokenizer
+
+        _TOKENIZER.append(SimpleTokenizer())
+    return len(_TOKENIZER[0].encode(text)) + 2
 
 
 def family_of(method: str) -> str:
@@ -274,6 +285,12 @@ class SegAdaptRun:
                                 "prompt; name it (e.g. 'liver') in the Segment panel")
         if problems:
             raise LearnError("cannot train from " + "; ".join(problems))
+        if self.family == CLIPSEG_FAMILY:
+            for o in chosen:
+                n = _n_tokens(o.name)
+                if n > CLIP_CONTEXT:
+                    raise LearnError(f"the name of {o.label!r} is {n} CLIP tokens long; CLIP's text context holds "
+                                     f"{CLIP_CONTEXT}: name the structure in a few words (e.g. 'liver')")
         names = [o.label for o in chosen]
         if len(set(names)) != len(names):
             dup = sorted({n for n in names if names.count(n) > 1})

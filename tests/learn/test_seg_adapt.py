@@ -168,6 +168,10 @@ def test_bad_input_is_refused_before_anything_is_written(sam2_base, tmp_path):
     unnamed.objects[1].name = ""
     with pytest.raises(LearnError, match="no name"):
         SegAdaptRun(unnamed, vol, store, method="clipseg-decoder")
+    wordy, _v, _o = organ_session(names=("liver",))
+    wordy.objects[1].name = "the large dark organ in the upper right abdomen " * 8
+    with pytest.raises(LearnError, match="CLIP's text context holds 77"):
+        SegAdaptRun(wordy, vol, store, method="vlsm-shallow-vl")
     with pytest.raises(LearnError, match="adapts a CLIPSeg model"):
         SegAdaptRun(session, vol, store, method="vlsm-shallow-v", base=sam2_base)
     with pytest.raises(LearnError, match="unknown segmentation method"):

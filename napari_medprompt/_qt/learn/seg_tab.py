@@ -275,13 +275,13 @@ class SegAdapterTab(QWidget):
         kw = dict(method=method, object_ids=ids, pretrained=self.pretrained, epochs=self.epochs.value(), lr=self.lr.value(),
                   holdout=self.holdout.value(), options=options, window=window,
                   device="auto")
+        prepare_torch()
         try:  # the cheap checks now, on the main thread: a clear message, nothing started
             probe = SegAdaptRun(session, data, None, **kw)
         except LearnError as err:
             self.learn._message("warning", str(err))
             return None
         self.split_label.setText("Held out: " + probe.split_note)
-        prepare_torch()
 
         def make_run():
             return SegAdaptRun(session, data, store, **kw)
