@@ -15,7 +15,7 @@ import pytest
 from napari_medprompt._qt.segment import text_prompt
 from tests._qt._helpers import make_widget, stop_workers_after_test  # noqa: F401 - autouse fixture
 
-SHAPE = (6, 40, 56)  # non-square slices
+SHAPE = (7, 40, 56)  # non-square slices
 
 
 def _volume():
@@ -99,6 +99,11 @@ def test_text_over_the_volume_keeps_the_users_slices_and_undoes_in_one_step(qtbo
     session.commit_slices(liver, {5: sq}, "prompted")
     assert session.set_status(liver, [5], "rejected") == {5}  # the user said "not here"
     session.commit_slices(spleen, {0: np.roll(sq, 20, 0)}, "prompted")
+    session.commit_slices(liver, {6: sq}, "prompted")
+    before6 = session.labels[6].copy()
+    session.labels[6][session.labels[6] == liver] = 0  # the user erases the object there (hand edit)
+    session.apply_edit(liver, {6: before6})
+    assert session.status_of(liver, 6) == "edited" and not (session.labels[6] == liver).any()
     widget.select_object(liver)
     labels0, status0 = session.labels.copy(), {k: dict(o.slice_status) for k, o in session.objects.items()}
 
@@ -106,7 +111,7 @@ def test_text_over_the_volume_keeps_the_users_slices_and_undoes_in_one_step(qtbo
     lab = session.labels
     lab_after = lab.copy()
     st = session.objects[liver].slice_status
-    for z in (1, 2, 4, 5):  # prompted, edited, accepted, rejected: exactly as they were
+    for z in (1, 2, 4, 5, 6):  # prompted, edited, accepted, rejected, erased: exactly as they were
         assert np.array_equal(lab[z], labels0[z]), z
         assert st[z] == status0[liver][z]
     assert st[0] == st[3] == "needs review"  # what Review lists as to be checked
