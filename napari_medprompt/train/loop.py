@@ -366,6 +366,7 @@ def train_iter(config: TrainConfig, data, model=None, *, val=None, store=None) -
     or its folder (default ``config.store``); the run then writes a new version there."""
     import torch
 
+    from napari_medprompt.classify.snapshot import state_lock
     from napari_medprompt.train import distributed as dd
 
     task = task_for(config, data, model)  # checks the monitor and that method and data belong together
@@ -494,6 +495,7 @@ def train_iter(config: TrainConfig, data, model=None, *, val=None, store=None) -
         scaler = torch.amp.GradScaler("cuda", enabled=amp)
         gen = torch.Generator().manual_seed(int(config.seed))
         initial = _adapter_state(model)
+        weights_lock = state_lock(model)  # held while the weights change (classify.snapshot)
         t0, done_steps, bad_epochs = time.perf_counter(), 0, 0
         step_loss = dd.wrap_ddp(model, lambda mdl, i, g: task.loss(mdl, tr, i, feats["train"] if cached else None,
                                                                   device, g))
@@ -526,11 +528,13 @@ def train_iter(config: TrainConfig, data, model=None, *, val=None, store=None) -
                     opt.zero_grad(set_to_none=True)
                     if amp:
                         scaler.scale(loss).backward()
-                        scaler.step(opt)
+                        with weights_lock:  # a snapshot (prediction while training) sees whole steps
+                            scaler.step(opt)
                         scaler.update()
                     else:
                         loss.backward()
-                        opt.step()
+                        with weights_lock:
+                            opt.step()
                     lr_sched.step()
                 done_steps += 1
                 losses.append(float(loss.detach()) / (weight or 1.0))
@@ -571,10 +575,11 @@ def train_iter(config: TrainConfig, data, model=None, *, val=None, store=None) -
                 break
         if resume is not None and resume.get("finished"):
             status = resume.get("status", status)
-        if best["state"] is not None:
-            model.load_state_dict(best["state"], strict=False)
-        else:
-            model.load_state_dict(initial, strict=False)  # no epoch completed: undo the partial one
+        with weights_lock:
+            if best["state"] is not None:
+                model.load_state_dict(best["state"], strict=False)
+            else:
+                model.load_state_dict(initial, strict=False)  # no epoch completed: undo the partial one
     model.eval()
     completed = not (status == "stopped" and best["epoch"] == 0 and params)
     if status == "stopped":

@@ -289,3 +289,22 @@ def test_consumer_code_between_events_keeps_gradients_enabled(bb, data):
     model = method_class("linear-probe")(bb, data.classes)
     for ev in train_iter(TrainConfig(epochs=1), data, model):
         assert torch.is_grad_enabled(), f"grad mode leaked out of the loop at a {ev.kind!r} event"
+
+
+def test_weights_change_only_under_the_models_state_lock(bb, data):
+    """A snapshot taken from another thread (prediction while training) takes the same lock, so it
+    sees the weights of whole optimiser steps, never half of one."""
+    from torch.optim.optimizer import register_optimizer_step_pre_hook
+
+    from napari_medprompt.classify.snapshot import state_lock
+
+    model = method_class("vpt-shallow")(bb, data.classes)
+    lock = state_lock(model)
+    held = []
+    handle = register_optimizer_step_pre_hook(lambda opt, args, kwargs: held.append(lock._is_owned()))
+    try:
+        list(train_iter(TrainConfig(epochs=2, batch_size=4), data, model))
+    finally:
+        handle.remove()
+    assert held and all(held)
+    assert not lock._is_owned()
