@@ -10,8 +10,10 @@ training sample per such slice with a non-empty mask: the slice, the object's ma
   (:class:`~napari_medprompt.seg_adapters.pairs.Sam2PairData`) with the prompt the clinician recorded
   on that slice; training simulates box + click prompts from the mask.
 
-Slices are windowed to [0, 1] with one intensity window (``window``; default the volume's 0.5-99.5
-percentiles, recorded with the version).
+Slices are seen through one intensity window (``window``; default the volume's 0.5-99.5
+percentiles, recorded with the version): SAM2 pairs carry it per slice; CLIPSeg models get it as their
+preprocessing (``intensity="window"``), saved with the version, so a text segmentation with the
+version sees raw slices exactly as training did.
 
 Held-out slices. Before training, some accepted slices are set aside and never trained on:
 
@@ -357,8 +359,6 @@ class SegAdaptRun:
         return _by_object(self.heldout_samples)
 
     def _data(self, samples):
-        from napari_medprompt.imaging.normalize import window_to_unit
-
         if self.family == SAM2_FAMILY:
             from napari_medprompt.seg_adapters.pairs import Sam2PairData
 
@@ -377,7 +377,7 @@ class SegAdaptRun:
         ims, masks, prompts, srcs, groups = [], [], [], [], []
         for s in samples:
             session, vol = self.sources[s.source]
-            ims.append(window_to_unit(vol[s.z], self.window))
+            ims.append(np.asarray(vol[s.z], dtype=np.float32))  # windowed by the model's preprocessing
             masks.append((np.asarray(session.labels[s.z]) == s.object_id).astype(np.uint8))
             prompts.append([s.object_name])
             srcs.append(f"{session.image_name}: {s.object_name}, slice {s.z}")
@@ -443,6 +443,7 @@ class SegAdaptRun:
                                     image_size=self.options.get("image_size", 352))
             for p, f in flags:
                 p.requires_grad_(f)
+            stock.preprocess = self._windowed(stock.preprocess)
         module, _, attr = self.info.target.partition(":")
         make = getattr(importlib.import_module(module), attr)
         seed = self.seed
@@ -450,9 +451,19 @@ class SegAdaptRun:
         def build():
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed)
-                return make(base, list(self.objects), method=self.method, **self.options).to(self.device)
+                model = make(base, list(self.objects), method=self.method, **self.options).to(self.device)
+            model.preprocess = self._windowed(model.preprocess)
+            return model
 
         return build, stock
+
+    def _windowed(self, preprocess):
+        """The CLIPSeg preprocessing with this run's intensity window: saved with the version, so text
+        segmentation with it sees raw slices through the same window as training."""
+        import dataclasses
+
+        lo, hi = self.window
+        return dataclasses.replace(preprocess, intensity="window", window=((lo + hi) / 2, hi - lo))
 
     def evaluate(self, model, samples=None) -> dict[str, tuple[int, float]]:
         """``{object name: (n held-out slices, mean Dice)}`` of ``model`` on ``samples`` (default: the
