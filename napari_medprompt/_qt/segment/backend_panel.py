@@ -219,6 +219,7 @@ class BackendPanel(QWidget):
         self.embedded.setToolTip("Slices whose image embedding is computed (memory or the disk cache "
                                  "medprompt-embed created): a click there needs no encoder run. With the "
                                  "disk cache, the whole volume is embedded in the background while idle.")
+        self.embedded.setWordWrap(True)
         self.embedded.setVisible(False)
 
         form = QFormLayout()

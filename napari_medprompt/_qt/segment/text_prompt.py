@@ -38,8 +38,8 @@ from qtpy.QtWidgets import (
 TEXT_IMAGE_SIZE = 352
 STOCK_LABEL = "CLIPSeg (stock, CIDAS/clipseg-rd64-refined)"
 SCOPES = {"this slice": "slice", "whole volume": "volume"}
-TEXT_RANDOM_BANNER = ("<b>RANDOM WEIGHTS</b>: {model} runs on CLIPSeg with random weights (its weights are "
-                      "not in the cache): its masks are meaningless (tests and timing only).")
+TEXT_RANDOM_BANNER = ("<b>RANDOM WEIGHTS</b>: {model} runs on CLIPSeg with random weights (the trained "
+                      "weights are not in the cache): its masks are meaningless (tests and timing only).")
 BATCH = 4
 
 
@@ -447,7 +447,7 @@ class TextPromptMixin:
     def _text_model_label(self, seg) -> str:
         model = seg.model
         v = getattr(model, "store_version", None)
-        return f"version {v} ({model.name})" if v else f"stock CLIPSeg ({model.backbone.name})"
+        return f"version {v} ({model.name})" if v else "stock"
 
     def _text_provenance(self, seg, prompt: str, scope: str) -> dict:
         model = seg.model
