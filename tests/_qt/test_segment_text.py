@@ -81,6 +81,8 @@ def test_text_on_a_slice_previews_that_slice_only_then_accept_and_undo(qtbot, te
     prov = obj.provenance
     text = prov.get("text_prompt") or (prov.get("last") or {}).get("text_prompt") or str(prov)
     assert "liver" in text and "random_weights" in str(prov)
+    lo, hi = viewer.layers["CT"].contrast_limits  # stock CLIPSeg sees what the display shows
+    assert prov["model_window"] == pytest.approx([lo, hi])
 
     assert widget._session_call("undo")
     assert np.array_equal(session.labels, before)

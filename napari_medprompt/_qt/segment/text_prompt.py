@@ -4,7 +4,8 @@
 press "Segment from text". The model is stock CLIPSeg (CIDAS/clipseg-rd64-refined through the weight
 cache; without the weights, offline, the real config with random weights, labelled RANDOM WEIGHTS)
 or a text version (VLSM adapter / decoder) of the segmentation model store. It runs in a worker
-with a progress bar and a Cancel button.
+with a progress bar and a Cancel button. Stock CLIPSeg sees the slices through the display's contrast
+limits (what the clinician sees); a stored version through the window it was trained with.
 
 - *this slice*: the mask is a preview on the axial slice shown; Accept commits it ("prompted").
 - *whole volume*: every axial slice where the mask is not empty is committed at once as one undo
@@ -162,10 +163,29 @@ def load_text_model(version: str | None, store, device: str = "cpu"):
     return TextSegmenter(model, device), note
 
 
-def text_job(get_model, slices, prompt: str, cancel: threading.Event, spacing=None):
+def display_window(seg, limits) -> None:
+    """Stock CLIPSeg sees the slices through the display's contrast limits ``(low, high)`` (what the
+    clinician sees); a stored version keeps the window it was trained with. None: its own default."""
+    import dataclasses
+
+    model = seg.model
+    if getattr(model, "store_version", None) is not None:
+        return
+    base = getattr(model, "_stock_preprocess", None)
+    if base is None:
+        base = model._stock_preprocess = model.preprocess
+    if limits is None or not float(limits[1]) > float(limits[0]):
+        model.preprocess = base
+        return
+    lo, hi = float(limits[0]), float(limits[1])
+    model.preprocess = dataclasses.replace(base, intensity="window", window=((lo + hi) / 2, hi - lo))
+
+
+def text_job(get_model, slices, prompt: str, cancel: threading.Event, spacing=None, limits=None):
     """Generator run in a worker: yields ``(done, total)``; returns ``{index: mask}`` of the
     non-empty masks (all of them when not cancelled) and whether it was cancelled."""
     seg = get_model()
+    display_window(seg, limits)
     n = len(slices)
     out: dict[int, np.ndarray] = {}
     yield 0, n
@@ -414,8 +434,9 @@ class TextPromptMixin:
         self.ui.status.setText(f"Segmenting '{prompt}' on {'slice ' + str(slices[0][0]) if scope == 'slice' else f'{len(slices)} slices'} …")
         from napari_medprompt._qt.workers import start_worker
 
+        limits = tuple(float(v) for v in image.contrast_limits)
         worker = start_worker(
-            text_job, get_model, slices, prompt, cancel, spacing,
+            text_job, get_model, slices, prompt, cancel, spacing, limits,
             on_yield=lambda p: panel.progress(*p),
             on_result=lambda res: self._text_done(res, prompt, scope, key),
             on_error=lambda e: self._error(f"Text segmentation failed: {e}. Nothing was changed."),
@@ -463,6 +484,9 @@ class TextPromptMixin:
             "text_prompt": prompt,
             "text_scope": scope,
             "threshold": seg.threshold,
+            "model_window": (None if model.preprocess.window is None else
+                             [model.preprocess.window[0] - model.preprocess.window[1] / 2,
+                              model.preprocess.window[0] + model.preprocess.window[1] / 2]),
             "modality": getattr(self.volume, "modality", None),
             "display_preset": self.ui.window.currentText() or None,
             "plane": "axial",
