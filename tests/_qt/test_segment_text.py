@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from napari_medprompt._qt.segment import text_prompt
-from tests._qt._helpers import make_widget, stop_workers_after_test  # noqa: F401 - autouse fixture
+from tests._qt._helpers import load_backend, make_widget, stop_workers_after_test  # noqa: F401 - autouse fixture
 
 SHAPE = (7, 40, 56)  # non-square slices
 
@@ -131,10 +131,14 @@ def test_text_over_the_volume_keeps_the_users_slices_and_undoes_in_one_step(qtbo
 
 def test_cancelled_volume_run_changes_nothing(qtbot, text_widget):
     viewer, widget = text_widget
+    load_backend(qtbot, widget, "classic")
     session = widget.ctrl.session
     before = session.labels.copy()
     worker = widget.segment_text("left kidney", "volume")
     assert widget.text_panel.cancel_button.isEnabled() and not widget.text_panel.run_button.isEnabled()
+    widget.propagate()  # no propagation (its own undo group) beside a text run
+    assert widget.run is None and "text segmentation is running" in widget.messages[-1][1]
+    assert widget.segment_text("liver", "slice") is None  # one text run at a time
     widget.cancel_text()
     qtbot.waitUntil(lambda: widget._text_run is None, timeout=120000)
     assert worker is not None

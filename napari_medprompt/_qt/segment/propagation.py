@@ -78,6 +78,9 @@ class PropagationMixin:
         """
         if not self._ready() or self.run is not None:
             return
+        if getattr(self, "_text_run", None) is not None:
+            self._warn("A text segmentation is running: wait for it or cancel it before propagating.")
+            return
         image = self.ctrl.image_layer
         try:
             require_volume(image.ndim)

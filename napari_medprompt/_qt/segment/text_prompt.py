@@ -438,7 +438,7 @@ class TextPromptMixin:
         worker = start_worker(
             text_job, get_model, slices, prompt, cancel, spacing, limits,
             on_yield=lambda p: panel.progress(*p),
-            on_result=lambda res: self._text_done(res, prompt, scope, key),
+            on_result=lambda res, session=self.ctrl.session: self._text_done(res, prompt, scope, key, session),
             on_error=lambda e: self._error(f"Text segmentation failed: {e}. Nothing was changed."),
             on_finish=self._text_finished,
         )
@@ -506,11 +506,14 @@ class TextPromptMixin:
             return obj.id
         return self.new_object(name=prompt)
 
-    def _text_done(self, res, prompt: str, scope: str, key) -> None:
+    def _text_done(self, res, prompt: str, scope: str, key, session=None) -> None:
         masks, cancelled = res
         self._report_text_model()  # before the result's own status line
         seg = self._text_models[key][0] if key in self._text_models else None
         if self.ctrl.session is None or seg is None:
+            return
+        if session is not self.ctrl.session:  # the image changed while the model ran
+            self._notify("info", f"The text segmentation of '{prompt}' was for another image: discarded.")
             return
         if cancelled:
             self.ui.status.setText(f"Text segmentation of '{prompt}' cancelled: nothing was changed.")

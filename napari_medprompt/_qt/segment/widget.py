@@ -266,6 +266,7 @@ class SegmentWidget(TextPromptMixin, ObjectsMixin, PropagationMixin, QWidget):
                         "needs a grey 2D image or a (z, y, x) volume.")
             return
         self._cancel_all()
+        self.cancel_text()  # a text run of the previous image is discarded when it ends
         try:
             vol = layer_volume(layer)
             session, note, level = open_session(vol, self.ask_restore, self.choose_session)
