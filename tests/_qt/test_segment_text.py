@@ -166,3 +166,24 @@ def test_text_without_an_image_says_so(qtbot, make_napari_viewer, monkeypatch, t
     level, msg = widget.messages[-1]
     assert level == "error" and "No image" in msg
     assert widget._text_run is None
+
+
+def test_text_on_a_2d_image_previews_it_and_volume_means_the_image(qtbot, make_napari_viewer, monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(text_prompt, "TEXT_IMAGE_SIZE", 64)
+    real = text_prompt.load_text_model
+    monkeypatch.setattr(text_prompt, "load_text_model",
+                        lambda v, s, d="cpu": _MODELS.get("stock") or _MODELS.setdefault("stock", real(None, None, d)))
+    xray = np.random.default_rng(3).integers(0, 4000, (52, 36)).astype(np.uint16)  # portrait, non-square
+    viewer, widget = make_widget(make_napari_viewer, monkeypatch, tmp_path,
+                                 add_image=lambda v: v.add_image(xray, name="DX"))
+    with qtbot.waitSignal(widget.preview_updated, timeout=120000) as sig:
+        widget.segment_text("left lung", "volume")
+    assert sig.args == [0]
+    qtbot.waitUntil(lambda: widget._text_run is None, timeout=30000)
+    assert widget.preview_layer.data.shape == xray.shape and widget.preview_layer.data.any()
+    widget.accept()
+    session = widget.ctrl.session
+    oid = widget.ctrl.current_object
+    assert session.objects[oid].name == "left lung" and session.objects[oid].slice_status == {0: "prompted"}
+    assert (session.labels[0] == oid).any()
