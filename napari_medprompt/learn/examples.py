@@ -130,6 +130,7 @@ class ExampleSet:
         self._examples: list[Example] = []
         self._declared: list[str] = []
         self._callbacks: list[Callable[[], None]] = []
+        self.last_dropped = 0  # object examples the last add_session dropped (no longer accepted)
 
     # --- opening -----------------------------------------------------------------------------
     @classmethod
@@ -327,13 +328,12 @@ class ExampleSet:
 
     def _put(self, new: list[Example]) -> list[Example]:
         """Add ``new``; an example of the same annotation (same image, slice, object, origin) replaces
-        the old one in place (its class or mask changed)."""
+        the old one in place (its class or mask changed) under a new uid (new pixel file)."""
         out = []
         by_key = {e.key: i for i, e in enumerate(self._examples)}
         for e in new:
             i = by_key.get(e.key)
-            if i is not None:
-                e.uid = self._examples[i].uid
+            if i is not None:  # a new uid: new pixels are never paired with the old record on disk
                 self._examples[i] = e
             else:
                 by_key[e.key] = len(self._examples)
@@ -403,11 +403,17 @@ class ExampleSet:
             for z in zs:
                 new.append(self._new(vol[int(z)], session.image_class, None, src, key, int(z), None, key,
                                      "image", spacing, modality, f"image, slice {z}"))
-        if not new:
+        keep = {e.key for e in new}
+        stale = {e.uid for e in self._examples
+                 if e.origin == "object" and e.source_key == key and e.object_id is not None and e.key not in keep}
+        self.last_dropped = len(stale)
+        if not new and not stale:
             hint = (f" ({unclassed} object(s) with {'/'.join(statuses)} slices have no class: give them one)"
                     if unclassed else "")
             raise LearnError(f"nothing to add from {source_name(src) or 'this image'}: no object with a class "
                              f"has {' or '.join(statuses)} slices{hint}.")
+        if stale:  # slices rejected, erased or unclassed since they were added: they no longer train
+            self._examples = [e for e in self._examples if e.uid not in stale]
         out = self._put(new)
         self._changed()
         return out
@@ -461,6 +467,16 @@ class ExampleSet:
     def clear(self) -> None:
         self._examples = []
         self._changed()
+
+    def snapshot(self) -> ExampleSet:
+        """A copy of the set as it is now (no folder, no callbacks) for a run in another thread: later
+        changes of this set do not reach it. Pixels are shared (examples never change them in place)."""
+        import dataclasses
+
+        out = ExampleSet()
+        out._declared = list(self._declared)
+        out._examples = [dataclasses.replace(e) for e in self._examples]
+        return out
 
     # --- training data -----------------------------------------------------------------------
     def to_fewshot(self, classes: list[str] | None = None, uses_masks: bool = False):

@@ -187,7 +187,7 @@ class Predictor:
     def uses_masks(self) -> bool:
         return bool(getattr(self.model, "uses_masks", False))
 
-    def _masks(self, masks, vol, zs):
+    def _masks(self, masks, vol, zs, object_id=None):
         if not self.uses_masks:
             return None
         if masks is None:
@@ -196,19 +196,23 @@ class Predictor:
         m = m[None] if m.ndim == 2 else m
         if m.shape[:3] != vol.shape[:3]:
             raise LearnError(f"masks of shape {m.shape} do not match the image {vol.shape[:3]}")
+        if object_id is not None:  # a label volume: the object's own voxels, as in training
+            m = m == int(object_id)
         empty = [z for z in zs if not m[z].any()]
         if empty:
             raise LearnError(f"method {self.method!r} needs a mask on every slice; slice(s) {empty[:5]} have none")
         return m
 
     def predict_volume(self, volume, slices=None, *, masks=None, spacing=None, batch_size: int = 16,
-                       progress=None, cancel=None) -> Prediction:
+                       progress=None, cancel=None, object_id: int | None = None) -> Prediction:
         """Class probabilities of ``slices`` (default: all) of a (Z, Y, X) volume or one 2D image.
-        ``masks``: a label/bool volume of the same shape (required by mask-using methods)."""
+        ``masks``: a bool volume of the same shape, or a label volume with ``object_id`` naming the
+        object whose voxels are the mask (required by mask-using methods; a label volume without
+        ``object_id`` counts every labelled voxel)."""
         from napari_medprompt.train.predict import predict
 
         vol, zs = _as_slices(volume, slices)
-        m = self._masks(masks, vol, zs)
+        m = self._masks(masks, vol, zs, object_id)
         out, done = [], []
         for i in range(0, len(zs), max(1, int(batch_size))):
             if _cancelled(cancel):
@@ -232,27 +236,34 @@ class Predictor:
         return Prediction(predict(self.model, ims, masks if self.uses_masks else None, spacings=_sp(spacing)),
                           self.classes, None, self.version, self.random_weights)
 
-    def predict_objects(self, session, volume, *, spacing=None, slices_with=None) -> dict[int, Prediction]:
+    def predict_objects(self, session, volume, *, spacing=None, slices_with=None, labels=None,
+                        object_ids=None) -> dict[int, Prediction]:
         """Per object of ``session``: probabilities on each slice where it has voxels (``slices_with``:
         only slices with one of these statuses), with its mask for mask-using methods. ``Prediction.mean``
-        is the object's overall answer."""
+        is the object's overall answer. ``labels``/``object_ids``: a copy of the session's labels and
+        its object ids taken beforehand (a worker then never reads the live session's voxels)."""
         vol = np.asarray(volume)
         vol = vol[None] if vol.ndim == 2 else vol
+        lab = np.asarray(session.labels) if labels is None else np.asarray(labels)
+        lab = lab[None] if lab.ndim == 2 else lab
+        ids = sorted(session.objects) if object_ids is None else sorted(int(o) for o in object_ids)
         out = {}
-        for oid, obj in sorted(session.objects.items()):
-            zs = sorted(session.slice_voxels(oid))
+        for oid in ids:
+            zs = [int(z) for z in np.flatnonzero((lab == oid).reshape(lab.shape[0], -1).any(axis=1))]
             if slices_with is not None:
-                zs = [z for z in zs if obj.slice_status.get(z) in slices_with]
+                status = session.objects[oid].slice_status
+                zs = [z for z in zs if status.get(z) in slices_with]
             if not zs:
                 continue
-            masks = (session.labels == oid) if self.uses_masks else None
-            out[oid] = self.predict_volume(vol, zs, masks=masks, spacing=spacing)
+            out[oid] = self.predict_volume(vol, zs, masks=lab if self.uses_masks else None, spacing=spacing,
+                                           object_id=oid)
         if not out:
             raise LearnError("no object of this session has voxels to predict on")
         return out
 
     def heatmap_volume(self, volume, slices=None, *, masks=None, spacing=None, batch_size: int = 8,
-                       target: int | None = None, progress=None, cancel=None) -> HeatmapVolume:
+                       target: int | None = None, progress=None, cancel=None,
+                       object_id: int | None = None) -> HeatmapVolume:
         """Heat maps of ``slices`` (default: all) of a (Z, Y, X) volume, batched (see module docstring).
         ``target``: the class to explain (default: each slice's predicted class)."""
         import torch
@@ -261,7 +272,7 @@ class Predictor:
         from napari_medprompt.train.preprocess import masks_to_tensor, preprocess_of
 
         vol, zs = _as_slices(volume, slices)
-        m = self._masks(masks, vol, zs)
+        m = self._masks(masks, vol, zs, object_id)
         if target is not None and not 0 <= int(target) < len(self.classes):
             raise LearnError(f"target {target} is not a class index of {self.classes}")
         spec = preprocess_of(self.model)

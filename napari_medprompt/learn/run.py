@@ -11,8 +11,12 @@ napari's ``thread_worker`` can wrap it as it is (it is a plain generator; nothin
 keeps the best completed epoch (by the validation metric, or the last completed one without a
 validation split) and that becomes a version with status ``stopped``; when no epoch completed,
 nothing is written. Every finished run becomes a new version of the model store (nothing is
-overwritten); the version's record carries, under ``learn``, the modality, the example counts and
-whether the backbone ran on random weights.
+overwritten); it becomes the active model only when no version is active (the first model): a
+version the user activated or rolled back to stays active, and the ``done`` message says that the
+new version is not active. The version's record carries, under ``learn``, the modality, the
+training and validation example counts per class (``n_train_per_class``, ``n_val_per_class``, as
+the loop split them), the examples with masks when the run started, and whether the backbone ran on
+random weights.
 
 When the backbone's pretrained weights are not available (no network, nothing cached) and
 ``allow_random_weights`` is true, the backbone is built with random weights: the ``start`` event's
@@ -111,6 +115,7 @@ class LearnRun:
             raise LearnError(f"method {method!r} cannot train now: {choice.reason}")
         self.examples = examples
         self.data = examples.to_fewshot(uses_masks=self.info.uses_masks)
+        self.n_with_masks = int(examples.n_with_masks)  # counted now: the set may change during training
         if val_fraction == "auto":
             val_fraction = _auto_val_fraction(self.data)
         self.val_fraction = float(val_fraction)
@@ -143,6 +148,7 @@ class LearnRun:
         self.result: RunResult | None = None
         self.random_weights = False
         self.model = None
+        self.activated = False  # whether the run's version became the active model
 
     # ---------------------------------------------------------------------------------------
     @property
@@ -202,10 +208,12 @@ class LearnRun:
         done = None
         t0 = time.perf_counter()
         features_share = 0.1 if getattr(model, "cached_features", False) else 0.0
+        start: dict = {}
         for ev in train_iter(config, self.data, model):
             out = LearnEvent(ev.kind, ev.epoch, ev.epochs, ev.step, ev.steps, ev.loss, None, ev.metrics,
                              ev.eta_s, 0.0, ev.message, rw)
             if ev.kind == "start":
+                start = dict(ev.metrics or {})
                 out.message = "; ".join(m for m in (RANDOM_WARNING if rw else "", ev.metrics.get("selection", ""))
                                         if m)
             elif ev.kind == "features":
@@ -215,7 +223,7 @@ class LearnRun:
                     out.progress = features_share + (1 - features_share) * ev.step / ev.steps
                 elif ev.epochs:
                     out.progress = features_share + (1 - features_share) * ev.epoch / ev.epochs
-                if ev.metrics and config.monitor in ev.metrics:
+                if start.get("n_val") and ev.metrics and config.monitor in ev.metrics:  # validation only
                     out.val_metric = float(ev.metrics[config.monitor])
             elif ev.kind == "done":
                 done = ev
@@ -228,16 +236,29 @@ class LearnRun:
         vid = None
         if status != "stopped-before-first-epoch":
             saved = {k: v for k, v in final.items() if k not in ("written", "version")}
-            counts = {c: int(n) for c, n in zip(self.data.classes, self.data.class_counts())}
+            classes = list(self.data.classes)
+
+            def per_class(key):
+                n = start.get(key, final.get(key))
+                return None if n is None else {c: int(k) for c, k in zip(classes, n)}
+
+            train_pc = per_class("n_train_per_class")
+            val_pc = per_class("n_val_per_class")
             notes = {"learn": {
                 "modality": self.modality, "random_weights": rw, "n_examples": len(self.data),
-                "per_class": counts, "n_groups": int(len(set(self.data.groups))),
-                "n_with_masks": int(self.examples.n_with_masks), "cancelled": self.cancelled,
+                "n_train": int(start.get("n_train", final.get("n_train", len(self.data)))),
+                "n_val": int(start.get("n_val", final.get("n_val", 0)) or 0),
+                "n_train_per_class": train_pc, "n_val_per_class": val_pc,
+                "n_groups": int(len(set(self.data.groups))),
+                "n_with_masks": self.n_with_masks, "cancelled": self.cancelled,
                 "seconds": round(time.perf_counter() - t0, 3),
             }}
+            active_before = self.store.active
+            activate = active_before is None  # the first model; never override the user's active choice
             vid = self.store.add(model, config=config.to_dict(), data_fingerprint=final.get("train_set_sha256"),
-                                 metrics=saved, preprocess=model.preprocess, parent=True, activate=True,
+                                 metrics=saved, preprocess=model.preprocess, parent=True, activate=activate,
                                  status=status, notes=notes)
+            self.activated = activate
             model.store_version = vid
             yield LearnEvent("version", progress=1.0, message=f"saved as version {vid}" +
                              (" (RANDOM weights)" if rw else ""), random_weights=rw, version=vid)
@@ -247,6 +268,9 @@ class LearnRun:
             msg = f"cancelled: kept epoch {final.get('best_epoch')} as version {vid}"
         else:
             msg = f"trained version {vid} ({status})"
+        if vid is not None and not self.activated:
+            msg += (f"; version {vid} is NOT active: {active_before} stays the active model "
+                    f"(activate {vid} in the Models tab to use it)")
         if rw:
             msg += " — " + RANDOM_WARNING
         self.result = RunResult(vid, status, final, rw, self.cancelled, msg)

@@ -37,6 +37,36 @@ def _selected_metrics(rec: dict) -> tuple[str | None, dict]:
     return None, {}
 
 
+def _per_class_text(counts, classes) -> str:
+    if isinstance(counts, dict):
+        return ", ".join(f"{c} {n}" for c, n in counts.items())
+    if isinstance(counts, (list, tuple)):
+        names = classes if isinstance(classes, (list, tuple)) and len(classes) == len(counts) else None
+        return ", ".join(f"{names[i]} {n}" if names else str(n) for i, n in enumerate(counts))
+    return ""
+
+
+def _data_text(rec: dict) -> str:
+    """The examples a version learned from: "train a 4, b 4; val a 1, b 1" (the loop's split; older
+    records without the split show their counts as they were stored)."""
+    learn = rec.get("learn") or {}
+    m = rec.get("metrics") or {}
+    classes = rec.get("classes")
+    train = learn.get("n_train_per_class") or m.get("n_train_per_class")
+    if train is not None:
+        text = f"train {_per_class_text(train, classes)}"
+        val = learn.get("n_val_per_class")
+        if val:
+            text += f"; val {_per_class_text(val, classes)}"
+        elif "n_val_per_class" in learn or m.get("n_val") == 0:
+            text += "; no val"
+        return text
+    per_class = learn.get("per_class")
+    if isinstance(per_class, dict):
+        return ", ".join(f"{c}: {n}" for c, n in per_class.items())
+    return f"{m.get('n_train', '?')} examples"
+
+
 def version_rows(store) -> list[dict]:
     """One row per version (oldest first): id, active, method, backbone, data, metrics, balanced_accuracy,
     date, random_weights, status, modality."""
@@ -46,11 +76,7 @@ def version_rows(store) -> list[dict]:
             rec = store.get(s["id"])
             split, met = _selected_metrics(rec)
             learn = rec.get("learn") or {}
-            per_class = learn.get("per_class") or (rec.get("metrics") or {}).get("n_train_per_class")
-            if isinstance(per_class, dict):
-                data = ", ".join(f"{c}: {n}" for c, n in per_class.items())
-            else:
-                data = f"{(rec.get('metrics') or {}).get('n_train', '?')} examples"
+            data = _data_text(rec)
             bal = met.get("balanced_accuracy")
             loss = (rec.get("metrics") or {}).get("train_loss")
             if split and bal is not None:

@@ -46,6 +46,26 @@ def test_accepted_objects_of_two_sessions_become_grouped_examples_with_masks():
     assert ex.counts() == {"benign": 2, "smooth": 3, "striped": 6}
 
 
+def test_slices_rejected_or_erased_later_leave_the_example_set_when_the_image_is_added_again(tmp_path):
+    s, vol, _ = annotated_session(0, n_per_object=3)
+    ex = ExampleSet(tmp_path / "examples")
+    ex.add_session(s, vol)
+    assert len(ex) == 6 and ex.last_dropped == 0
+    other, vol1, _ = annotated_session(1, n_per_object=3)
+    ex.add_session(other, vol1)
+    s.set_status(1, [1], "rejected")
+    z2 = sorted(s.slice_voxels(2))[0]
+    s.labels[z2][s.labels[z2] == 2] = 0  # erased
+    ex.add_session(s, vol)
+    assert ex.last_dropped == 2 and len(ex) == 10, "the other image's examples stay"
+    keys = {(e.object_id, e.slice_index) for e in ex if e.source_key == ex[0].source_key}
+    assert (1, 1) not in keys and (2, z2) not in keys
+    assert len(ExampleSet.open(tmp_path / "examples")) == 10, "the drop is saved"
+    s.set_status(1, sorted(s.objects[1].slice_status), "rejected")
+    s.set_status(2, sorted(s.objects[2].slice_status), "rejected")
+    assert ex.add_session(s, vol) == [] and ex.last_dropped == 4 and len(ex) == 6
+
+
 def test_objects_without_a_class_are_reported():
     s, vol, _ = annotated_session(0, n_per_object=2, classes=None)
     with pytest.raises(LearnError, match="have no class"):
@@ -59,9 +79,11 @@ def test_current_slice_whole_image_and_image_level_class():
     assert e.slice_index == 3 and e.mask is None and e.spacing == (0.7, 0.6) and e.source == "scan.nrrd"
     keyed = ex.add_slice(vol, 4, "normal", source_key="/home/Doe^John/scan.nrrd|5x20x30|2x0.7x0.6")
     assert "Doe" not in keyed.source_key + keyed.group and keyed.source_key.startswith("key-")
-    assert ex.add_slice(vol, 4, "other", source_key="/home/Doe^John/scan.nrrd|5x20x30|2x0.7x0.6").uid == keyed.uid, \
-        "the same slice of the same image is one example"
-    ex.remove([keyed.uid])
+    n = len(ex)
+    again = ex.add_slice(vol, 4, "other", source_key="/home/Doe^John/scan.nrrd|5x20x30|2x0.7x0.6")
+    assert len(ex) == n and again.class_name == "other", "the same slice of the same image is one example"
+    assert again.uid != keyed.uid and keyed.uid not in ex.uids, "a replaced example gets a new uid (pixel file)"
+    ex.remove([again.uid])
     xray = np.random.default_rng(1).integers(0, 255, (40, 32), dtype=np.uint8)
     from napari_medprompt.session import AnnotationSession
 

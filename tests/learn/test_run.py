@@ -21,6 +21,7 @@ from napari_medprompt.learn import (
     LearnRun,
     LearnWorkspace,
     Predictor,
+    activate,
     compare,
     delete_version,
     pick_device,
@@ -66,11 +67,12 @@ def test_a_run_reports_progress_and_becomes_a_flagged_version(trained):
     assert progress == sorted(progress) and progress[-1] == 1.0
     assert run.result.version == "v0001" and run.result.status == "finished" and run.result.random_weights
     rec = ws.store.get("v0001")
-    assert rec["learn"]["random_weights"] is True and rec["learn"]["per_class"] == {"smooth": 24, "striped": 24}
-    assert rec["learn"]["n_groups"] == 2 and ws.store.active == "v0001"
+    assert rec["learn"]["random_weights"] is True and rec["learn"]["n_train_per_class"] == {"smooth": 24, "striped": 24}
+    assert rec["learn"]["n_val_per_class"] is None and rec["learn"]["n_with_masks"] == 48
+    assert rec["learn"]["n_groups"] == 2 and ws.store.active == "v0001", "the first model becomes active"
     (row,) = version_rows(ws.store)
     assert row["random_weights"] and row["method"] == "vpt-shallow" and row["backbone"] == "test-vit-tiny"
-    assert row["data"] == "smooth: 24, striped: 24" and row["active"] and row["date"]
+    assert row["data"] == "train smooth 24, striped 24; no val" and row["active"] and row["date"]
 
 
 def test_predictions_on_a_new_volume_and_the_heat_map_peaks_on_the_deciding_lesion(trained, test_volume):
@@ -176,7 +178,14 @@ def test_cancel_keeps_the_best_completed_epoch_and_writes_nothing_before_one(tra
     assert rec["status"] == "stopped" and rec["learn"]["cancelled"] is True
     best = max(epochs, key=lambda e: (e.val_metric, -e.epoch))
     assert rec["metrics"]["val"]["balanced_accuracy"] == pytest.approx(best.val_metric)
-    ws.store.rollback("v0001")
+    assert ws.store.active == "v0001", "a stopped run does not replace the active model"
+    assert "v0002 is NOT active" in res.message
+    learn = rec["learn"]
+    train_n, val_n = sum(learn["n_train_per_class"].values()), sum(learn["n_val_per_class"].values())
+    assert val_n > 0 and train_n + val_n == 48 and learn["n_train"] == train_n and learn["n_val"] == val_n
+    row = next(r for r in version_rows(ws.store) if r["id"] == "v0002")
+    assert row["data"] == ("train " + ", ".join(f"{c} {n}" for c, n in learn["n_train_per_class"].items())
+                           + "; val " + ", ".join(f"{c} {n}" for c, n in learn["n_val_per_class"].items()))
 
 
 def test_versions_switch_compare_roll_back_exactly_and_survive_a_restart(trained, test_volume):
@@ -188,6 +197,9 @@ def test_versions_switch_compare_roll_back_exactly_and_survive_a_restart(trained
                    val_fraction=0, device="cpu")
     run.run()
     new = run.result.version
+    assert ws.store.active == "v0001", "a new version does not override the user's active choice"
+    assert not run.activated and f"version {new} is NOT active" in run.result.message
+    activate(ws.store, new)
     assert ws.store.active == new
     second = Predictor.load(ws.store)
     assert second.version == new and not np.array_equal(second.predict_volume(vol).probabilities, first)
@@ -283,3 +295,43 @@ def test_device_pick_and_epoch_estimate():
     slow = estimate_epoch_seconds("vpt-shallow", "test-vit-tiny", 40, device="cpu")
     assert fast > 0 and slow == pytest.approx(3 * fast), "backpropagating through the encoder costs ~3 passes"
     assert estimate_epoch_seconds("linear-probe", "test-vit-tiny", 80, device="cpu") == pytest.approx(2 * fast)
+
+
+def test_training_free_run_without_validation_reports_no_validation_metric(trained):
+    ws, _, _ = trained
+    run = LearnRun(ws.examples, ws.store, method="tip-adapter", backbone="test-vit-tiny", val_fraction=0,
+                   device="cpu")
+    events = list(run.events())
+    assert events[0].metrics["n_val"] == 0
+    assert all(e.val_metric is None for e in events), "training-set metrics are not shown as validation"
+    assert run.result.version is not None
+
+
+def test_mask_methods_predict_with_the_chosen_objects_own_mask(test_volume):
+    """A label volume with two objects on the same slices: the mask of ``object_id`` is that object's
+    voxels (as in training), not every labelled voxel; per-object prediction reads a given labels copy."""
+    from napari_medprompt.classify.backbones.registry import create_backbone
+    from napari_medprompt.classify.base import method_class
+
+    s, vol, lesion = test_volume
+    torch.manual_seed(0)
+    model = method_class("mask-guided-clip")(create_backbone("test-vit-tiny", "random", device="cpu"),
+                                             ["smooth", "striped"])
+    p = Predictor(model)
+    assert p.uses_masks
+    labels = np.zeros(vol.shape, np.int32)
+    labels[:, 4:20, 4:20] = 1
+    labels[:, 30:60, 30:60] = 2
+    zs = [0, 1]
+    own = p.predict_volume(vol, zs, masks=labels, object_id=2).probabilities
+    np.testing.assert_allclose(own, p.predict_volume(vol, zs, masks=labels == 2).probabilities, atol=1e-6)
+    union = p.predict_volume(vol, zs, masks=labels > 0).probabilities
+    assert not np.allclose(own, union, atol=1e-6), "the union of all objects is another input"
+    heat = p.heatmap_volume(vol, zs, masks=labels, object_id=2)
+    np.testing.assert_allclose(heat.probabilities, own, atol=1e-4)
+    copy = np.zeros(vol.shape, np.int32)
+    copy[3:5, 30:60, 30:60] = 7
+    objs = p.predict_objects(s, vol, labels=copy, object_ids=[7])
+    assert set(objs) == {7} and objs[7].slices == [3, 4]
+    np.testing.assert_allclose(objs[7].probabilities, p.predict_volume(vol, [3, 4], masks=copy == 7).probabilities,
+                               atol=1e-6)
