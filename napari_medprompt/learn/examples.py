@@ -12,7 +12,9 @@ On disk (``folder``), written after every change when the set has a folder::
     data/<uid>.npz         the example's pixels (``image``) and mask (``mask``), written atomically
 
 Reading trusts ``examples.json`` only: pixel files it does not list (leftovers of an interrupted
-write) are ignored and removed by the next save. :meth:`ExampleSet.to_fewshot` turns the set into the
+write) are ignored and removed by the next save. An example whose pixel file cannot be read is left
+out and flagged in :attr:`ExampleSet.unreadable` (its record and file stay on disk as they are); the
+rest of the set opens. :meth:`ExampleSet.to_fewshot` turns the set into the
 training loop's :class:`~napari_medprompt.train.data.FewShotData` (with groups).
 """
 
@@ -131,6 +133,8 @@ class ExampleSet:
         self._declared: list[str] = []
         self._callbacks: list[Callable[[], None]] = []
         self.last_dropped = 0  # object examples the last add_session dropped (no longer accepted)
+        #: (record, reason) of examples whose pixel file could not be read: not used, kept on disk as they are
+        self.unreadable: list[tuple[dict, str]] = []
 
     # --- opening -----------------------------------------------------------------------------
     @classmethod
@@ -155,9 +159,11 @@ class ExampleSet:
                 with np.load(f, allow_pickle=False) as z:
                     image = z["image"]
                     mask = z["mask"] if "mask" in z.files else None
-            except Exception as err:
-                raise LearnError(f"example {rec.get('uid')} of {path}: its pixels {f} cannot be read "
-                                 f"({type(err).__name__}: {err})") from err
+            except Exception as err:  # flagged, kept on disk as it is; the other examples still open
+                out.unreadable.append((dict(rec), f"example {rec.get('uid')} ({rec.get('class')}, "
+                                       f"{rec.get('source') or 'image'}): its pixels {f.name} cannot be read "
+                                       f"({type(err).__name__}: {err})"))
+                continue
             sp = rec.get("spacing")
             out._examples.append(Example(
                 uid=str(rec["uid"]), class_name=str(rec["class"]), image=image, mask=mask,
@@ -522,9 +528,9 @@ class ExampleSet:
                 atomic_write_bytes(data / f"{e.uid}.npz", buf.getvalue())
                 e.saved = True
             man = {"format": FORMAT, "classes": list(self._declared),
-                   "examples": [e.record() for e in self._examples]}
+                   "examples": [e.record() for e in self._examples] + [r for r, _ in self.unreadable]}
             atomic_write_text(self.folder / MANIFEST, json.dumps(man, indent=1))
-            keep = set(self.uids)
+            keep = set(self.uids) | {str(r.get("uid")) for r, _ in self.unreadable}
             for p in data.glob("*.npz"):
                 if p.stem not in keep:
                     p.unlink(missing_ok=True)

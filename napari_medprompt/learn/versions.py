@@ -80,7 +80,11 @@ def version_rows(store) -> list[dict]:
             bal = met.get("balanced_accuracy")
             loss = (rec.get("metrics") or {}).get("train_loss")
             if split and bal is not None:
-                metrics = f"{split} balanced acc {bal:.3f}" + (" (training set)" if split == "train" else "")
+                n_val = (rec.get("metrics") or {}).get("n_val")
+                if split == "val" and n_val:  # the same examples chose the kept epoch: not a held-out test
+                    metrics = f"val (used for epoch selection, n={n_val}) balanced acc {bal:.3f}"
+                else:
+                    metrics = f"{split} balanced acc {bal:.3f}" + (" (training set)" if split == "train" else "")
             elif loss is not None:
                 metrics = f"no validation split; train loss {loss:.3g}"
             else:

@@ -146,6 +146,12 @@ def test_learn_loop_two_volumes(make_napari_viewer, qtbot, tmp_path, monkeypatch
     assert not res.cancelled and res.status in ("finished", "early-stopped") and res.version == "v0002"
     assert job.events[-1].kind == "done" and job.events[-1].progress == 1.0
     assert learn.versions.rowCount() == 2
+    assert learn.active_version() == "v0001", "a new version never overrides the active model"
+    assert "v0002 is NOT active" in learn.messages[-1][1]
+    assert "data: train benign" in learn.versions.item(1, 2).toolTip()  # the loop's split, per class
+    learn.select_versions(["v0002"])
+    press(qtbot, learn.activate)
+    _idle(qtbot, learn)
     assert learn.active_version() == "v0002"
     assert "last run" in learn.eta.text()  # the ETA now comes from the runs made here
     assert "RANDOM" in learn.versions.item(1, 3).text()

@@ -124,3 +124,59 @@ def test_segment_dock_answers_while_a_model_trains(make_napari_viewer, qtbot, tm
     press(qtbot, learn.cancel)
     qtbot.waitUntil(lambda: not job.running, timeout=120000)
     assert job.result is not None and job.result.cancelled
+
+
+def test_adding_a_2d_image_keeps_the_image_class_set_elsewhere(make_napari_viewer, qtbot, tmp_path, monkeypatch):
+    xray = np.random.default_rng(0).integers(0, 255, (48, 40)).astype(np.uint8)
+    viewer, seg = make_widget(make_napari_viewer, monkeypatch, tmp_path,
+                              add_image=lambda v: v.add_image(xray, name="xray"))
+    learn = dock_plugin_widget(viewer, "Learn")
+    session = seg.ctrl.session
+    assert session.image_class is None
+    learn.class_box.setCurrentText("normal")
+    press(qtbot, learn.add_slice)
+    assert session.image_class == "normal", "an image without class takes the example's"
+    session.set_image_class("pneumonia")  # the clinician's class, set in the Review panel
+    learn.class_box.setCurrentText("normal")
+    press(qtbot, learn.add_slice)
+    assert session.image_class == "pneumonia", "the Learn dock never overwrites the image's class"
+    assert [e.class_name for e in learn.workspace.examples] == ["normal"]
+    assert "stays 'pneumonia'" in learn.messages[-1][1]
+
+
+def test_a_run_trains_on_the_examples_as_they_were_when_train_was_pressed(make_napari_viewer, qtbot, tmp_path,
+                                                                           monkeypatch):
+    import napari_medprompt._qt.learn.widget as widget_module
+
+    vol, _lesions = lesion_volume(0)
+    viewer, seg = make_widget(make_napari_viewer, monkeypatch, tmp_path,
+                              add_image=lambda v: v.add_image(vol, name="case1", scale=(3.0, 0.8, 0.8)))
+    learn = dock_plugin_widget(viewer, "Learn")
+    learn.backbone.setCurrentIndex(learn.backbone.findData("test-vit-tiny"))
+    learn.method.setCurrentIndex(learn.method.findData("linear-probe"))
+    for cls, zs in (("benign", (1, 2, 3)), ("malignant", (7, 8, 9))):
+        learn.class_box.setCurrentText(cls)
+        for z in zs:
+            seg.ctrl.jump_to_slice(z)
+            press(qtbot, learn.add_slice)
+    assert len(learn.workspace.examples) == 6
+
+    made = []
+
+    class Job:  # captures the run factory the worker would call
+        running = cancelling = False
+
+        def __init__(self, make_run, **kw):
+            made.append(make_run)
+
+    monkeypatch.setattr(widget_module, "TrainingJob", Job)
+    monkeypatch.setattr(learn, "_register_task", lambda desc: None)
+    learn.start_training()
+    assert made
+    ex = learn.workspace.examples
+    ex.remove([e.uid for e in ex if e.slice_index in (1, 7)])  # the user edits the set meanwhile
+    ex.rename_class("benign", "small")
+    run = made[0]()  # what the worker builds afterwards
+    assert len(run.data) == 6 and run.data.classes == ["benign", "malignant"]
+    assert len(ex) == 4
+    learn.job = None

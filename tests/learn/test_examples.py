@@ -176,6 +176,16 @@ def test_example_set_reopens_identically_and_writes_atomically(tmp_path):
     # a pixel file not listed in the manifest (an interrupted write) is ignored
     (ws.root / "examples" / DATA_DIR / "deadbeef.npz").write_bytes(b"partial")
     assert len(ExampleSet.open(ws.root / "examples")) == len(ex)
+    # one unreadable pixel file: that example is flagged, the rest opens, nothing is deleted
+    bad = ws.root / "examples" / DATA_DIR / f"{ex[0].uid}.npz"
+    bad.write_bytes(b"not an npz")
+    flagged = ExampleSet.open(ws.root / "examples")
+    assert len(flagged) == len(ex) - 1 and [r["uid"] for r, _ in flagged.unreadable] == [ex[0].uid]
+    assert "cannot be read" in flagged.unreadable[0][1]
+    assert len(LearnWorkspace(ws.root).examples) == len(ex) - 1, "the workspace (and the Models tab) opens"
+    flagged.add(np.eye(8), "smooth")  # a save keeps the flagged record and its file as they are
+    again = ExampleSet.open(ws.root / "examples")
+    assert bad.exists() and len(again) == len(ex) and len(again.unreadable) == 1
     (ws.root / "examples" / MANIFEST).write_text("{broken")
     with pytest.raises(LearnError, match="cannot be read"):
         ExampleSet.open(ws.root / "examples")

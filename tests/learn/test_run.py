@@ -186,6 +186,7 @@ def test_cancel_keeps_the_best_completed_epoch_and_writes_nothing_before_one(tra
     row = next(r for r in version_rows(ws.store) if r["id"] == "v0002")
     assert row["data"] == ("train " + ", ".join(f"{c} {n}" for c, n in learn["n_train_per_class"].items())
                            + "; val " + ", ".join(f"{c} {n}" for c, n in learn["n_val_per_class"].items()))
+    assert row["metrics"].startswith(f"val (used for epoch selection, n={val_n}) balanced acc")
 
 
 def test_versions_switch_compare_roll_back_exactly_and_survive_a_restart(trained, test_volume):

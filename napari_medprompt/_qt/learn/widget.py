@@ -213,6 +213,10 @@ class LearnWidget(QWidget):
             self.workspace = None
             self._message("error", f"The learn folder {root} cannot be opened: {err}")
             return
+        bad = self.workspace.examples.unreadable
+        if bad:
+            self._message("warning", f"{len(bad)} example(s) cannot be read and are left out (kept on disk): "
+                                     + "; ".join(reason for _r, reason in bad[:3]))
         self._unsub_examples = self.workspace.examples.on_change(self._relay.changed.emit)
         self._predictors.clear()
         self._thumbs.clear()
@@ -288,9 +292,13 @@ class LearnWidget(QWidget):
             if data.ndim == 2 or getattr(layer, "rgb", False):
                 e = ex.add(data, name, source=session.image_name, source_key=session.image_key, origin="image",
                            spacing=spacing[1:], modality=modality)
-                if session.image_class != name:
+                kept = ""
+                if session.image_class is None:
                     session.set_image_class(name)
-                self._message("info", f"Added the whole image as '{name}' ({len(ex)} examples).")
+                elif session.image_class != name:  # set by the clinician elsewhere: never overwritten here
+                    kept = (f" The image's own class stays '{session.image_class}' (change it in the Segment "
+                            "or Review panel if it is wrong).")
+                self._message("info", f"Added the whole image as '{name}' ({len(ex)} examples).{kept}")
             else:
                 z = self.current_slice()
                 e = ex.add_slice(data, z, name, source=session.image_name, source_key=session.image_key,
@@ -314,8 +322,11 @@ class LearnWidget(QWidget):
             self._message("warning", str(err))
             return []
         objs = len({e.object_id for e in added if e.object_id is not None})
+        dropped = ex.last_dropped
+        gone = (f" Dropped {dropped} example(s) of this image whose slices are no longer accepted."
+                if dropped else "")
         self._message("info", f"Added {len(added)} example(s) from {objs} object(s) of {session.image_name} "
-                              f"({len(ex)} examples in the set).")
+                              f"({len(ex)} examples in the set).{gone}")
         return added
 
     def import_examples(self, path: str | None = None, kind: str = "folder") -> list:
@@ -612,9 +623,10 @@ class LearnWidget(QWidget):
             self._message("warning", f"{name} cannot train now: {choice.reason}")
             return None
         backbone = self.backbone.currentData()
+        examples = ws.examples.snapshot()  # the run's data, taken here: adding/removing during training is safe
 
         def make_run():
-            return LearnRun(ws.examples, ws.store, method=name, backbone=backbone, options=options, **schedule)
+            return LearnRun(examples, ws.store, method=name, backbone=backbone, options=options, **schedule)
 
         self.curves.clear()
         self.curves.add_series("training loss (per step)", "#56b4e9")
@@ -958,22 +970,31 @@ class LearnWidget(QWidget):
                 slices = list(range(lo, hi + 1))
             elif mode == "Whole volume":
                 slices = list(range(n))
-        labels = np.asarray(session.labels) if session is not None else None
+        # a copy taken here: the worker never reads labels the main thread may be editing
+        labels = np.array(session.labels, copy=True) if session is not None else None
+        object_ids = sorted(session.objects) if session is not None else []
+        current = int(self.ctrl.current_object or 0)
         sp = spacing[1:]
 
         def job(progress, cancel):
             pred = self._predictor(vid, modality)
             if mode == "Every object":
-                objs = pred.predict_objects(session, data if volume else data[None], spacing=sp)
+                objs = pred.predict_objects(session, data if volume else data[None], spacing=sp, labels=labels,
+                                            object_ids=object_ids)
                 return {"mode": mode, "objects": objs, "version": vid, "random_weights": pred.random_weights}
-            masks = None
-            if pred.uses_masks:
-                masks = labels > 0 if labels is not None else None
+            masks = oid = None
+            if pred.uses_masks:  # the current object's own voxels, as each example's mask in training
+                if not current or current not in object_ids:
+                    raise LearnError(f"method {pred.method!r} classifies an object: choose one (Segment panel) "
+                                     "or predict on every object")
+                masks, oid = labels, current
             vol = data if volume else data[None]
             if heatmap:
-                heat = pred.heatmap_volume(vol, slices, masks=masks, spacing=sp, progress=progress, cancel=cancel)
+                heat = pred.heatmap_volume(vol, slices, masks=masks, spacing=sp, progress=progress, cancel=cancel,
+                                           object_id=oid)
                 return {"mode": mode, "heat": heat, "version": vid, "random_weights": pred.random_weights}
-            probs = pred.predict_volume(vol, slices, masks=masks, spacing=sp, progress=progress, cancel=cancel)
+            probs = pred.predict_volume(vol, slices, masks=masks, spacing=sp, progress=progress, cancel=cancel,
+                                        object_id=oid)
             return {"mode": mode, "probs": probs, "version": vid, "random_weights": pred.random_weights}
 
         self._predict_request = (mode, slices, heatmap)
