@@ -19,10 +19,16 @@ Held-out slices. Before training, some accepted slices are set aside and never t
 
 - several images (several sessions): whole images are held out (about ``holdout`` of them);
 - one image: per object, a contiguous block of about ``holdout`` of its accepted slices (at least one)
-  at the end of its slice range is held out, and the ``gap`` slices next to that block are dropped
-  from training, since neighbouring CT/MR slices are near-copies of each other. When dropping them
-  would leave an object nothing to train on, they are kept and :attr:`SegAdaptRun.split_note` says so.
-  Another object may be trained on the same slice index (a different structure on the same image).
+  at the end of its slice range is held out. No object trains on any held-out slice of any object,
+  nor on the ``gap`` slices next to one (neighbouring CT/MR slices are near-copies of each other, and
+  adapters of the image encoder would otherwise learn the held-out pixels through another object).
+  When the gap would leave an object nothing to train on, only the held-out slices themselves are left
+  out for it and :attr:`SegAdaptRun.split_note` says so; when even that leaves nothing, the run is refused.
+
+The slices, masks and prompts of the training and held-out samples are copied when the run is
+constructed (on the caller's thread): later edits of the session (a slice erased or rejected, an object
+deleted) do not change what the run trains on or measures; :meth:`SegAdaptRun.events` never reads the
+session.
 
 The held-out slices are not used for model selection either: the run trains a fixed number of epochs
 (no validation split, no early stopping), then measures Dice (per slice at the model's input size,
@@ -173,6 +179,11 @@ class _Sample:
     object_name: str
     object_id: int
     z: int
+    image: np.ndarray | None = None  # the snapshot taken when the run was constructed
+    mask: np.ndarray | None = None
+    prompt: dict | None = None
+    label: str = ""  # "<image>: <object>, slice <z>"
+    group: str = ""  # the image key
 
 
 def _default_window(volume: np.ndarray) -> tuple[float, float]:
@@ -242,6 +253,8 @@ class SegAdaptRun:
             raise LearnError(f"intensity window {self.window} is empty (high must exceed low)")
         self.objects = self._choose_objects(object_ids)
         self.train_samples, self.heldout_samples, self.split_note = self._split()
+        self._snapshot(self.train_samples + self.heldout_samples)
+        self.image_names = [s.image_name for s, _v in self.sources]
         self.store = store if (store is None or isinstance(store, ModelStore)) else ModelStore(store)
         try:
             if self.store is not None:
@@ -327,26 +340,35 @@ class SegAdaptRun:
                 if not any(s.object_name == name for s in tr):
                     raise LearnError(f"{name} is accepted only on the held-out image(s); accept it on another image")
             return tr, va, note
-        tr, va, parts = [], [], []
+        blocks = {}
         for name in self.objects:
             mine = sorted((s for s in samples if s.object_name == name), key=lambda s: s.z)
             n = len(mine)
             k = min(n - 1, max(1, int(round(self.holdout * n))))
-            held = mine[n - k:]
-            lo, hi = held[0].z, held[-1].z
-            rest = mine[: n - k]
-            kept = [s for s in rest if not (lo - self.gap <= s.z <= hi + self.gap)]
-            if not kept:
-                kept = rest
-                parts.append(f"{name}: slices {_zs(held)} held out, trains on {_zs(kept)} (too few slices to leave "
-                             f"a {self.gap}-slice gap: neighbouring slices are on both sides)")
-            else:
-                dropped = len(rest) - len(kept)
+            blocks[name] = (mine[: n - k], mine[n - k:])
+        held_z = {s.z for _rest, held in blocks.values() for s in held}
+        near_z = {z + d for z in held_z for d in range(-self.gap, self.gap + 1)}
+        tr, va, parts = [], [], []
+        for name, (rest, held) in blocks.items():
+            kept = [s for s in rest if s.z not in near_z]
+            left_out = len(rest) - len(kept)
+            if kept:
                 parts.append(f"{name}: slices {_zs(held)} held out, trains on {_zs(kept)}"
-                             + (f" ({dropped} neighbouring slice(s) left out)" if dropped else ""))
+                             + (f" ({left_out} slice(s) on or neighbouring a held-out slice left out)"
+                                if left_out else ""))
+            else:
+                kept = [s for s in rest if s.z not in held_z]
+                if not kept:
+                    raise LearnError(f"{name}: every slice it is accepted on is held out for an object; accept "
+                                     "it on more slices (training on them would make the held-out Dice not held out)")
+                parts.append(f"{name}: slices {_zs(held)} held out, trains on {_zs(kept)} (NO {self.gap}-slice gap: "
+                             "it has no accepted slice away from the held-out ones, so it trains on slices next "
+                             "to held-out slices)")
             tr += kept
             va += held
-        note = "one image: per object, a block of its last accepted slices is held out — " + "; ".join(parts)
+        note = ("one image: per object, a block of its last accepted slices is held out; no object trains on "
+                f"any held-out slice (slices {_zs(va)}) or, unless noted, within {self.gap} slice(s) of one — "
+                + "; ".join(parts))
         return tr, va, note
 
     # ------------------------------------------------------------------------------ data
@@ -358,31 +380,31 @@ class SegAdaptRun:
     def heldout_slices(self) -> dict[str, list[int]]:
         return _by_object(self.heldout_samples)
 
+    def _snapshot(self, samples) -> None:
+        """Copy each sample's slice, mask and prompt out of its session now (the caller's thread)."""
+        import copy
+
+        for s in samples:
+            session, vol = self.sources[s.source]
+            s.image = np.array(vol[s.z], copy=True)
+            s.mask = np.asarray(session.labels[s.z]) == s.object_id
+            s.prompt = copy.deepcopy(session.objects[s.object_id].prompts.get(s.z))
+            s.label = f"{session.image_name}: {s.object_name}, slice {s.z}"
+            s.group = str(session.image_key)
+
     def _data(self, samples):
+        """The training-loop data of ``samples``, from their snapshot (never from the session)."""
         if self.family == SAM2_FAMILY:
             from napari_medprompt.seg_adapters.pairs import Sam2PairData
 
-            ims, masks, prompts, srcs, groups = [], [], [], [], []
-            for s in samples:
-                session, vol = self.sources[s.source]
-                ims.append(vol[s.z])
-                masks.append(np.asarray(session.labels[s.z]) == s.object_id)
-                prompts.append(session.objects[s.object_id].prompts.get(s.z))
-                srcs.append(f"{session.image_name}: {s.object_name}, slice {s.z}")
-                groups.append(session.image_key)
-            return Sam2PairData(ims, masks, [self.window] * len(ims), [None] * len(ims), prompts, srcs,
-                                groups).to_segdata()
+            return Sam2PairData([s.image for s in samples], [s.mask for s in samples], [self.window] * len(samples),
+                                [None] * len(samples), [s.prompt for s in samples], [s.label for s in samples],
+                                [s.group for s in samples]).to_segdata()
         from napari_medprompt.train.seg_data import SegData
 
-        ims, masks, prompts, srcs, groups = [], [], [], [], []
-        for s in samples:
-            session, vol = self.sources[s.source]
-            ims.append(np.asarray(vol[s.z], dtype=np.float32))  # windowed by the model's preprocessing
-            masks.append((np.asarray(session.labels[s.z]) == s.object_id).astype(np.uint8))
-            prompts.append([s.object_name])
-            srcs.append(f"{session.image_name}: {s.object_name}, slice {s.z}")
-            groups.append(session.image_key)
-        return SegData(ims, masks, prompts, srcs, groups)
+        return SegData([s.image.astype(np.float32) for s in samples],  # windowed by the model's preprocessing
+                       [s.mask.astype(np.uint8) for s in samples], [[s.object_name] for s in samples],
+                       [s.label for s in samples], [s.group for s in samples])
 
     # ------------------------------------------------------------------------------ run
     @property
@@ -556,7 +578,7 @@ class SegAdaptRun:
                    "objects": list(self.objects), "prompts": list(self.objects) if self.family == CLIPSEG_FAMILY else [],
                    "heldout": {c.name: {"base": c.base, "adapted": c.adapted, "n": c.n_heldout} for c in comparison},
                    "split": self.split_note, "window": list(self.window), "train_slices": self.train_slices,
-                   "heldout_slices": self.heldout_slices, "images": [s.image_name for s, _v in self.sources],
+                   "heldout_slices": self.heldout_slices, "images": list(self.image_names),
                    "cancelled": self.cancelled, "seconds": round(time.perf_counter() - t0, 3)}
             saved = {k: v for k, v in final.items() if k not in ("written", "version")}
             vid = self.store.add(model, config=config.to_dict(), data_fingerprint=final.get("train_set_sha256"),

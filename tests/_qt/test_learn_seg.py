@@ -128,6 +128,43 @@ def test_train_compare_and_activate_a_sam2_decoder(make_napari_viewer, qtbot, tm
     assert tab.start_training() is None and "Check at least one" in learn.messages[-1][1]
 
 
+def test_edits_while_training_do_not_change_the_run(make_napari_viewer, qtbot, tmp_path, monkeypatch):
+    """The run is built (its split shown) and its slices copied when Train is pressed: a clinician who
+    rejects a slice and deletes an object while it trains neither breaks it nor changes what it learns
+    from and measures on; the comparison table says RANDOM weights in its Dice headers."""
+    vol, organs = organ_volume(0)
+    viewer, seg = make_widget(make_napari_viewer, monkeypatch, tmp_path,
+                              add_image=lambda v: v.add_image(vol, name="synthetic CT", scale=(2.0, 0.8, 0.8)))
+    session = seg.ctrl.session
+    for name in ("liver", "left kidney"):
+        obj = session.new_object(name=name)
+        session.commit_slices(obj.id, organs[name], "accepted")
+    learn, tab = _open_tab(viewer)
+    qtbot.waitUntil(lambda: tab.objects.count() == 2, timeout=5000)
+    tab.method.setCurrentIndex(tab.method.findData("sam2-decoder"))
+    tab.image_size.setValue(SIZE)
+    tab.epochs.setValue(1)
+    with qtbot.waitSignal(tab.trained, timeout=240000) as blocker:
+        press(qtbot, tab.train)
+        assert tab.job is not None, learn.messages
+        shown = tab.split_label.text()
+        session.set_status(1, [3, 8], "rejected")  # a training and a held-out liver slice erased
+        session.delete_object(2)  # the kidney deleted while the base model loads
+    job = blocker.args[0]
+    res = job.result
+    assert job.error is None and res is not None and res.version, (job.error, learn.messages)
+    assert shown == "Held out: " + job.run.split_note and "liver: slices 7-8" in shown
+    rec = learn.workspace.seg_store.get(res.version)["seg"]
+    assert rec["train_slices"] == {"liver": [1, 2, 3, 4, 5], "left kidney": [3, 4, 5]}
+    assert rec["heldout_slices"] == {"liver": [7, 8], "left kidney": [8, 9]}
+    assert [c.name for c in res.comparison] == ["liver", "left kidney"]
+    assert all(c.n_heldout == 2 for c in res.comparison)
+    assert res.random_weights
+    for c in (2, 3):
+        assert "RANDOM" in tab.compare.horizontalHeaderItem(c).text()
+    _shot(tab, "learn_seg_adapter_random_header")
+
+
 def test_real_ct_organs_train_an_adapter_through_the_dock(make_napari_viewer, qtbot, tmp_path, monkeypatch):
     """The real CT with its organ labels: liver and spleen accepted on their slices, a SAM2 decoder trains
     for a few steps (3 short epochs) from them through the tab, the comparison is shown and the version is written."""

@@ -37,3 +37,19 @@ def organ_session(tmp_path=None, seed: int = 0, names=("liver", "left kidney"), 
         obj = session.new_object(name=name)
         session.commit_slices(obj.id, organs[name], status)
     return session, vol, organs
+
+
+def disk_session(ranges: dict[str, range], seed: int = 0):
+    """A session over :func:`organ_volume` with one accepted disk-shaped object per ``{name: slices}``
+    (each name at its own place), for tests of the held-out split."""
+    from napari_medprompt.session import AnnotationSession
+
+    vol, _ = organ_volume(seed)
+    yy, xx = np.mgrid[: SHAPE[1], : SHAPE[2]]
+    session = AnnotationSession(SHAPE, (2.0, 0.8, 0.8), image_key=f"disks-{seed}", image_name=f"disks {seed}",
+                                folder=None, autosave=False)
+    for i, (name, zs) in enumerate(ranges.items()):
+        m = (yy - 16 - 20 * i) ** 2 + (xx - 20 - 12 * i) ** 2 <= 36
+        obj = session.new_object(name=name)
+        session.commit_slices(obj.id, {z: m for z in zs}, "accepted")
+    return session, vol

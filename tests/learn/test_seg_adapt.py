@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.learn.seg_synthetic import organ_session
+from tests.learn.seg_synthetic import disk_session, organ_session
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("sam2")
@@ -83,6 +83,52 @@ def test_held_out_blocks_keep_neighbours_apart():
     src_va = {run.sources[s.source][0].image_key for s in run.heldout_samples}
     assert len(src_tr) == 1 and len(src_va) == 1 and not src_tr & src_va
     assert "whole images held out" in run.split_note
+
+
+def test_no_object_trains_on_a_slice_held_out_for_another():
+    """One image, liver on 0-7 (holds out 6-7), kidney on 4-10 (holds out 9-10): the kidney must not train
+    on liver's held-out slices 6-7 (or their neighbours), which an encoder adapter would learn pixel by pixel."""
+    session, vol = disk_session({"liver": range(0, 8), "kidney": range(4, 11)})
+    run = SegAdaptRun(session, vol, None, method="sam2-adapter", holdout=0.25, gap=1)
+    held = {z for zs in run.heldout_slices.values() for z in zs}
+    assert run.heldout_slices == {"liver": [6, 7], "kidney": [9, 10]}
+    for name, zs in run.train_slices.items():
+        assert all(min(abs(z - h) for h in held) > 1 for z in zs), (name, zs, held)
+    assert run.train_slices == {"liver": [0, 1, 2, 3, 4], "kidney": [4]}
+    assert "no object trains on any held-out slice" in run.split_note and "6-7, 9-10" in run.split_note
+    # no slice away from the held-out ones: trains next to them (no gap), said in the note
+    session, vol = disk_session({"liver": range(0, 8), "kidney": range(5, 9)})
+    run = SegAdaptRun(session, vol, None, method="sam2-decoder", holdout=0.25, gap=1)
+    assert run.heldout_slices["kidney"] == [8] and run.train_slices["kidney"] == [5]
+    assert "kidney" in run.split_note and "NO 1-slice gap" in run.split_note
+    assert not {z for zs in run.train_slices.values() for z in zs} & {6, 7, 8}
+    # every slice of the kidney held out for some object: refused rather than trained on held-out slices
+    session, vol = disk_session({"liver": range(0, 8), "kidney": range(6, 9)})
+    with pytest.raises(LearnError, match="kidney: every slice"):
+        SegAdaptRun(session, vol, None, method="sam2-decoder", holdout=0.25, gap=1)
+
+
+def test_run_uses_the_data_of_its_construction_not_later_edits(sam2_base, tmp_path):
+    """Edits made while a run trains (a slice rejected, another repainted, an object deleted) change neither
+    its training data nor the masks either Dice is measured on: the same run as on the untouched session."""
+    session, vol, _ = organ_session()
+    run = _run(session, vol, tmp_path / "a", sam2_base, epochs=1)
+    assert run.train_slices["liver"] == [1, 2, 3, 4, 5] and run.heldout_slices["liver"] == [7, 8]
+    session.set_status(1, [3, 8], "rejected")  # a training and a held-out slice of the liver erased
+    yy, xx = np.mgrid[:64, :64]
+    session.commit_slices(1, {2: (yy - 5) ** 2 + (xx - 5) ** 2 <= 9}, "edited")  # another one repainted
+    session.delete_object(2)  # the kidney deleted
+    assert not (session.labels[8] == 1).any() and 2 not in session.objects
+    res = run.run()  # no KeyError for the deleted object
+    clean, vol2, _ = organ_session()
+    ref = _run(clean, vol2, tmp_path / "b", sam2_base, epochs=1).run()
+    assert res.metrics["train_set_sha256"] == ref.metrics["train_set_sha256"]
+    got, want = {c.name: c for c in res.comparison}, {c.name: c for c in ref.comparison}
+    assert set(got) == {"liver", "left kidney"} == set(want)
+    for name in got:
+        assert got[name].n_heldout == want[name].n_heldout == 2
+        assert got[name].base == pytest.approx(want[name].base, abs=1e-6)
+        assert got[name].adapted == pytest.approx(want[name].adapted, abs=1e-4)
 
 
 def test_run_writes_an_inactive_version_and_reports_real_held_out_dice(sam2_base, tmp_path):
@@ -187,7 +233,7 @@ def test_bad_input_is_refused_before_anything_is_written(sam2_base, tmp_path):
 def test_clipseg_decoder_learns_from_object_names(tmp_path):
     """The text-prompted path: the objects' names are the prompts; random-init CLIPSeg (real config)."""
     session, vol, _ = organ_session()
-    run = SegAdaptRun(session, vol, tmp_path / "seg", method="clipseg-decoder", epochs=10, lr=2e-3, batch_size=4,
+    run = SegAdaptRun(session, vol, tmp_path / "seg", method="clipseg-decoder", epochs=15, lr=2e-3, batch_size=4,
                       options={"image_size": 64})
     run.run()
     res = run.result

@@ -108,7 +108,8 @@ class SegAdapterTab(QWidget):
         self.holdout.setSingleStep(0.05)
         self.holdout.setValue(0.25)
         self.holdout.setToolTip("Share of each object's accepted slices held out for the comparison (a block at "
-                                "the end of its range; the neighbouring slice is not trained on either)")
+                                "the end of its range). No object trains on any held-out slice or the slice "
+                                "next to one.")
         row.addWidget(QLabel("held out"))
         row.addWidget(self.holdout)
         sched.addRow("epochs", row)
@@ -249,7 +250,9 @@ class SegAdapterTab(QWidget):
 
     # ------------------------------------------------------------------------------ training
     def start_training(self):
-        """Build the run in a worker and train; returns the job (None when refused, with a message)."""
+        """Build the run here (its checks, and a copy of the training and held-out slices, masks and prompts:
+        edits made while it trains do not change it) and train it in a worker; returns the job (None when
+        refused, with a message)."""
         from napari_medprompt._qt.learn.widget import prepare_torch
         from napari_medprompt.learn import LearnError
         from napari_medprompt.learn.seg_adapt import SegAdaptRun
@@ -276,15 +279,15 @@ class SegAdapterTab(QWidget):
                   holdout=self.holdout.value(), options=options, window=window,
                   device="auto")
         prepare_torch()
-        try:  # the cheap checks now, on the main thread: a clear message, nothing started
-            probe = SegAdaptRun(session, data, None, **kw)
+        try:  # on the main thread: the checks (a clear message, nothing started) and the snapshot of the data
+            run = SegAdaptRun(session, data, store, **kw)
         except LearnError as err:
             self.learn._message("warning", str(err))
             return None
-        self.split_label.setText("Held out: " + probe.split_note)
+        self.split_label.setText("Held out: " + run.split_note)
 
         def make_run():
-            return SegAdaptRun(session, data, store, **kw)
+            return run  # the very run (and split) shown above; the worker never reads the session
 
         self.curves.clear()
         self.curves.add_series("training loss (per step)", "#56b4e9")
@@ -351,6 +354,9 @@ class SegAdapterTab(QWidget):
         self.trained.emit(job)
 
     def show_comparison(self, rows: list[dict], random_weights: bool = False) -> None:
+        for c in (2, 3):  # the Dice columns say RANDOM weights in their header, not only in a tooltip
+            name = COMPARE_COLUMNS[c]
+            self.compare.horizontalHeaderItem(c).setText(f"{name} ({RANDOM_TEXT})" if random_weights else name)
         self.compare.setRowCount(len(rows))
         for r, c in enumerate(rows):
             base, ad = c.get("base"), c.get("adapted")
