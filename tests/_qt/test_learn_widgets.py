@@ -180,3 +180,46 @@ def test_a_run_trains_on_the_examples_as_they_were_when_train_was_pressed(make_n
     assert len(run.data) == 6 and run.data.classes == ["benign", "malignant"]
     assert len(ex) == 4
     learn.job = None
+
+
+def test_a_mask_method_predicts_with_the_current_objects_own_mask(make_napari_viewer, qtbot, tmp_path, monkeypatch):
+    """Training gave each example its own object's mask; prediction on a slice does the same for the
+    current object (not the union of every object), from a copy of the labels."""
+    import torch
+
+    import napari_medprompt.learn as learn_pkg
+    from napari_medprompt.classify.backbones.registry import create_backbone
+    from napari_medprompt.classify.base import method_class
+    from napari_medprompt.learn import Predictor
+
+    vol, lesions = lesion_volume(0)
+    viewer, seg = make_widget(make_napari_viewer, monkeypatch, tmp_path,
+                              add_image=lambda v: v.add_image(vol, name="case1", scale=(3.0, 0.8, 0.8)))
+    learn = dock_plugin_widget(viewer, "Learn")
+    session = seg.ctrl.session
+    ids = label_lesions(session, lesions)
+    z = 3
+    extra = session.new_object(name="other")  # a second object on the same slice
+    m = np.zeros(vol.shape[1:], bool)
+    m[50:60, 5:20] = True
+    session.commit_slices(extra.id, {z: m}, "accepted")
+    torch.manual_seed(0)
+    p = Predictor(method_class("mask-guided-clip")(create_backbone("test-vit-tiny", "random", device="cpu"),
+                                                   ["benign", "malignant"]))
+    monkeypatch.setattr(learn, "active_version", lambda: "v0001")
+    monkeypatch.setattr(learn_pkg, "check_compatible", lambda *a, **k: None)
+    monkeypatch.setattr(learn, "_store", lambda: type("Store", (), {"get": lambda self, v: {}, "active": "v0001"})())
+    monkeypatch.setattr(learn, "_predictor", lambda vid, modality: p)
+    seg.ctrl.jump_to_slice(z)
+    seg.ctrl.current_object = 0
+    learn.run_prediction(mode="Current slice", heatmap=False)
+    qtbot.waitUntil(lambda: learn.prediction_job is None or learn.prediction_job.finished, timeout=60000)
+    assert "choose one" in [msg for _lv, msg in learn.messages][-1], "no object: said, nothing guessed"
+    seg.ctrl.current_object = ids["benign"]
+    labels = np.asarray(session.labels).copy()
+    with qtbot.waitSignal(learn.predicted, timeout=60000) as blocker:
+        learn.run_prediction(mode="Current slice", heatmap=False)
+    out = blocker.args[0]["probs"].probabilities
+    np.testing.assert_allclose(out, p.predict_volume(vol, [z], masks=labels == ids["benign"]).probabilities,
+                               atol=1e-6)
+    assert not np.allclose(out, p.predict_volume(vol, [z], masks=labels > 0).probabilities, atol=1e-6)
