@@ -88,31 +88,37 @@ def _cam_stage(bb, x):
     return l3 if sizes and sizes[0] < MIN_CAM_GRID else l4
 
 
-def _grad_cam(model, x, masks, target):
-    """Grad-CAM on ``model`` (a private snapshot: a backbone without ResNet stages has its
-    ``feature_map`` wrapped on the snapshot only)."""
+def forward_capturing_feature_map(model, x, masks):
+    """``(logits, captured)``: ``model(x, masks)`` with the CNN backbone's Grad-CAM stage output (or,
+    without ResNet stages, every ``feature_map`` result) appended to ``captured``. ``model`` should be
+    a private snapshot: a backbone without stages has its ``feature_map`` wrapped while this runs."""
     bb = model.backbone
     captured: list[torch.Tensor] = []
     stage = _cam_stage(bb, x)
     if stage is not None:
         handle = stage.register_forward_hook(lambda _m, _i, out: captured.append(out))
         try:
-            logits = model(x, masks)
+            return model(x, masks), captured
         finally:
             handle.remove()
-    else:
-        original = bb.feature_map
+    original = bb.feature_map
 
-        def recording_feature_map(images):
-            fmap = original(images)
-            captured.append(fmap)
-            return fmap
+    def recording_feature_map(images):
+        fmap = original(images)
+        captured.append(fmap)
+        return fmap
 
-        bb.feature_map = recording_feature_map
-        try:
-            logits = model(x, masks)
-        finally:
-            del bb.feature_map
+    bb.feature_map = recording_feature_map
+    try:
+        return model(x, masks), captured
+    finally:
+        del bb.feature_map
+
+
+def _grad_cam(model, x, masks, target):
+    """Grad-CAM on ``model`` (a private snapshot, see :func:`forward_capturing_feature_map`)."""
+    bb = model.backbone
+    logits, captured = forward_capturing_feature_map(model, x, masks)
     if not captured:
         raise RuntimeError(f"backbone {bb.name!r}: encode_image does not go through feature_map; Grad-CAM cannot hook it")
     target = int(logits[0].argmax()) if target is None else int(target)

@@ -360,7 +360,7 @@ def batched_localization(work, x, masks=None, target: int | None = None):
     import torch
     from torch.nn import functional as F
 
-    from napari_medprompt.classify.localization import _AttentionRecorder, _cam_stage
+    from napari_medprompt.classify.localization import _AttentionRecorder, forward_capturing_feature_map
 
     if getattr(work, "uses_masks", False):
         work.require_masks(masks)
@@ -373,27 +373,7 @@ def batched_localization(work, x, masks=None, target: int | None = None):
             return logits.gather(1, t[:, None]).sum()
 
         if bb.kind == "cnn":
-            captured: list = []
-            stage = _cam_stage(bb, x)
-            if stage is not None:
-                handle = stage.register_forward_hook(lambda _m, _i, out: captured.append(out))
-                try:
-                    logits = work(x, masks)
-                finally:
-                    handle.remove()
-            else:
-                original = bb.feature_map
-
-                def recording(images):
-                    fm = original(images)
-                    captured.append(fm)
-                    return fm
-
-                bb.feature_map = recording
-                try:
-                    logits = work(x, masks)
-                finally:
-                    del bb.feature_map
+            logits, captured = forward_capturing_feature_map(work, x, masks)
             fmap = captured[-1]
             (grad,) = torch.autograd.grad(chosen(logits), fmap)
             grid = F.relu((grad.mean(dim=(2, 3), keepdim=True) * fmap).sum(1))
