@@ -291,7 +291,7 @@ def _read_resume_state(config: TrainConfig, task, data, val, sched) -> dict | No
     import torch
 
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
         raise ResumeError(f"cannot read the resume state {path}: {err}; remove it to start afresh") from None
     mine, theirs = _recipe(config, task, data, val, sched), state.get("recipe") or {}
@@ -333,6 +333,18 @@ def _restore(state, model, opt, lr_sched, scaler, gen, rng, best, history) -> tu
     return int(state["epoch"]) + 1, int(state["done_steps"]), int(state["bad_epochs"])
 
 
+def _plain(x):
+    """``x`` with numpy scalars and arrays turned into Python numbers and lists (tensors kept), so the
+    resume state loads with ``torch.load(weights_only=True)``."""
+    if isinstance(x, dict):
+        return {k: _plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return type(x)(_plain(v) for v in x)
+    if isinstance(x, (np.generic, np.ndarray)):
+        return x.tolist()
+    return x
+
+
 def _save_resume(config, task, data, val, sched, epoch, done_steps, bad_epochs, model, opt, lr_sched, scaler, gen,
                  rng, best, history, *, finished: bool, status: str) -> None:
     """After every epoch (rank 0, atomically): everything needed to continue exactly where this epoch ended."""
@@ -353,7 +365,7 @@ def _save_resume(config, task, data, val, sched, epoch, done_steps, bad_epochs, 
              "rng_cpu": rng._cpu, "rng_gpu": rng._gpu, "best": dict(best), "history": list(history),
              "finished": finished, "status": status}
     buf = io.BytesIO()
-    torch.save(state, buf)
+    torch.save(_plain(state), buf)  # numpy scalars (metrics, cosine-schedule lrs) as Python numbers
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(path, buf.getvalue())
 

@@ -73,7 +73,7 @@ def test_torchrun_rank_that_dies_gives_clear_message_and_no_half_file(tmp_path):
     assert not list(out.glob("adapter*.safetensors")) and not (out / "summary.json").exists()
     assert not [p for p in out.rglob("*") if p.name.startswith(".") or p.suffix == ".tmp"]  # no temp leftovers
     if (out / "resume_state.pt").exists():  # the last complete epoch's state, whole
-        state = torch.load(out / "resume_state.pt", weights_only=False)
+        state = torch.load(out / "resume_state.pt", weights_only=True)
         assert state["epoch"] >= 1 and not state["finished"]
 
 

@@ -23,7 +23,7 @@ def test_killed_run_resumes_to_the_same_weights_and_other_recipe_is_refused(tmp_
     # 24 images, batch 4: 6 steps per epoch; killed (SIGKILL) after step 15, inside epoch 3
     k = run(["--data", str(data), "--out", str(cut), *ARGS], MEDPROMPT_FAULT_AT="0:15")
     assert k.returncode == -signal.SIGKILL
-    state = torch.load(cut / "resume_state.pt", weights_only=False)
+    state = torch.load(cut / "resume_state.pt", weights_only=True)
     assert (state["epoch"], state["done_steps"], state["finished"]) == (2, 12, False)
     assert not (cut / "adapter.safetensors").exists()
     # another recipe (other lr) is refused, naming the difference; nothing written
@@ -36,7 +36,7 @@ def test_killed_run_resumes_to_the_same_weights_and_other_recipe_is_refused(tmp_
     wa, wb = weights(full / "adapter.safetensors"), weights(cut / "adapter.safetensors")
     for key in wa:
         torch.testing.assert_close(wa[key], wb[key], atol=1e-6, rtol=0)
-    fin = torch.load(cut / "resume_state.pt", weights_only=False)
+    fin = torch.load(cut / "resume_state.pt", weights_only=True)
     assert (fin["epoch"], fin["done_steps"], fin["finished"]) == (4, 24, True)
     ha = json.loads((full / "adapter.safetensors.json").read_text())["metrics"]["history"]
     hb = json.loads((cut / "adapter.safetensors.json").read_text())["metrics"]["history"]
@@ -107,7 +107,7 @@ def test_torchrun_run_with_a_lost_rank_resumes_to_the_one_process_weights(tmp_pa
     k = run(["--data", str(data), "--out", str(cut), *ARGS], nproc=2, MEDPROMPT_FAULT_AT="1:15",
             MEDPROMPT_DIST_TIMEOUT_S="60")
     assert k.returncode != 0 and not (cut / "adapter.safetensors").exists()
-    assert torch.load(cut / "resume_state.pt", weights_only=False)["epoch"] == 2
+    assert torch.load(cut / "resume_state.pt", weights_only=True)["epoch"] == 2
     res = run(["--data", str(data), "--out", str(cut), *ARGS, "--resume"], nproc=2)
     assert res.returncode == 0, res.stderr
     assert "resumed after epoch 2 (12 steps)" in res.stderr
