@@ -14,7 +14,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-npe2 = pytest.importorskip("npe2")
+import npe2
 
 import napari_medprompt  # noqa: E402
 

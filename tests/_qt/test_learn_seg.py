@@ -20,7 +20,7 @@ from tests._qt._helpers import (  # noqa: F401 (autouse fixture)
 )
 from tests.learn.seg_synthetic import organ_volume
 
-pytest.importorskip("sam2")
+import sam2  # noqa: F401 (a hard dependency: a broken install fails here)
 pytestmark = pytest.mark.gui
 SHOTS = os.environ.get("MEDPROMPT_SCREENSHOTS")
 SIZE = 128

@@ -15,7 +15,7 @@ from napari_medprompt.io.read import read_image
 from napari_medprompt.io.volume import Volume, radiological_flips
 from tests.io._orientation import SHAPE_ZYX, affine_of, write_nifti, write_nrrd
 
-napari_components = pytest.importorskip("napari.components")
+from napari import components as napari_components
 PLUGIN = "napari-medprompt"
 KINDS = ["RAS", "LPS", "LPI", "oblique", "coronal"]
 

@@ -13,7 +13,7 @@ from napari_medprompt.io.read import read_image
 from tests.conftest import shared_file
 from tests.io._factory import ct_volume
 
-layers = pytest.importorskip("napari.layers")
+from napari import layers
 
 
 def _open(path):

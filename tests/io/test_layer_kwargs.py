@@ -14,7 +14,7 @@ from napari_medprompt.io.image2d import read_image2d
 from napari_medprompt.io.layers import volume_to_layer_data
 from tests.io._factory import ct_volume
 
-layers = pytest.importorskip("napari.layers")
+from napari import layers
 
 
 def _make(layer_tuple):

@@ -10,7 +10,7 @@ import pytest
 
 from napari_medprompt.io.napari_hooks import get_reader
 
-napari_components = pytest.importorskip("napari.components")
+from napari import components as napari_components
 PLUGIN = "napari-medprompt"
 
 

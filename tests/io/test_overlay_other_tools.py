@@ -14,7 +14,7 @@ from napari_medprompt.io.labels_io import load_label_map, save_label_map
 from napari_medprompt.io.read import read_image
 from tests.conftest import shared_file
 
-sitk = pytest.importorskip("SimpleITK")
+import SimpleITK as sitk
 
 SOURCES = [
     ("totalsegmentator/example_ct.nii.gz", "totalsegmentator/example_seg_fast_force_split.nii.gz"),  # RAS

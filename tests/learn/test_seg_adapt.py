@@ -8,9 +8,9 @@ import pytest
 
 from tests.learn.seg_synthetic import disk_session, organ_session
 
-torch = pytest.importorskip("torch")
-pytest.importorskip("sam2")
-pytest.importorskip("monai")
+import torch
+import sam2  # noqa: F401 (a hard dependency: a broken install fails here)
+import monai  # noqa: F401 (a hard dependency: a broken install fails here)
 
 from napari_medprompt.learn import LearnError, LearnWorkspace  # noqa: E402
 from napari_medprompt.learn.seg_adapt import (  # noqa: E402

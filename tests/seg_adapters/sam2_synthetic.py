@@ -9,12 +9,11 @@ only the input is smaller. No pretrained weights exist here, so every model is r
 
 from __future__ import annotations
 
+import monai  # noqa: F401 (a hard dependency: a broken install fails here)
 import numpy as np
 import pytest
-
-torch = pytest.importorskip("torch")
-pytest.importorskip("sam2")
-pytest.importorskip("monai")
+import sam2  # noqa: F401 (a hard dependency: a broken install fails here)
+import torch
 
 TEST_SIZE = 128
 

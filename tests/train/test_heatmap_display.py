@@ -11,7 +11,7 @@ from napari_medprompt.train.explain import heatmap_layer_data
 
 
 def test_heatmap_takes_the_image_layers_display_affine():
-    layers = pytest.importorskip("napari.layers")
+    from napari import layers
     vol = Volume(np.zeros((6, 20, 24), np.int16), (3.0, 0.8, 0.7), np.diag([0.7, 0.8, 3.0, 1.0]), modality="CT")
     data, img_kw, _ = volume_to_layer_data(vol)  # stored RAS: shown with all three axes flipped
     heat = np.zeros((20, 24), np.float32)
