@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import monai  # noqa: F401 (a hard dependency: a broken install fails here)
 import numpy as np
-import pytest
 import sam2  # noqa: F401 (a hard dependency: a broken install fails here)
 import torch
 
