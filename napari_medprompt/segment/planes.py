@@ -4,7 +4,8 @@ The backends always slice along axis 0 of what they are bound to. For coronal or
 ``plane_view(volume, "coronal")`` (a NumPy view, no copy) with ``plane_spacing`` and a cache key that
 names the plane; results come back in that view's slice order and are written into the (z, y, x)
 label map with ``plane_index`` (or :func:`axial_masks`, which turns plane slices into the axial
-slices an annotation session stores).
+slices an annotation session stores; a slice the user accepts in a plane goes to the session with
+``AnnotationSession.commit_plane``, which also records it as that plane's decision).
 
 Which plane a napari 2D view shows follows from the axis it slices across (``dims.not_displayed``,
 whatever ``dims.order`` puts on screen) mapped through the layer's data -> world transform

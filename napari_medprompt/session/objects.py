@@ -15,9 +15,16 @@ from typing import Any
 #: The review states of one slice of one object, in the order a slice usually goes through them.
 SLICE_STATUSES = ("prompted", "propagated", "needs review", "edited", "accepted", "rejected")
 REVIEW_STATUSES = ("accepted", "rejected")
-#: Statuses a propagation writes ("needs review": a slice the stop rule doubted, e.g. an area jump,
-#: that a later good slice released); a later propagation may replace these slices, never others.
+#: Statuses a propagation writes; a later propagation may replace these slices, never others.
+#: "needs review" is a slice nobody has decided as a whole: the stop rule doubted it (an area jump, the
+#: object vanished ...), or it holds only the part of a coronal / sagittal slice the user accepted.
 PROPAGATED_STATUSES = ("propagated", "needs review")
+#: Statuses of slices the user decided (a propagation never writes them, voxel by voxel for plane slices).
+USER_STATUSES = ("prompted", "edited", "accepted", "rejected")
+#: The planes other than axial in which an object's slices can carry the user's decisions.
+OTHER_PLANES = ("coronal", "sagittal")
+#: Statuses a coronal / sagittal slice can carry (only the user's decisions are recorded there).
+PLANE_STATUSES = USER_STATUSES
 
 # Distinct, colour-blind-friendlier colours (Okabe-Ito first, then tab10-like); floats in 0..1.
 _PALETTE = [
@@ -60,6 +67,48 @@ def check_status(status: str, allowed: tuple[str, ...] = SLICE_STATUSES) -> str:
     return status
 
 
+def check_plane(plane) -> str:
+    if plane not in OTHER_PLANES:
+        raise ValueError(f"unknown plane {plane!r} for a plane decision; expected one of {', '.join(OTHER_PLANES)}")
+    return plane
+
+
+def check_prompt_record(p) -> dict[str, Any]:
+    """A prompt record ``{"points": [[row, col], ...], "labels": [...], "box": [r0, c0, r1, c1] | None}``
+    as stored (ValueError when it is not one)."""
+    if not isinstance(p, dict):
+        raise ValueError(f"a prompt record must be a mapping, got {p!r}")
+    pts = [[float(v) for v in pt][:2] for pt in p.get("points") or []]
+    lab = [int(v) for v in p.get("labels") or []]
+    if len(pts) != len(lab):
+        raise ValueError(f"{len(pts)} points but {len(lab)} point labels")
+    box = p.get("box")
+    if box is not None:
+        box = [float(v) for v in box]
+        if len(box) != 4:
+            raise ValueError(f"a box has four values (r0, c0, r1, c1), got {box}")
+    return {"points": pts, "labels": lab, "box": box}
+
+
+def _plane_records(d: Any, check) -> dict[str, dict[int, Any]]:
+    """``{"coronal": {"12": value}}`` from a session file -> ``{"coronal": {12: check(value)}}``."""
+    if not d:
+        return {}
+    if not isinstance(d, dict):
+        raise ValueError(f"plane records must be a mapping, got {type(d).__name__}")
+    out: dict[str, dict[int, Any]] = {}
+    for plane, per in d.items():
+        check_plane(plane)
+        if not isinstance(per, dict):
+            raise ValueError(f"{plane} records must be a mapping of slice -> value")
+        entries = {int(i): check(v) for i, v in per.items()}
+        if any(i < 0 for i in entries):
+            raise ValueError(f"negative {plane} slice index in {sorted(entries)}")
+        if entries:
+            out[plane] = entries
+    return out
+
+
 def check_class(name) -> str | None:
     """A class name as stored (stripped, non-empty) or None for "no class"."""
     if name is None:
@@ -79,6 +128,11 @@ class SegObject:
     :data:`SLICE_STATUSES`; ``provenance`` says how the mask was made (backend, model, version,
     device, random_weights, user, created, modified, and a short ``log`` of the commits);
     ``class_name`` is the class the user gave it (None: none yet; saved as ``"class"``).
+
+    Decisions made in a coronal or sagittal view are kept per plane: ``plane_status`` maps
+    ``"coronal"`` / ``"sagittal"`` to ``{slice index of that plane: status}`` (the user's statuses
+    only: prompted, edited, accepted, rejected) and ``plane_prompts`` to ``{index: prompt record}``
+    with points in that plane's ``(row, col)``. Both are saved only when non-empty.
     """
 
     id: int
@@ -89,6 +143,8 @@ class SegObject:
     slice_status: dict[int, str] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
     class_name: str | None = None  # the class the user gave the object (e.g. "benign"), for learning
+    plane_status: dict[str, dict[int, str]] = field(default_factory=dict)
+    plane_prompts: dict[str, dict[int, dict[str, Any]]] = field(default_factory=dict)
 
     @property
     def display_name(self) -> str:
@@ -96,6 +152,10 @@ class SegObject:
 
     def slices_with(self, status: str) -> list[int]:
         return sorted(z for z, s in self.slice_status.items() if s == status)
+
+    def plane_slices(self, plane: str, statuses: tuple[str, ...] = USER_STATUSES) -> list[int]:
+        """The slices of ``plane`` (coronal / sagittal) whose status is one of ``statuses``."""
+        return sorted(i for i, s in self.plane_status.get(plane, {}).items() if s in statuses)
 
     def to_dict(self, deep: bool = True) -> dict[str, Any]:
         """JSON-ready record (slice keys become strings); ``deep=False`` shares the nested prompt
@@ -110,6 +170,12 @@ class SegObject:
             "slice_status": {str(z): s for z, s in sorted(self.slice_status.items())},
             "provenance": cp(self.provenance),
             **({"class": self.class_name} if self.class_name is not None else {}),
+            **({"plane_status": {p: {str(i): st for i, st in sorted(per.items())}
+                                 for p, per in sorted(self.plane_status.items()) if per}}
+               if any(self.plane_status.values()) else {}),
+            **({"plane_prompts": {p: {str(i): cp(r) for i, r in sorted(per.items())}
+                                  for p, per in sorted(self.plane_prompts.items()) if per}}
+               if any(self.plane_prompts.values()) else {}),
         }
 
     @classmethod
@@ -126,6 +192,8 @@ class SegObject:
             },
             provenance=copy.deepcopy(d.get("provenance", {})),
             class_name=check_class(d.get("class")),
+            plane_status=_plane_records(d.get("plane_status"), lambda v: check_status(v, PLANE_STATUSES)),
+            plane_prompts=_plane_records(d.get("plane_prompts"), check_prompt_record),
         )
 
 

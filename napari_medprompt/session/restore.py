@@ -224,4 +224,7 @@ def export_label_info(session) -> dict[int, dict[str, Any]]:
             "slice_status_counts": counts,
             "accepted_slices": obj.slices_with("accepted"),
         }
+        planes = {p: obj.plane_slices(p, ("accepted",)) for p in sorted(obj.plane_status)}
+        if any(planes.values()):  # accepted coronal / sagittal slices (indices along that axis)
+            info[oid]["accepted_plane_slices"] = {p: zs for p, zs in planes.items() if zs}
     return info

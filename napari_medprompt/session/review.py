@@ -115,10 +115,13 @@ def _ranges(zs: list[int]) -> str:
 
 
 def prompt_summary(obj: SegObject) -> str:
-    if not obj.prompts:
+    records = [("slice", z, p) for z, p in sorted(obj.prompts.items())]
+    for plane, per in sorted(obj.plane_prompts.items()):
+        records += [(f"{plane} slice", i, p) for i, p in sorted(per.items())]
+    if not records:
         return "none recorded"
     parts = []
-    for z, p in sorted(obj.prompts.items()):
+    for where, z, p in records:
         labels = p.get("labels") or []
         pos = sum(1 for v in labels if v)
         neg = len(labels) - pos
@@ -129,7 +132,7 @@ def prompt_summary(obj: SegObject) -> str:
             bits.append(f"{neg} negative")
         if p.get("box") is not None:
             bits.append("box")
-        parts.append(f"slice {z}: {', '.join(bits) or 'mask'}")
+        parts.append(f"{where} {z}: {', '.join(bits) or 'mask'}")
     return "; ".join(parts)
 
 
@@ -152,6 +155,10 @@ def provenance_items(obj: SegObject) -> list[tuple[str, str]]:
         ("Prompts", prompt_summary(obj)),
         ("Accepted slices", _ranges(obj.slices_with("accepted")) or "none"),
         ("Rejected slices", _ranges(obj.slices_with("rejected")) or "none"),
+        *[(f"{plane.capitalize()} slices", "; ".join(
+            f"{status} {_ranges(obj.plane_slices(plane, (status,)))}"
+            for status in ("prompted", "edited", "accepted", "rejected") if obj.plane_slices(plane, (status,))))
+          for plane in ("coronal", "sagittal") if obj.plane_status.get(plane)],
         ("User", val("user")),
         ("Created", val("created").replace("T", " ").replace("Z", " UTC")),
         ("Modified", val("modified").replace("T", " ").replace("Z", " UTC")),

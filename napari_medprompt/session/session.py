@@ -5,6 +5,11 @@ edit) is one undo step built from per-slice diffs, notifies the ``on_change`` ca
 ``autosave``, is written to the session folder before the call returns (only the changed slices;
 see :mod:`napari_medprompt.session.store`). Locked objects are never overwritten, and a commit never
 writes over another object unless ``overwrite=True``.
+
+The user's decisions are never overwritten by a model: a propagation commit skips axial slices the
+user prompted, edited, accepted or rejected, and keeps, voxel by voxel, the rows / columns of the
+coronal and sagittal slices the user decided (:meth:`AnnotationSession.commit_plane`,
+:meth:`AnnotationSession.set_plane_status`).
 """
 
 from __future__ import annotations
@@ -22,8 +27,11 @@ from napari_medprompt.session.history import History, Step, apply_step, diff_sli
 from napari_medprompt.session.objects import (
     PROPAGATED_STATUSES,
     SLICE_STATUSES,
+    USER_STATUSES,
     SegObject,
     check_class,
+    check_plane,
+    check_prompt_record,
     check_status,
     default_color,
     merge_provenance,
@@ -37,6 +45,8 @@ from napari_medprompt.session.stats import SliceCounts
 log = logging.getLogger(__name__)
 
 MAX_LABEL = np.iinfo(np.uint16).max
+#: The (z, y, x) axis each plane's slices step along (as in :mod:`napari_medprompt.segment.planes`).
+PLANE_AXES = {"axial": 0, "coronal": 1, "sagittal": 2}
 #: Key of the whole image's record in an undo step's object snapshots (image-level class).
 IMAGE_RECORD = "image"
 
@@ -179,21 +189,28 @@ class AnnotationSession(SessionPersistence):
             del self.objects[obj.id]
             self._finish("delete object", planes, before, SessionEvent("objects", obj.id, frozenset(slices)))
 
-    def record_prompt(self, object_id: int, slice_index: int, points=(), labels=(), box=None) -> None:
-        """Keep the prompts used on a slice (saved with the session; not an undo step)."""
+    def record_prompt(self, object_id: int, slice_index: int, points=(), labels=(), box=None,
+                      plane: str = "axial") -> None:
+        """Keep the prompts used on a slice (saved with the session; not an undo step). ``plane``:
+        "axial" (``slice_index`` an axial slice, kept in ``prompts``) or "coronal" / "sagittal"
+        (a slice of that plane, points in its ``(row, col)``, kept in ``plane_prompts``)."""
         with self._lock:
             obj = self._get(object_id)
-            z = self._check_slice(slice_index)
-            pts = [[float(v) for v in p][:2] for p in points]
-            lab = [int(v) for v in labels]
-            if len(pts) != len(lab):
-                raise ValueError(f"{len(pts)} points but {len(lab)} point labels")
-            if not pts and box is None:
-                obj.prompts.pop(z, None)
+            if plane == "axial":
+                store, index = obj.prompts, self._check_slice(slice_index)
             else:
-                obj.prompts[z] = {"points": pts, "labels": lab,
-                                  "box": [float(v) for v in box] if box is not None else None}
-            self._notify_and_save(SessionEvent("prompts", obj.id, frozenset({z})))
+                check_plane(plane)
+                index = self._check_plane_slice(plane, slice_index)
+                store = obj.plane_prompts.setdefault(plane, {})
+            rec = check_prompt_record({"points": list(points), "labels": list(labels), "box": box})
+            if not rec["points"] and rec["box"] is None:
+                store.pop(index, None)
+            else:
+                store[index] = rec
+            if plane != "axial" and not store:
+                obj.plane_prompts.pop(plane, None)
+            slices = frozenset({index}) if plane == "axial" else frozenset()
+            self._notify_and_save(SessionEvent("prompts", obj.id, slices))
 
     # ---------------------------------------------------------------------------------- commits
     def commit_slices(
@@ -211,9 +228,14 @@ class AnnotationSession(SessionPersistence):
         only slices where this object has no status or a propagated one: slices the user prompted,
         edited (an erased slice too), accepted or rejected are skipped (with ``overwrite=True`` too),
         and so is, while an undo group is open, every slice the user changed since it opened.
-        ``last_commit_info`` says how many voxels were kept for other objects and which slices
-        were skipped. One undo step (merged into the open undo group for a propagation commit);
-        autosaved (a :class:`SessionSaveError` is raised *after* the change is applied in memory).
+        A propagation commit also keeps, voxel by voxel, what lies on the coronal rows and sagittal
+        columns of plane slices the user decided for this object (``plane_status``; see
+        :meth:`commit_plane`): those voxels keep their current value (absent on a rejected plane
+        slice), and a slice left holding only such voxels is "needs review".
+        ``last_commit_info`` says how many voxels were kept for other objects (``blocked_voxels``)
+        and for plane decisions (``plane_kept_voxels``) and which slices were skipped. One undo step
+        (merged into the open undo group for a propagation commit); autosaved (a
+        :class:`SessionSaveError` is raised *after* the change is applied in memory).
         """
         check_status(status)
         if status == "rejected":
@@ -225,8 +247,9 @@ class AnnotationSession(SessionPersistence):
             locked = np.array([i for i, o in self.objects.items() if o.locked], dtype=np.uint16)
             before_obj = {oid: obj.to_dict()}
             planes: dict[int, np.ndarray] = {}
-            blocked = 0
+            blocked = plane_kept = 0
             skipped: list[int] = []
+            guard = self._plane_guard(obj) if propagated else None
             for key, mask in masks.items():
                 z = self._check_slice(key)
                 m = np.asarray(mask, dtype=bool)
@@ -242,22 +265,148 @@ class AnnotationSession(SessionPersistence):
                 free = ~np.isin(plane, locked) if overwrite else (plane == 0) | own
                 plane[own] = 0
                 plane[m & free] = oid
-                blocked += int(np.count_nonzero(m & ~free))
-                if (plane == oid).any() or status == "needs review":  # "vanished here?" is a question too
-                    obj.slice_status[z] = status
+                if guard is None:
+                    blocked += int(np.count_nonzero(m & ~free))
+                else:  # the user's coronal / sagittal decisions keep their voxels
+                    blocked += int(np.count_nonzero(m & ~free & ~guard))
+                    plane_kept += int(np.count_nonzero((plane != planes[z]) & guard))
+                    plane[guard] = planes[z][guard]
+                present = plane == oid
+                if present.any() or status == "needs review":  # "vanished here?" is a question too
+                    only_user = guard is not None and not (present & ~guard).any()
+                    obj.slice_status[z] = "needs review" if only_user and present.any() else status
                 else:
                     obj.slice_status.pop(z, None)
             merge_provenance(obj, status, sorted(planes), provenance)
             was = {z: before_obj[oid]["slice_status"].get(str(z)) for z in skipped}
-            self.last_commit_info = {"blocked_voxels": blocked, "skipped": sorted(skipped),
+            self.last_commit_info = {"blocked_voxels": blocked, "plane_kept_voxels": plane_kept,
+                                     "skipped": sorted(skipped),
                                      "skipped_accepted": sorted(z for z in skipped if was[z] == "accepted")}
             changed = self._finish(f"{status} {obj.display_name}", planes, before_obj,
                                    SessionEvent("labels", oid, frozenset(planes)), grouped=propagated)
             return changed
 
+    def _plane_guard(self, obj: SegObject) -> np.ndarray | None:
+        """The (y, x) voxels of every axial slice that lie on a coronal row or sagittal column the
+        user decided for ``obj`` (the same for each axial slice), or None when there is none."""
+        rows = [i for i in obj.plane_slices("coronal", USER_STATUSES) if i < self.shape[1]]
+        cols = [i for i in obj.plane_slices("sagittal", USER_STATUSES) if i < self.shape[2]]
+        if not rows and not cols:
+            return None
+        r = np.zeros(self.shape[1], dtype=bool)
+        c = np.zeros(self.shape[2], dtype=bool)
+        r[rows] = True
+        c[cols] = True
+        return r[:, None] | c[None, :]
+
+    def _check_plane_slice(self, plane: str, index) -> int:
+        i, n = int(index), self.shape[PLANE_AXES[check_plane(plane)]]
+        if not 0 <= i < n:
+            raise ValueError(f"{plane} slice {i} is outside the image (0..{n - 1})")
+        return i
+
+    def commit_plane(
+        self,
+        object_id: int,
+        plane: str,
+        masks: Mapping[int, np.ndarray],
+        status: str = "prompted",
+        provenance: dict | None = None,
+    ) -> set[int]:
+        """Replace the object's voxels on slices of a coronal or sagittal ``plane`` by the masks
+        (``{index: (rows, cols) mask}`` in that plane's :func:`~napari_medprompt.segment.planes.plane_view`
+        order) and record the user's ``status`` ("prompted", "edited", "accepted") for those plane
+        slices in ``plane_status``. One undo step; returns the axial slices whose voxels changed.
+
+        Voxels of locked objects and of other objects are never written (``blocked_voxels``). Of the
+        axial slices the plane slices cross (the object is on them, before or after): those the user
+        rejected are left as they are; those with a user status (prompted, edited, accepted) keep it
+        (their voxels change: the user decided them in the other plane); the others (no status or
+        a propagated one) become "needs review", since they are decided only on the user's line (a
+        slice left empty loses its status). ``last_commit_info``: ``blocked_voxels``, ``plane``,
+        ``plane_slices``, ``needs_review``, ``kept_status`` and ``skipped_rejected`` (axial slices).
+        """
+        check_status(status, ("prompted", "edited", "accepted"))
+        return self._commit_plane(object_id, plane, masks, status, provenance)
+
+    def set_plane_status(self, object_id: int, plane: str, indices: Iterable[int], status: str) -> set[int]:
+        """Accept or reject slices of a coronal or sagittal ``plane`` for one object (one undo step;
+        see :meth:`commit_plane` for the axial slices they cross). Accepting keeps the voxels;
+        rejecting clears the object there, and later propagations leave it absent. Returns the axial
+        slices whose voxels changed."""
+        check_status(status, ("accepted", "rejected"))
+        check_plane(plane)
+        with self._lock:
+            obj = self._get(object_id)
+            view = np.moveaxis(self.labels, PLANE_AXES[plane], 0)
+            idx = sorted({self._check_plane_slice(plane, i) for i in indices})
+            masks = {i: (view[i] == obj.id) if status == "accepted" else np.zeros(view.shape[1:], bool)
+                     for i in idx}
+            return self._commit_plane(object_id, plane, masks, status, None)
+
+    def _commit_plane(self, object_id, plane, masks, status, provenance) -> set[int]:
+        check_plane(plane)
+        with self._lock:
+            obj = self._unlocked(object_id, "change its mask")
+            oid = obj.id
+            view = np.moveaxis(self.labels, PLANE_AXES[plane], 0)  # (plane slices, z, other), a view
+            idx: list[int] = []
+            stack: list[np.ndarray] = []
+            for key, mask in sorted(masks.items(), key=lambda kv: int(kv[0])):
+                i = self._check_plane_slice(plane, key)
+                m = np.asarray(mask, dtype=bool)
+                if m.shape != view.shape[1:]:
+                    raise ValueError(f"a {plane} mask has shape {m.shape}; {plane} slices are {view.shape[1:]}")
+                idx.append(i)
+                stack.append(m)
+            if not idx:
+                return set()
+            before_obj = {oid: obj.to_dict()}
+            new = np.stack(stack)  # (k, z, other)
+            region = view[idx]  # a copy
+            own = region == oid
+            free = (region == 0) | own
+            proposed = region.copy()
+            proposed[own] = 0
+            proposed[new & free] = oid
+            rejected = np.zeros(self.shape[0], dtype=bool)
+            rejected[[z for z, st in obj.slice_status.items() if st == "rejected"]] = True
+            proposed[:, rejected] = region[:, rejected]  # rejected axial slices: left as they are
+            blocked = int(np.count_nonzero((new & ~free)[:, ~rejected]))
+            changed = (proposed != region).any(axis=(0, 2))
+            crossed = changed | new.any(axis=(0, 2)) | own.any(axis=(0, 2))
+            planes = {int(z): self.labels[z].copy() for z in np.flatnonzero(changed)}
+            view[idx] = proposed
+            needs, kept, left = [], [], []
+            for z in (int(z) for z in np.flatnonzero(crossed)):
+                st = obj.slice_status.get(z)
+                if st == "rejected":
+                    if new[:, z].any():
+                        left.append(z)
+                elif st in USER_STATUSES:
+                    kept.append(z)
+                elif (self.labels[z] == oid).any():
+                    obj.slice_status[z] = "needs review"
+                    needs.append(z)
+                else:
+                    obj.slice_status.pop(z, None)
+            per = obj.plane_status.setdefault(plane, {})
+            for i in idx:
+                per[i] = status
+            info = dict(provenance or {})
+            info.setdefault("plane", plane)
+            info.setdefault("plane_slices", idx)
+            merge_provenance(obj, f"{status} ({plane})", sorted(planes), info)
+            self.last_commit_info = {"blocked_voxels": blocked, "plane": plane, "plane_slices": idx,
+                                     "needs_review": needs, "kept_status": kept, "skipped_rejected": left}
+            self._finish(f"{status} {obj.display_name} ({plane})", planes, before_obj,
+                         SessionEvent("labels", oid, frozenset(planes) | frozenset(needs)))
+            return set(planes)
+
     def retract_propagated(self, object_id: int, slices: Iterable[int]) -> set[int]:
         """Clear the object on those of ``slices`` that still hold only a propagation's result
-        (status "propagated" / "needs review", untouched by the user); returns the slices cleared.
+        (status "propagated" / "needs review", untouched by the user; voxels on plane slices the
+        user decided stay, see :meth:`commit_slices`); returns the slices cleared.
         A new propagation run uses this to replace what the previous run left beyond its own end
         (merged into the run's undo group)."""
         with self._lock:

@@ -115,8 +115,11 @@ def test_click_in_a_rolled_view_segments_that_plane_and_propagates_along_its_axi
     session, oid = widget.ctrl.session, widget.ctrl.current_object
     lab = session.labels == oid
     assert dice(lab[tuple(sl)], truth) > 0.9 and lab.sum() == lab[tuple(sl)].sum()
+    accepted = lab[tuple(sl)].copy()
     crossed = np.flatnonzero(truth.any(axis=1))  # the axial slices (rows of a coronal/sagittal slice)
-    assert all(session.objects[oid].slice_status[int(z)] == "prompted" for z in crossed)
+    # recorded as the plane decision it is; the crossed axial slices hold only its line
+    assert session.objects[oid].plane_status == {plane: {index: "prompted"}}
+    assert all(session.objects[oid].slice_status[int(z)] == "needs review" for z in crossed)
     assert session.objects[oid].provenance["plane"] == plane
 
     with qtbot.waitSignal(widget.propagation_finished, timeout=60000):
@@ -128,7 +131,9 @@ def test_click_in_a_rolled_view_segments_that_plane_and_propagates_along_its_axi
     assert dice(lab, obj) > 0.85
     assert widget.ui.status.text().startswith("Propagation done"), widget.ui.status.text()
     statuses = set(session.objects[oid].slice_status.values())
-    assert statuses <= {"prompted", "propagated", "needs review"}
+    assert statuses <= {"propagated", "needs review"}
+    assert session.objects[oid].plane_status == {plane: {index: "prompted"}}
+    np.testing.assert_array_equal(lab[tuple(sl)], accepted)  # the accepted plane slice kept its voxels
     prov = session.objects[oid].provenance
     assert prov["action"] == "propagate" and prov["plane"] == plane  # the last commit: this run
     assert len(prov["log"]) == 2  # the accept, then the run (one commit per status)
@@ -320,3 +325,86 @@ def test_restored_object_propagates_in_the_plane_it_was_accepted_in(phantom_widg
     press(qtbot, widget.ui.accept)
     assert prov["plane"] == "axial" and prov["plane_slices"] is None
     assert widget._object_plane[oid] == "axial"
+
+
+def _accept_coronal_click(viewer, widget, qtbot, y, point=CENTRE):
+    show_plane(viewer, widget, "coronal", y)
+    with qtbot.waitSignal(widget.preview_updated, timeout=30000):
+        click_data_point(viewer, widget, (point[0], y, point[2]))
+    press(qtbot, widget.ui.accept)
+
+
+def test_coronal_accept_is_a_plane_decision_that_axial_propagation_keeps(phantom_widget, qtbot):
+    """Accept in the coronal view: the crossed axial slices "need review" (not "prompted"), the
+    prompt is saved with its plane; a following axial propagation starts from the axial slice the
+    user prompted only and leaves the accepted coronal voxels as they are."""
+    from napari_medprompt.session import AnnotationSession
+
+    viewer, widget = phantom_widget
+    z, y, x = CENTRE
+    _accept_coronal_click(viewer, widget, qtbot, y)
+    session, oid = widget.ctrl.session, widget.ctrl.current_object
+    obj = session.objects[oid]
+    coronal = session.labels[:, y, :] == oid
+    crossed = [int(v) for v in np.flatnonzero(coronal.any(axis=1))]
+    assert len(crossed) > 15
+    assert obj.plane_status == {"coronal": {y: "prompted"}}
+    assert {obj.slice_status[c] for c in crossed} == {"needs review"}
+    assert obj.plane_prompts["coronal"][y] == {"points": [[float(z), float(x)]], "labels": [1], "box": None}
+    assert y not in obj.prompts  # not mistaken for an axial prompt
+    text = widget.ui.status.text()
+    assert text.startswith(f"Accepted 1 coronal slice: {len(crossed)} axial slices now hold part of it "
+                           "and need review."), text
+    on_disk = AnnotationSession.load(session.folder, image_key=session.image_key, shape=session.shape)
+    assert on_disk.objects[oid].plane_prompts == obj.plane_prompts
+    assert on_disk.objects[oid].plane_status == obj.plane_status
+
+    # an axial click and accept on the centre slice, then an axial propagation
+    show_plane(viewer, widget, "axial", z)
+    with qtbot.waitSignal(widget.preview_updated, timeout=30000):
+        widget.prompts.add_point(z, y, x)
+    press(qtbot, widget.ui.accept)
+    assert obj.slice_status[z] == "prompted" and obj.plane_status == {"coronal": {y: "prompted"}}
+    with qtbot.waitSignal(widget.propagation_finished, timeout=60000):
+        press(qtbot, widget.ui.propagate)
+        started = widget.ui.status.text()
+    assert f"from slices [{z}]" in started, started  # the "needs review" slices are no seeds
+    lab = session.labels == oid
+    others = [c for c in crossed if c != z]
+    np.testing.assert_array_equal(lab[others, y, :], coronal[others])  # inside and outside kept
+    assert len(np.flatnonzero(lab.any(axis=(1, 2)))) >= len(crossed)
+    assert [c for c, st in obj.slice_status.items() if st == "prompted"] == [z]
+
+
+def test_reopened_session_propagates_along_the_coronal_axis_from_its_stored_plane_slices(
+        make_napari_viewer, monkeypatch, tmp_path, qtbot):
+    """Two coronal accepts, then the viewer is closed: the reopened session still knows both coronal
+    slices (not only the last accept's provenance) and propagates along y from them."""
+    from tests._qt._helpers import make_widget as _make
+
+    _, obj = phantom()
+    z, y, x = CENTRE
+    viewer, widget = _make(make_napari_viewer, monkeypatch, tmp_path, add_image=add_phantom)
+    load_backend(qtbot, widget, "classic")
+    _accept_coronal_click(viewer, widget, qtbot, y)
+    oid = widget.ctrl.current_object
+    _accept_coronal_click(viewer, widget, qtbot, y + 4)
+    assert widget.ctrl.session.objects[oid].provenance["plane_slices"] == [y + 4]
+    saved = widget.ctrl.session.labels.copy()
+    viewer.close()
+
+    viewer2, widget2 = _make(make_napari_viewer, monkeypatch, tmp_path, add_image=add_phantom, restore=True)
+    session = widget2.ctrl.session
+    np.testing.assert_array_equal(session.labels, saved)
+    assert session.objects[oid].plane_status == {"coronal": {y: "prompted", y + 4: "prompted"}}
+    assert widget2._plane_seeds == {} and widget2._object_plane == {}
+    load_backend(qtbot, widget2, "classic")
+    assert widget2.ctrl.current_object == oid  # the restored object is selected
+    with qtbot.waitSignal(widget2.propagation_finished, timeout=60000):
+        press(qtbot, widget2.ui.propagate)
+        started = widget2.ui.status.text()
+    assert f"along the coronal axis from coronal slices [{y}, {y + 4}]" in started, started
+    lab = session.labels == oid
+    assert len(np.flatnonzero(lab.any(axis=(0, 2)))) > 10 and dice(lab, obj) > 0.85
+    np.testing.assert_array_equal(lab[:, y, :], saved[:, y, :] == oid)  # the user's slices kept
+    np.testing.assert_array_equal(lab[:, y + 4, :], saved[:, y + 4, :] == oid)

@@ -14,10 +14,14 @@ delivered to that session and saves it (:meth:`finish_run_now`).
 
 An object last prompted in a coronal or sagittal plane propagates along that plane's axis: the
 segmenter is bound to the plane's view of the volume, the seeds are the object's masks on the plane
-slices that were prompted, and the results are drawn as they come and committed together at the
-end (one undo step): each axial slice they cross gets the object's new voxels, as "propagated"
-("needs review" where the stop rule doubted a plane slice) when the slice had no status or a
-propagated one, else keeping the user's status; rejected axial slices are left as they are.
+slices the user decided (the session's ``plane_status``, saved with it: prompted / edited / accepted
+slices seed, rejected ones are barriers), and the results are drawn as they come and committed
+together at the end (one undo step) into the axial slices they cross, as "propagated" ("needs
+review" where the stop rule doubted a plane slice). The session leaves the user's decisions alone:
+axial slices the user prompted, edited, accepted or rejected are skipped, and voxels on coronal /
+sagittal slices the user decided keep their value (in every propagation, axial too). Axial
+propagation seeds are the user's axial slices only, never "needs review" ones (an axial slice
+crossed by an accepted coronal slice holds only the user's line).
 """
 
 from __future__ import annotations
@@ -53,6 +57,29 @@ def run_seeds(session, oid: int) -> dict:
             mask = session.labels[z] == oid
             if status in SEED_STATUSES or not mask.any():
                 seeds[int(z)] = mask if status != "rejected" else np.zeros_like(mask)
+    return seeds
+
+
+def plane_seed_slices(obj, plane: str) -> dict[int, str]:
+    """``{slice of plane: status}`` of the coronal / sagittal slices object ``obj`` can propagate
+    from (seeds) or must stop at (rejected), from its saved ``plane_status``; an object from an older
+    session file has only its provenance's ``plane_slices`` (taken as prompted)."""
+    decided = {int(i): st for i, st in obj.plane_status.get(plane, {}).items() if st in BARRIER_STATUSES}
+    if not decided:
+        prov = obj.provenance or {}
+        if prov.get("plane") == plane and prov.get("plane_slices"):
+            decided = {int(i): "prompted" for i in prov["plane_slices"]}
+    return decided
+
+
+def plane_run_seeds(session, oid: int, plane: str) -> dict[int, np.ndarray]:
+    """Seed masks of a propagation of ``oid`` along ``plane``'s axis: the object's masks on its
+    decided plane slices (empty masks, barriers, where it rejected them)."""
+    view = plane_view(session.labels, plane)
+    seeds = {}
+    for i, status in sorted(plane_seed_slices(session.objects[oid], plane).items()):
+        if 0 <= i < view.shape[0]:
+            seeds[i] = view[i] == oid if status in SEED_STATUSES else np.zeros(view.shape[1:], dtype=bool)
     return seeds
 
 
@@ -98,7 +125,7 @@ class PropagationMixin:
             self._warn(f"'{obj.display_name}' is locked (finished): unlock it to propagate it again.")
             return
         plane = self._object_plane.get(oid) or self._plane_from_provenance(oid, obj)
-        if plane != "axial" and self._plane_seeds.get(oid, {}).get(plane):
+        if plane != "axial" and any(st in SEED_STATUSES for st in plane_seed_slices(obj, plane).values()):
             self._propagate_plane(oid, plane)
             return
         if self._bound_plane != "axial":
@@ -134,11 +161,9 @@ class PropagationMixin:
 
     def _plane_from_provenance(self, oid: int, obj) -> str:
         """The plane a restored object was last accepted in (its provenance says so when that was a
-        coronal or sagittal accept), with those plane slices as its seeds; "axial" otherwise."""
-        prov = obj.provenance or {}
-        plane, slices = prov.get("plane"), prov.get("plane_slices")
-        if plane in ("coronal", "sagittal") and slices:
-            self._plane_seeds.setdefault(oid, {}).setdefault(plane, set()).update(int(i) for i in slices)
+        coronal or sagittal accept; its seeds there are in ``plane_status``); "axial" otherwise."""
+        plane = (obj.provenance or {}).get("plane")
+        if plane in ("coronal", "sagittal"):
             self._object_plane[oid] = plane
             return plane
         return "axial"
@@ -147,8 +172,7 @@ class PropagationMixin:
         """Propagate object ``oid`` along the axis of ``plane`` from its prompted slices there."""
         session, image = self.ctrl.session, self.ctrl.image_layer
         obj = session.objects[oid]
-        view = plane_view(session.labels == oid, plane)
-        seeds = {int(i): view[int(i)].copy() for i in sorted(self._plane_seeds[oid][plane])}
+        seeds = plane_run_seeds(session, oid, plane)
         if not any(m.any() for m in seeds.values()):
             self._error(f"'{obj.display_name}' has nothing on its {plane} slices {sorted(seeds)} any more: "
                         f"prompt it again in the {plane} plane and accept before propagating.")
@@ -180,30 +204,28 @@ class PropagationMixin:
             session=session,
         )
         self.run.plane = plane
-        self.run.seed_slices = sorted(seeds)
+        self.run.seed_slices = sorted(i for i, m in seeds.items() if m.any())
         self.ui.status.setText(f"Propagating '{obj.display_name}' along the {plane} axis from {plane} slices "
-                               f"{sorted(seeds)} … (Esc cancels)")
+                               f"{self.run.seed_slices} … (Esc cancels)")
         self._update_buttons()
 
     def _commit_plane_run(self, run: PropagationRun) -> None:
-        """Write a plane run's results into the axial slices they cross (see the module docstring)."""
+        """Write a plane run's results into the axial slices they cross as "propagated" ("needs
+        review" where the stop rule doubted the plane slice); the session keeps the user's axial
+        slices and plane decisions (see the module docstring)."""
         session, oid, plane = run.session, run.object_id, run.plane
         if not run.results or session is None or oid not in session.objects:
             return
-        obj = session.objects[oid]
         changed = axial_masks(session.labels == oid, plane, run.results)
         doubted = set(axial_masks(session.labels == oid, plane,
                                   {z: run.results[z] for z in run.flags if z in run.results}))
-        groups: dict[str, dict[int, np.ndarray]] = {}
-        for z, m in changed.items():
-            status = obj.slice_status.get(z)
-            if status == "rejected":
-                continue
-            if status is None or status in PROPAGATED_STATUSES:
-                status = "needs review" if z in doubted else "propagated"
-            groups.setdefault(status, {})[z] = m
-        for status, part in groups.items():
-            self._commit_to(session, oid, part, status, plane, getattr(run, "seed_slices", None))
+        skipped: set[int] = set()
+        for status in ("propagated", "needs review"):
+            part = {z: m for z, m in changed.items() if (z in doubted) == (status == "needs review")}
+            if part:
+                self._commit_to(session, oid, part, status, plane, getattr(run, "seed_slices", None))
+                skipped.update(session.last_commit_info.get("skipped", ()))
+        run.skipped_user = sorted(skipped)
 
     def _show_propagated(self, result) -> None:
         """Draw a propagated slice in the preview layer (redraws coalesced) and commit in chunks."""
@@ -307,6 +329,9 @@ class PropagationMixin:
         where = (f"; the object ends at {'' if plane == 'axial' else plane + ' '}slice(s) {sorted(run.lost)}"
                  if run.lost else "")
         doubted = f"; {len(run.flags)} slice(s) need review" if run.flags else ""
+        kept = getattr(run, "skipped_user", None)
+        if kept:
+            doubted += f"; {len(kept)} axial slice(s) you decided were left as they are"
         state = "cancelled" if run.cancelled else ("failed" if run.error else "done")
         self.ui.status.setText(f"Propagation {state}: {n} slices in {run.t_end - run.t_start:.1f} s{where}{doubted}.")
         self._update_buttons()

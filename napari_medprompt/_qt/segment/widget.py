@@ -12,9 +12,12 @@ along them), polygons / lassos = mask prompts (see :mod:`._qt.segment.prompt_lay
 Planes: prompts are made in the plane the viewer shows (axial, coronal or sagittal: napari's rolled
 dims), the segmenter is bound to that plane's view of the volume
 (:func:`napari_medprompt.segment.planes.plane_view`) and "Propagate" runs along the axis of the
-plane the object was last prompted in. The session stores axial slices: a coronal or sagittal mask is
-written into every axial slice it crosses (:func:`~napari_medprompt.segment.planes.axial_masks`). In
-the 3D view prompts are refused with a message.
+plane the object was last prompted in. The session stores axial slices: an accepted coronal or
+sagittal mask is written into the axial slices it crosses and recorded as a decision of that plane
+(:meth:`~napari_medprompt.session.session.AnnotationSession.commit_plane`: the plane slice is
+"prompted", the crossed axial slices the user decided keep their status, rejected ones are left
+empty, the others become "needs review"); later propagations never change its voxels. In the 3D
+view prompts are refused with a message.
 
 Model input: the "Modality" chooser sets the image's modality (presets, model window and the
 classic backend's rules follow it); "Model window" chooses what the model sees: the checkpoint's own
@@ -55,7 +58,6 @@ from napari_medprompt.imaging.window import contrast_limits, default_preset, pre
 from napari_medprompt.segment.base import PromptError
 from napari_medprompt.segment.planes import (
     VIEW_3D,
-    axial_masks,
     plane_axis,
     plane_shape,
     plane_spacing,
@@ -156,7 +158,8 @@ class SegmentWidget(TextPromptMixin, ObjectsMixin, PropagationMixin, QWidget):
         self._bind_lock = threading.Lock()
         self._bound_plane = "axial"  # the plane view the segmenter is bound to
         self._pending_plane = "axial"  # the plane the pending previews (``_pending``) are slices of
-        self._plane_seeds: dict[int, dict[str, set[int]]] = {}  # object -> plane -> prompted slices
+        # object -> plane -> slices accepted in this sitting (seeds come from the session's plane_status)
+        self._plane_seeds: dict[int, dict[str, set[int]]] = {}
         self._object_plane: dict[int, str] = {}  # object -> plane it was last prompted in
         self._model_window_choice = segment_ui.AUTO_LABEL
         self._pending_extra: dict = {}  # provenance of a text preview (``_pending``), else empty
@@ -624,29 +627,30 @@ class SegmentWidget(TextPromptMixin, ObjectsMixin, PropagationMixin, QWidget):
                 self.prompts.clear(z)
 
     def _accept_plane(self) -> None:
-        """Commit previews made in a coronal or sagittal plane: written into every axial slice they
-        cross (status "prompted"); the plane slices are remembered as the object's seeds for a
-        propagation along that plane's axis."""
+        """Commit previews made in a coronal or sagittal plane with the session's ``commit_plane``:
+        the plane slices are "prompted" (with their prompts recorded in that plane) and are the
+        object's seeds for a propagation along that plane's axis; the axial slices they cross keep
+        the user's status, stay empty where the user rejected them, else become "needs review"."""
         plane, oid, masks = self._pending_plane, self.ctrl.current_object, dict(self._pending)
         session = self.ctrl.session
-        try:
-            axial = axial_masks(session.labels == oid, plane, masks)
-        except ValueError as err:
-            self._error(f"Could not accept the {plane} preview: {err}. Nothing was changed.")
-            return
+        for i in masks:  # the prompts are saved with what they produced, in the plane's (row, col)
+            rec = self.prompts.as_record(i, plane) if self.prompts is not None else None
+            if rec and (rec["points"] or rec["box"]):
+                self._session_call("record_prompt", oid, i, rec["points"], rec["labels"], rec["box"], plane)
         prov = self._provenance(plane=plane, plane_slices=sorted(int(z) for z in masks))
-        if axial and not self._session_call("commit_slices", oid, axial, "prompted", prov):
+        if not self._session_call("commit_plane", oid, plane, masks, "prompted", prov):
             return
+        info = session.last_commit_info
         self._plane_seeds.setdefault(oid, {}).setdefault(plane, set()).update(int(z) for z in masks)
         self._object_plane[oid] = plane
-        blocked = session.last_commit_info.get("blocked_voxels", 0) if axial else 0
+        blocked = info.get("blocked_voxels", 0)
         if blocked:
             self._notify("info", f"{blocked} voxels belonging to other objects were left to them.")
         self._clear_preview()
         for z in masks:
             self.prompts.clear((plane, z))
-        self.ui.status.setText(f"Accepted {len(masks)} {plane} slice(s) ({len(axial)} axial slices changed). "
-                               f"{shortcut_for('propagate')} propagates along the {plane} axis.")
+        self.ui.status.setText(plane_accept_text(plane, len(masks), info)
+                               + f" {shortcut_for('propagate')} propagates along the {plane} axis.")
 
     # ------------------------------------------------------------------ modality, model window
     def set_modality(self, modality: str) -> None:
@@ -813,3 +817,25 @@ class SegmentWidget(TextPromptMixin, ObjectsMixin, PropagationMixin, QWidget):
         if self._unsubscribe:
             self._unsubscribe()
         super().closeEvent(event)
+
+
+def _n(count: int, one: str, many: str | None = None) -> str:
+    return f"{count} {one if count == 1 else (many or one + 's')}"
+
+
+def plane_accept_text(plane: str, n_plane: int, info: dict) -> str:
+    """What an accept in a coronal / sagittal plane did, from ``commit_plane``'s ``last_commit_info``:
+    e.g. "Accepted 1 coronal slice: 80 axial slices now hold part of it and need review; 2 rejected
+    axial slices were left empty."."""
+    parts = []
+    needs, kept, left = (len(info.get(k) or ()) for k in ("needs_review", "kept_status", "skipped_rejected"))
+    if needs:
+        parts.append(f"{_n(needs, 'axial slice')} now hold{'s' if needs == 1 else ''} part of it and "
+                     f"need{'s' if needs == 1 else ''} review")
+    if kept:
+        parts.append(f"{_n(kept, 'axial slice')} you had decided keep{'s' if kept == 1 else ''} "
+                     "your status with the new voxels")
+    if left:
+        parts.append(f"{_n(left, 'rejected axial slice')} {'was' if left == 1 else 'were'} left empty")
+    head = f"Accepted {_n(n_plane, f'{plane} slice')}"
+    return f"{head}: {'; '.join(parts)}." if parts else f"{head}."

@@ -1,0 +1,217 @@
+"""Decisions made in a coronal or sagittal plane are recorded as what they are and never overwritten.
+
+Accepting a coronal slice records it in the object's ``plane_status`` (not as 80 "prompted" axial
+slices): the axial slices it crosses keep the user's status, stay empty where the user rejected
+them, and otherwise become "needs review". Every propagation commit (and retraction) keeps the voxels
+of the coronal rows / sagittal columns the user decided, inside and outside the object; undo, redo,
+save and reopen keep the plane decisions and the plane prompts; older session files load unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from napari_medprompt.segment.planes import axial_masks
+from napari_medprompt.session import AnnotationSession, ObjectLockedError, SessionCorruptError
+from napari_medprompt.session.store import MANIFEST
+from tests.session._synthetic import KEY, SHAPE, SPACING, liver, wanderer
+
+Y = 45  # the coronal slice the user accepts (it cuts through the liver blob, rows 5..20)
+
+
+def coronal_mask() -> np.ndarray:
+    """The user's coronal mask (z, x): a block that differs from the liver on purpose."""
+    m = np.zeros((SHAPE[0], SHAPE[2]), dtype=bool)
+    m[3:29, 26:52] = True
+    return m
+
+
+def _session(folder=None):
+    s = AnnotationSession(SHAPE, SPACING, image_key=KEY, image_name="ct", folder=folder)
+    oid = s.new_object("liver").id
+    s.commit_slices(oid, {z: liver(z) for z in range(5, 21)}, "propagated")
+    return s, oid
+
+
+def _decided_session(folder=None):
+    """Liver propagated on 5..20; the user prompted axial 8, accepted 10, rejected 12."""
+    s, oid = _session(folder)
+    s.commit_slices(oid, {8: liver(8)}, "prompted")
+    s.set_status(oid, [10], "accepted")
+    s.set_status(oid, [12], "rejected")
+    return s, oid
+
+
+def test_accepting_a_coronal_slice_marks_it_and_leaves_the_users_axial_decisions(tmp_path):
+    s, oid = _decided_session()
+    m = coronal_mask()
+    changed = s.commit_plane(oid, "coronal", {Y: m}, "prompted", {"backend": "classic"})
+    obj = s.objects[oid]
+    assert obj.plane_status == {"coronal": {Y: "prompted"}}
+    # the plane slice holds the user's mask, except on the axial slice the user rejected
+    expect = np.where(m, oid, 0)
+    expect[12] = 0
+    np.testing.assert_array_equal(s.labels[:, Y, :], expect)
+    assert not (s.labels[12] == oid).any()
+    # statuses of the crossed axial slices
+    assert obj.slice_status[8] == "prompted" and obj.slice_status[10] == "accepted"
+    assert obj.slice_status[12] == "rejected"
+    crossed = set(range(3, 29))
+    review = sorted(crossed - {8, 10, 12})
+    assert all(obj.slice_status[z] == "needs review" for z in review)
+    assert "prompted" not in {obj.slice_status[z] for z in review}  # not 23 "prompted" axial slices
+    info = s.last_commit_info
+    assert info["needs_review"] == review
+    assert info["kept_status"] == [8, 10] and info["skipped_rejected"] == [12]
+    assert info["plane"] == "coronal" and info["plane_slices"] == [Y]
+    # the accepted axial slice changed only on the user's coronal row (the user's newer decision)
+    np.testing.assert_array_equal(s.labels[10, Y], np.where(m[10], oid, 0))
+    np.testing.assert_array_equal(np.delete(s.labels[10], Y, axis=0) == oid, np.delete(liver(10), Y, axis=0))
+    assert 10 in changed and 12 not in changed
+    assert obj.provenance["plane"] == "coronal" and obj.provenance["plane_slices"] == [Y]
+
+
+def test_undo_and_redo_restore_plane_status_and_voxels():
+    s, oid = _decided_session()
+    labels0 = s.labels.copy()
+    status0 = dict(s.objects[oid].slice_status)
+    s.commit_plane(oid, "coronal", {Y: coronal_mask()}, "accepted")
+    labels1 = s.labels.copy()
+    status1 = dict(s.objects[oid].slice_status)
+    assert s.undo()
+    np.testing.assert_array_equal(s.labels, labels0)
+    assert s.objects[oid].plane_status == {} and s.objects[oid].slice_status == status0
+    assert s.redo()
+    np.testing.assert_array_equal(s.labels, labels1)
+    assert s.objects[oid].plane_status == {"coronal": {Y: "accepted"}}
+    assert s.objects[oid].slice_status == status1
+
+
+def test_plane_decisions_and_prompts_survive_save_and_reopen(tmp_path):
+    folder = tmp_path / "ct.medprompt"
+    s, oid = _decided_session(folder)
+    s.record_prompt(oid, Y, [[15.0, 40.0], [20.0, 30.0]], [1, 0], None, plane="coronal")
+    s.record_prompt(oid, 40, [[50.0, 45.0]], [1], [5, 30, 25, 60], plane="sagittal")
+    s.record_prompt(oid, 8, [[45.0, 40.0]], [1])  # an axial prompt, as before
+    s.commit_plane(oid, "coronal", {Y: coronal_mask()}, "prompted")
+    s.set_plane_status(oid, "sagittal", [40], "rejected")
+    obj = s.objects[oid]
+    assert obj.plane_prompts["coronal"][Y] == {"points": [[15.0, 40.0], [20.0, 30.0]], "labels": [1, 0],
+                                               "box": None}
+    assert set(obj.prompts) == {8}  # plane prompts are not axial prompts
+    with pytest.raises(ValueError, match="outside"):
+        s.record_prompt(oid, SHAPE[1], [[1.0, 1.0]], [1], plane="coronal")
+    r = AnnotationSession.load(folder, image_key=KEY, shape=SHAPE)
+    robj = r.objects[oid]
+    assert robj.plane_status == {"coronal": {Y: "prompted"}, "sagittal": {40: "rejected"}}
+    assert robj.plane_prompts == obj.plane_prompts and robj.prompts == obj.prompts
+    assert robj.slice_status == obj.slice_status
+    np.testing.assert_array_equal(r.labels, s.labels)
+    assert not (r.labels[:, :, 40] == oid).any()
+    # the protection works on the reopened session too
+    r.commit_slices(oid, {z: wanderer(z, 2) for z in range(5, 21)}, "propagated")
+    np.testing.assert_array_equal(r.labels[5:21, Y, :], s.labels[5:21, Y, :])
+    assert not (r.labels[:, :, 40] == oid).any()
+
+
+def test_an_old_session_file_without_plane_records_loads_and_a_damaged_one_is_reported(tmp_path):
+    folder = tmp_path / "ct.medprompt"
+    s, oid = _decided_session(folder)
+    manifest = json.loads((folder / MANIFEST).read_text())
+    assert "plane_status" not in manifest["objects"][0] and "plane_prompts" not in manifest["objects"][0]
+    s.commit_plane(oid, "coronal", {Y: coronal_mask()}, "accepted")
+    manifest = json.loads((folder / MANIFEST).read_text())
+    assert manifest["objects"][0]["plane_status"] == {"coronal": {str(Y): "accepted"}}
+    # as written by an older version: no plane records
+    old = json.loads(json.dumps(manifest))
+    del old["objects"][0]["plane_status"]
+    (folder / MANIFEST).write_text(json.dumps(old))
+    r = AnnotationSession.load(folder, image_key=KEY, shape=SHAPE)
+    assert r.objects[oid].plane_status == {} and r.objects[oid].plane_prompts == {}
+    assert r.objects[oid].slice_status == s.objects[oid].slice_status
+    # a damaged plane record is a damaged object record: refused, or named by a partial restore
+    bad = json.loads(json.dumps(manifest))
+    bad["objects"][0]["plane_status"] = {"coronal": {str(Y): "bogus"}}
+    (folder / MANIFEST).write_text(json.dumps(bad))
+    with pytest.raises(SessionCorruptError, match="object records malformed"):
+        AnnotationSession.load(folder, image_key=KEY, shape=SHAPE)
+    p = AnnotationSession.load(folder, image_key=KEY, shape=SHAPE, partial=True, autosave=False)
+    assert p.restore_report.bad_objects and "bogus" in p.restore_report.message()
+    bad["objects"][0]["plane_status"] = {"axial": {"3": "accepted"}}  # axial decisions are slice_status
+    (folder / MANIFEST).write_text(json.dumps(bad))
+    with pytest.raises(SessionCorruptError, match="unknown plane"):
+        AnnotationSession.load(folder, image_key=KEY, shape=SHAPE)
+
+
+def test_axial_propagation_and_retraction_keep_the_users_coronal_voxels():
+    s, oid = _session()
+    m = coronal_mask()
+    s.commit_plane(oid, "coronal", {Y: m}, "accepted")
+    zs = range(5, 21)
+    # the model's next guess covers a different region: inside the user's mask where the model says
+    # "not object" (x 26..31 on row Y), outside it where the model says "object" (x 52..90)
+    model = {z: wanderer(z, 2) for z in zs}
+    assert not model[10][Y, 26] and model[10][Y, 70] and m[10, 26] and not m[10, 70]
+    s.commit_slices(oid, model, "propagated")
+    for z in zs:
+        np.testing.assert_array_equal(s.labels[z, Y], np.where(m[z], oid, 0), err_msg=f"slice {z}")
+        np.testing.assert_array_equal(np.delete(s.labels[z], Y, axis=0) == oid, np.delete(model[z], Y, axis=0))
+        assert s.objects[oid].slice_status[z] == "propagated"
+    assert s.last_commit_info["plane_kept_voxels"] > 0
+    # a retraction clears the model's voxels, never the user's
+    s.retract_propagated(oid, zs)
+    for z in zs:
+        np.testing.assert_array_equal(s.labels[z], np.where(np.arange(SHAPE[1])[:, None] == Y,
+                                                            np.where(m[z], oid, 0)[None, :], 0))
+        assert s.objects[oid].slice_status[z] == "needs review"  # holds only the user's line
+    assert s.objects[oid].plane_status == {"coronal": {Y: "accepted"}}
+
+
+def test_a_rejected_sagittal_slice_stays_empty_under_propagation():
+    s, oid = _session()
+    X = 40
+    assert (s.labels[:, :, X] == oid).any()
+    s.set_plane_status(oid, "sagittal", [X], "rejected")
+    assert not (s.labels[:, :, X] == oid).any()
+    assert s.objects[oid].plane_status == {"sagittal": {X: "rejected"}}
+    s.commit_slices(oid, {z: wanderer(z, 4) for z in range(0, 30)}, "needs review")
+    assert (s.labels == oid).sum() > 1000 and not (s.labels[:, :, X] == oid).any()
+
+
+def test_a_coronal_propagation_commit_leaves_accepted_axial_slices_alone():
+    s, oid = _decided_session()
+    s.commit_plane(oid, "coronal", {Y: coronal_mask()}, "accepted")
+    before = s.labels.copy()
+    # what a coronal run delivers: new coronal slices 30..60, turned into the axial slices they cross
+    run = {y: (s.labels[:, y, :] == oid) | (np.arange(SHAPE[0])[:, None] < 30) & (np.arange(SHAPE[2]) < 60)
+           for y in range(30, 61) if y != Y}
+    masks = axial_masks(s.labels == oid, "coronal", run)
+    assert {8, 10, 12} <= set(masks)
+    s.commit_slices(oid, masks, "propagated")
+    for z in (8, 10, 12):
+        np.testing.assert_array_equal(s.labels[z], before[z], err_msg=f"slice {z}")
+    assert [s.objects[oid].slice_status[z] for z in (8, 10, 12)] == ["prompted", "accepted", "rejected"]
+    np.testing.assert_array_equal(s.labels[:, Y, :], before[:, Y, :])  # the accepted coronal slice
+    assert (s.labels[20, 35] == oid).any()  # and the run did write elsewhere
+
+
+def test_locked_objects_are_untouched_by_plane_commits():
+    s, oid = _session()
+    b = s.new_object("kidney").id
+    plane = s.labels[15].copy()
+    plane[Y - 2:Y + 3, 30:40] = b
+    s.apply_edit(b, {15: s.labels[15].copy()}, {15: plane})
+    s.set_locked(b, True)
+    before_b = s.labels == b
+    s.commit_plane(oid, "coronal", {Y: coronal_mask()}, "prompted")
+    np.testing.assert_array_equal(s.labels == b, before_b)
+    assert s.last_commit_info["blocked_voxels"] == 10  # the kidney's voxels on row Y of slice 15
+    with pytest.raises(ObjectLockedError):
+        s.commit_plane(b, "coronal", {Y: coronal_mask()}, "prompted")
+    with pytest.raises(ValueError, match="shape"):
+        s.commit_plane(oid, "coronal", {Y: np.ones((SHAPE[0], SHAPE[1]), bool)}, "prompted")
+    with pytest.raises(ValueError, match="slice status"):
+        s.commit_plane(oid, "coronal", {Y: coronal_mask()}, "propagated")  # plane statuses are the user's
