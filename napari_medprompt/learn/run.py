@@ -30,32 +30,11 @@ import time
 from dataclasses import dataclass, field
 
 from napari_medprompt.learn.errors import LearnError
+from napari_medprompt.learn.loop_run import LearnEvent, LoopRun, done_event, end_message
+
+__all__ = ["RANDOM_WARNING", "LearnEvent", "LearnRun", "RunResult"]
 
 RANDOM_WARNING = "backbone runs on RANDOM weights (no pretrained weights available): results are not meaningful"
-
-
-@dataclass
-class LearnEvent:
-    """One progress report of a run.
-
-    ``kind``: start, features, step, epoch, stopped, version, done. The first event comes after
-    the backbone is built (looking for weights that cannot be downloaded can take a minute). ``progress`` in 0..1 over the
-    whole run; ``val_metric`` is the validation value of the monitored metric (balanced accuracy by
-    default) when there is a validation split."""
-
-    kind: str
-    epoch: int = 0
-    epochs: int = 0
-    step: int = 0
-    steps: int = 0
-    loss: float | None = None
-    val_metric: float | None = None
-    metrics: dict | None = None
-    eta_s: float | None = None
-    progress: float = 0.0
-    message: str = ""
-    random_weights: bool = False
-    version: str | None = None
 
 
 @dataclass
@@ -80,7 +59,7 @@ def _auto_val_fraction(data) -> float:
     return 0.2
 
 
-class LearnRun:
+class LearnRun(LoopRun):
     """Train ``method`` on ``backbone`` from ``examples``; the result goes into ``store``.
 
     ``store``: a :class:`~napari_medprompt.train.store.ModelStore` or its folder. ``options``: the
@@ -151,14 +130,6 @@ class LearnRun:
         self.activated = False  # whether the run's version became the active model
 
     # ---------------------------------------------------------------------------------------
-    @property
-    def cancelled(self) -> bool:
-        return self._stop.is_set()
-
-    def cancel(self) -> None:
-        """Stop before the next step (from any thread); see the module docstring for what is kept."""
-        self._stop.set()
-
     def _build(self, device):
         import torch
 
@@ -210,8 +181,7 @@ class LearnRun:
         features_share = 0.1 if getattr(model, "cached_features", False) else 0.0
         start: dict = {}
         for ev in train_iter(config, self.data, model):
-            out = LearnEvent(ev.kind, ev.epoch, ev.epochs, ev.step, ev.steps, ev.loss, None, ev.metrics,
-                             ev.eta_s, 0.0, ev.message, rw)
+            out = LearnEvent.of(ev, rw)
             if ev.kind == "start":
                 start = dict(ev.metrics or {})
                 out.message = "; ".join(m for m in (RANDOM_WARNING if rw else "", ev.metrics.get("selection", ""))
@@ -235,7 +205,6 @@ class LearnRun:
         status = final.get("status", "failed")
         vid = None
         if status != "stopped-before-first-epoch":
-            saved = {k: v for k, v in final.items() if k not in ("written", "version")}
             classes = list(self.data.classes)
 
             def per_class(key):
@@ -255,31 +224,15 @@ class LearnRun:
             }}
             active_before = self.store.active
             activate = active_before is None  # the first model; never override the user's active choice
-            vid = self.store.add(model, config=config.to_dict(), data_fingerprint=final.get("train_set_sha256"),
-                                 metrics=saved, preprocess=model.preprocess, parent=True, activate=activate,
-                                 status=status, notes=notes)
+            vid = self._save_version(model, config, final, status, parent=True, activate=activate, notes=notes)
             self.activated = activate
-            model.store_version = vid
             yield LearnEvent("version", progress=1.0, message=f"saved as version {vid}" +
                              (" (RANDOM weights)" if rw else ""), random_weights=rw, version=vid)
-        if status == "stopped-before-first-epoch":
-            msg = "cancelled before the first epoch completed: nothing was saved"
-        elif status == "stopped":
-            msg = f"cancelled: kept epoch {final.get('best_epoch')} as version {vid}"
-        else:
-            msg = f"trained version {vid} ({status})"
+        msg = end_message(status, final, vid)
         if vid is not None and not self.activated:
             msg += (f"; version {vid} is NOT active: {active_before} stays the active model "
                     f"(activate {vid} in the Models tab to use it)")
         if rw:
             msg += " — " + RANDOM_WARNING
         self.result = RunResult(vid, status, final, rw, self.cancelled, msg)
-        yield LearnEvent("done", epoch=final.get("best_epoch", 0), epochs=final.get("epochs_planned", 0),
-                         metrics=final, progress=1.0, message=msg, random_weights=rw, version=vid)
-
-    def run(self, callback=None) -> RunResult:
-        """Run to the end in this thread (``callback(event)`` for each event); returns the result."""
-        for ev in self.events():
-            if callback is not None:
-                callback(ev)
-        return self.result
+        yield done_event(final, msg, rw, vid)

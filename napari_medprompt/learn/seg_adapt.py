@@ -52,7 +52,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from napari_medprompt.learn.errors import LearnError
-from napari_medprompt.learn.run import LearnEvent
+from napari_medprompt.learn.loop_run import LearnEvent, LoopRun, done_event, end_message
 
 SEG_STORE = "seg_models"
 RANDOM_SEG_WARNING = "the base model runs on RANDOM weights (no pretrained weights here): Dice figures are not meaningful"
@@ -195,7 +195,7 @@ def _default_window(volume: np.ndarray) -> tuple[float, float]:
     return float(lo), float(hi)
 
 
-class SegAdaptRun:
+class SegAdaptRun(LoopRun):
     """Train ``method`` from the accepted objects of ``session`` over ``volume`` (Z, Y, X) or (Y, X).
 
     ``sources``: instead of one session, a list of ``(session, volume)`` (several images: whole images
@@ -407,14 +407,6 @@ class SegAdaptRun:
                        [s.label for s in samples], [s.group for s in samples])
 
     # ------------------------------------------------------------------------------ run
-    @property
-    def cancelled(self) -> bool:
-        return self._stop.is_set()
-
-    def cancel(self) -> None:
-        """Stop before the next training step (any thread); a run with no completed epoch writes nothing."""
-        self._stop.set()
-
     def config(self):
         from napari_medprompt.train.loop import TrainConfig
 
@@ -540,8 +532,7 @@ class SegAdaptRun:
         share = 0.9
         done = None
         for ev in train_iter(config, train, model):
-            out = LearnEvent(ev.kind, ev.epoch, ev.epochs, ev.step, ev.steps, ev.loss, None, ev.metrics, ev.eta_s,
-                             0.0, ev.message, rw)
+            out = LearnEvent.of(ev, rw)
             if ev.kind == "start":
                 out.message = "; ".join(m for m in (RANDOM_SEG_WARNING if rw else "", self.split_note) if m)
             elif ev.kind == "features":
@@ -580,31 +571,15 @@ class SegAdaptRun:
                    "split": self.split_note, "window": list(self.window), "train_slices": self.train_slices,
                    "heldout_slices": self.heldout_slices, "images": list(self.image_names),
                    "cancelled": self.cancelled, "seconds": round(time.perf_counter() - t0, 3)}
-            saved = {k: v for k, v in final.items() if k not in ("written", "version")}
-            vid = self.store.add(model, config=config.to_dict(), data_fingerprint=final.get("train_set_sha256"),
-                                 metrics=saved, preprocess=model.preprocess, parent=None, activate=False,
-                                 status=status, notes={"seg": seg})
-            model.store_version = vid
+            vid = self._save_version(model, config, final, status, parent=None, activate=False, notes={"seg": seg})
             yield LearnEvent("version", progress=0.99, random_weights=rw, version=vid,
                              message=f"saved as version {vid} (not active: activate it to use it)"
                              + (" — RANDOM weights" if rw else ""))
-        if status == "stopped-before-first-epoch":
-            msg = "cancelled before the first epoch completed: nothing was saved"
-        elif status == "stopped":
-            msg = f"cancelled: kept epoch {final.get('best_epoch')} as version {vid}"
-        else:
-            msg = f"trained version {vid} ({status})"
+        msg = end_message(status, final, vid)
         if rw:
             msg += " — " + RANDOM_SEG_WARNING
         self.result = SegRunResult(vid, status, comparison, rw, self.cancelled, msg, final)
-        yield LearnEvent("done", epoch=final.get("best_epoch", 0), epochs=final.get("epochs_planned", 0),
-                         metrics=final, progress=1.0, message=msg, random_weights=rw, version=vid)
-
-    def run(self, callback=None) -> SegRunResult:
-        for ev in self.events():
-            if callback is not None:
-                callback(ev)
-        return self.result
+        yield done_event(final, msg, rw, vid)
 
 
 def _zs(samples) -> str:
