@@ -40,6 +40,10 @@ user chooses. The record carries ``seg`` (family, base, objects, prompts, held-o
 
 Bad input raises :class:`~napari_medprompt.learn.errors.LearnError` in the constructor, before any work
 and without writing anything.
+
+The methods and their families are in :mod:`~napari_medprompt.learn.seg_methods`, the accepted objects and
+the held-out split in :mod:`~napari_medprompt.learn.seg_samples`, the store's versions and activation in
+:mod:`~napari_medprompt.learn.seg_versions`; their names are importable from here as well.
 """
 
 from __future__ import annotations
@@ -53,11 +57,32 @@ import numpy as np
 
 from napari_medprompt.learn.errors import LearnError
 from napari_medprompt.learn.loop_run import LearnEvent, LoopRun, done_event, end_message
+from napari_medprompt.learn.seg_methods import (
+    CLIPSEG_FAMILY,
+    DEFAULT_SAM2_BASE,
+    SAM2_FAMILY,
+    SegMethodRow,
+    cached_base_weights,
+    family_of,
+    seg_method_rows,
+)
+from napari_medprompt.learn.seg_samples import (
+    AcceptedObject,
+    Sample,
+    accepted_objects,
+    hold_out,
+    slices_by_object,
+)
+from napari_medprompt.learn.seg_versions import activate_seg, deactivate_seg, seg_versions
+
+__all__ = [
+    "CLIPSEG_FAMILY", "CLIP_CONTEXT", "DEFAULT_SAM2_BASE", "RANDOM_SEG_WARNING", "SAM2_FAMILY", "SEG_STORE",
+    "AcceptedObject", "ObjectDice", "SegAdaptRun", "SegMethodRow", "SegRunResult", "accepted_objects",
+    "activate_seg", "cached_base_weights", "deactivate_seg", "family_of", "seg_method_rows", "seg_versions",
+]
 
 SEG_STORE = "seg_models"
 RANDOM_SEG_WARNING = "the base model runs on RANDOM weights (no pretrained weights here): Dice figures are not meaningful"
-SAM2_FAMILY, CLIPSEG_FAMILY = "sam2", "clipseg"
-DEFAULT_SAM2_BASE = "sam2.1-hiera-tiny"
 CLIP_CONTEXT = 77  # CLIP's text context in tokens, start and end tokens included
 _TOKENIZER = []
 
@@ -69,89 +94,6 @@ def _n_tokens(text: str) -> int:
 
         _TOKENIZER.append(SimpleTokenizer())
     return len(_TOKENIZER[0].encode(text)) + 2
-
-
-def family_of(method: str) -> str:
-    """``"sam2"`` for the SAM2 adapter methods, ``"clipseg"`` for VLSM-Adapter / CLIPSeg decoder."""
-    return SAM2_FAMILY if method.startswith("sam2") else CLIPSEG_FAMILY
-
-
-@dataclass
-class SegMethodRow:
-    name: str
-    description: str
-    family: str
-    fast_on_cpu: bool  # cached encoder outputs: only a small part runs per step
-    base: str  # the default base model name
-
-
-def seg_method_rows() -> list[SegMethodRow]:
-    """The segmentation methods of the registry (torch-free), in registry order."""
-    from napari_medprompt.seg_adapters.registry import BASE_NAME, available_seg_methods
-
-    out = []
-    for name, info in available_seg_methods().items():
-        fam = family_of(name)
-        out.append(SegMethodRow(name, info.description, fam, bool(info.cached_features),
-                                DEFAULT_SAM2_BASE if fam == SAM2_FAMILY else BASE_NAME))
-    return out
-
-
-def cached_base_weights(method: str, backbone: str | None = None) -> str | None:
-    """The local file of the base model's published weights when it is already in the weight cache
-    (no network access, no hashing), else None: the run then builds the base with random weights."""
-    from napari_medprompt.models.cache import fetch_hf_file
-
-    try:
-        if family_of(method) == SAM2_FAMILY:
-            from napari_medprompt.models.sam2_weights import model_spec
-
-            spec = model_spec(backbone or DEFAULT_SAM2_BASE)
-            return str(fetch_hf_file(spec.repo_id, spec.filename, local_files_only=True))
-        from napari_medprompt.seg_adapters.registry import CLIPSEG_REPO
-
-        for name in ("model.safetensors", "pytorch_model.bin"):
-            try:
-                return str(fetch_hf_file(CLIPSEG_REPO, name, local_files_only=True))
-            except Exception:
-                continue
-    except Exception:  # not cached (or no hub client): random weights, said everywhere
-        return None
-    return None
-
-
-@dataclass
-class AcceptedObject:
-    object_id: int
-    name: str  # the object's own name ("" when it has none)
-    slices: list[int]
-    problem: str | None = None  # why it cannot train (None: it can)
-
-    @property
-    def n_slices(self) -> int:
-        return len(self.slices)
-
-    @property
-    def label(self) -> str:
-        return self.name or f"object {self.object_id}"
-
-
-def accepted_objects(session, statuses=("accepted", "edited")) -> list[AcceptedObject]:
-    """Every object with its accepted (or corrected) slices that carry a non-empty mask."""
-    out = []
-    for oid, obj in sorted(session.objects.items()):
-        zs = [int(z) for z, s in sorted(obj.slice_status.items()) if s in statuses]
-        empty = [z for z in zs if not np.any(np.asarray(session.labels[z]) == oid)]
-        zs = [z for z in zs if z not in empty]
-        problem = None
-        if not zs:
-            problem = ("no accepted slice" if not empty else
-                       f"its accepted slice(s) {', '.join(map(str, empty))} have an empty mask")
-        elif len(zs) == 1:
-            problem = (f"accepted on one slice only ({zs[0]}): at least two are needed, one to learn from and "
-                       "one held out to compare the models")
-        out.append(AcceptedObject(int(oid), (obj.name or "").strip(), zs, problem))
-    return out
 
 
 @dataclass
@@ -172,18 +114,6 @@ class SegRunResult:
     message: str = ""
     metrics: dict = field(default_factory=dict)
 
-
-@dataclass
-class _Sample:
-    source: int  # index into the run's sources
-    object_name: str
-    object_id: int
-    z: int
-    image: np.ndarray | None = None  # the snapshot taken when the run was constructed
-    mask: np.ndarray | None = None
-    prompt: dict | None = None
-    label: str = ""  # "<image>: <object>, slice <z>"
-    group: str = ""  # the image key
 
 
 def _default_window(volume: np.ndarray) -> tuple[float, float]:
@@ -313,7 +243,7 @@ class SegAdaptRun(LoopRun):
         self._chosen = chosen
         return names
 
-    def _samples_of(self, src: int) -> list[_Sample]:
+    def _samples_of(self, src: int) -> list[Sample]:
         session = self.sources[src][0]
         objs = accepted_objects(session)
         if src == 0:
@@ -321,64 +251,20 @@ class SegAdaptRun(LoopRun):
             pick = [(o, want[o.object_id]) for o in objs if o.object_id in want]
         else:
             pick = [(o, o.label) for o in objs if o.label in self.objects]
-        return [_Sample(src, name, o.object_id, z) for o, name in pick for z in o.slices]
+        return [Sample(src, name, o.object_id, z) for o, name in pick for z in o.slices]
 
     def _split(self):
         samples = [s for i in range(len(self.sources)) for s in self._samples_of(i)]
-        keys = list(dict.fromkeys(s.image_key for s, _v in self.sources))
-        if len(keys) > 1:
-            rng = np.random.default_rng(self.seed)
-            k = min(len(keys) - 1, max(1, int(round(self.holdout * len(keys)))))
-            held = {keys[int(i)] for i in rng.permutation(len(keys))[:k]}
-            src_key = [s.image_key for s, _v in self.sources]
-            tr = [s for s in samples if src_key[s.source] not in held]
-            va = [s for s in samples if src_key[s.source] in held]
-            names = [self.sources[i][0].image_name for i in range(len(self.sources)) if src_key[i] in held]
-            note = (f"whole images held out: {', '.join(names)} ({len(va)} accepted slices); "
-                    f"{len(tr)} slices of the other {len(keys) - k} image(s) train")
-            for name in self.objects:
-                if not any(s.object_name == name for s in tr):
-                    raise LearnError(f"{name} is accepted only on the held-out image(s); accept it on another image")
-            return tr, va, note
-        blocks = {}
-        for name in self.objects:
-            mine = sorted((s for s in samples if s.object_name == name), key=lambda s: s.z)
-            n = len(mine)
-            k = min(n - 1, max(1, int(round(self.holdout * n))))
-            blocks[name] = (mine[: n - k], mine[n - k:])
-        held_z = {s.z for _rest, held in blocks.values() for s in held}
-        near_z = {z + d for z in held_z for d in range(-self.gap, self.gap + 1)}
-        tr, va, parts = [], [], []
-        for name, (rest, held) in blocks.items():
-            kept = [s for s in rest if s.z not in near_z]
-            left_out = len(rest) - len(kept)
-            if kept:
-                parts.append(f"{name}: slices {_zs(held)} held out, trains on {_zs(kept)}"
-                             + (f" ({left_out} slice(s) on or neighbouring a held-out slice left out)"
-                                if left_out else ""))
-            else:
-                kept = [s for s in rest if s.z not in held_z]
-                if not kept:
-                    raise LearnError(f"{name}: every slice it is accepted on is held out for an object; accept "
-                                     "it on more slices (training on them would make the held-out Dice not held out)")
-                parts.append(f"{name}: slices {_zs(held)} held out, trains on {_zs(kept)} (NO {self.gap}-slice gap: "
-                             "it has no accepted slice away from the held-out ones, so it trains on slices next "
-                             "to held-out slices)")
-            tr += kept
-            va += held
-        note = ("one image: per object, a block of its last accepted slices is held out; no object trains on "
-                f"any held-out slice (slices {_zs(va)}) or, unless noted, within {self.gap} slice(s) of one — "
-                + "; ".join(parts))
-        return tr, va, note
+        return hold_out(self.sources, samples, self.objects, self.holdout, self.gap, self.seed)
 
     # ------------------------------------------------------------------------------ data
     @property
     def train_slices(self) -> dict[str, list[int]]:
-        return _by_object(self.train_samples)
+        return slices_by_object(self.train_samples)
 
     @property
     def heldout_slices(self) -> dict[str, list[int]]:
-        return _by_object(self.heldout_samples)
+        return slices_by_object(self.heldout_samples)
 
     def _snapshot(self, samples) -> None:
         """Copy each sample's slice, mask and prompt out of its session now (the caller's thread)."""
@@ -582,90 +468,7 @@ class SegAdaptRun(LoopRun):
         yield done_event(final, msg, rw, vid)
 
 
-def _zs(samples) -> str:
-    zs = sorted({s.z for s in samples})
-    if not zs:
-        return "none"
-    runs, start, prev = [], zs[0], zs[0]
-    for z in zs[1:] + [None]:
-        if z is not None and z == prev + 1:
-            prev = z
-            continue
-        runs.append(f"{start}" if start == prev else f"{start}-{prev}")
-        if z is not None:
-            start = prev = z
-    return ", ".join(runs)
-
-
-def _by_object(samples) -> dict[str, list[int]]:
-    out: dict[str, list[int]] = {}
-    for s in samples:
-        out.setdefault(s.object_name, []).append(s.z)
-    return {k: sorted(v) for k, v in out.items()}
-
 
 def _base_name(model) -> str:
     return str(getattr(model.backbone, "name", "") or "")
 
-
-# ---------------------------------------------------------------------------------- versions
-def seg_versions(store, *, family: str | None = None, base: str | None = None) -> list[dict]:
-    """The store's segmentation versions, newest first: id, active, method, family, base, random_weights,
-    objects, heldout (text), date, status, label (one line for a chooser)."""
-    from napari_medprompt.train.store import StoreError
-
-    try:
-        rows = store.list()
-        active = store.active
-    except StoreError as err:
-        raise LearnError(str(err)) from None
-    out = []
-    for r in reversed(rows):
-        try:
-            rec = store.get(r["id"])
-        except (StoreError, OSError, ValueError):
-            continue
-        seg = rec.get("seg") or {}
-        method = rec.get("method") or ""
-        fam = seg.get("family") or family_of(method)
-        bname = seg.get("base") or (rec.get("backbone") or {}).get("name") or ""
-        if family is not None and fam != family:
-            continue
-        if base is not None and bname != base:
-            continue
-        rw = bool(seg.get("random_weights", (rec.get("backbone") or {}).get("random_weights")))
-        held = seg.get("heldout") or {}
-        heldout = ", ".join(f"{k} {_f(v.get('base'))}→{_f(v.get('adapted'))}" for k, v in held.items())
-        label = f"{r['id']} · {method} · {', '.join(seg.get('objects') or [])}" + (" · RANDOM weights" if rw else "")
-        out.append({"id": r["id"], "active": r["id"] == active, "method": method, "family": fam, "base": bname,
-                    "random_weights": rw, "objects": list(seg.get("objects") or []), "heldout": heldout,
-                    "date": (rec.get("created_at") or "")[:16].replace("T", " "), "status": rec.get("status"),
-                    "label": label})
-    return out
-
-
-def _f(v) -> str:
-    return "–" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{float(v):.3f}"
-
-
-def activate_seg(store, vid: str) -> None:
-    """Make ``vid`` the active segmentation adapter (the Segment dock offers it)."""
-    from napari_medprompt.train.store import StoreError
-
-    try:
-        store.activate(vid)
-    except (StoreError, KeyError) as err:
-        raise LearnError(f"cannot activate version {vid!r}: {err}") from None
-
-
-def deactivate_seg(store) -> None:
-    """No active segmentation adapter (the Segment dock uses the base model)."""
-    from napari_medprompt.train.store import StoreError
-
-    try:
-        with store._lock():
-            idx = store._read_index()
-            idx["active"] = None
-            store._write_index(idx)
-    except StoreError as err:
-        raise LearnError(str(err)) from None
