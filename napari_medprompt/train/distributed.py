@@ -17,7 +17,10 @@ What the commands do with it:
   step's global batch (drawn from the same seeded generator on every rank) is split across ranks
   (:func:`split_batch`) with the loss weighted by the rank's share, so DDP's gradient mean is the
   single-process gradient of the whole batch (two CPU processes give the one-process weights
-  within floating-point tolerance);
+  within floating-point tolerance); random draws inside a step (a segmentation sample's prompt
+  phrasing) come from :func:`step_generator`, seeded alike on every rank;
+- a resume state is read by rank 0 and handed to every rank (:func:`from_main`), so nodes without a
+  shared file system resume together;
 - metrics are computed from gathered predictions (identical on every rank), counts are summed with
   :func:`all_reduce_sum`; checkpoints, store versions, tables, logs and progress bars come from rank 0
   only (:func:`is_main`);
@@ -226,6 +229,24 @@ def broadcast_object(obj):
     return box[0]
 
 
+def from_main(fn, errors: type[BaseException] | tuple[type[BaseException], ...] = ()):
+    """``fn()`` computed on rank 0 only, its result on every rank. An exception of the ``errors``
+    kinds raised by ``fn`` on rank 0 is raised on every rank (so all ranks stop together, with rank
+    0's message); any other exception is raised on rank 0 alone. One process: ``fn()``."""
+    if not _INFO.enabled:
+        return fn()
+    box = None
+    if is_main():
+        try:
+            box = ("ok", fn())
+        except errors as err:
+            box = ("error", err)
+    kind, value = broadcast_object(box)
+    if kind == "error":
+        raise value
+    return value
+
+
 def split_batch(idx):
     """This rank's part of one global batch ``idx`` and the weight of its loss.
 
@@ -238,6 +259,13 @@ def split_batch(idx):
     if len(local) == 0:
         return idx[:1], 0.0
     return local, _INFO.world_size * len(local) / len(idx)
+
+
+def step_generator(seed: int, step: int):
+    """A ``torch.Generator`` seeded from ``seed`` and the global ``step``, the same on every rank."""
+    import torch
+
+    return torch.Generator().manual_seed(int(seed) * 1_000_003 + step)
 
 
 class _Args:

@@ -17,7 +17,8 @@ Training-free methods (zero-shot, Tip-Adapter) report their metrics under ``val`
 validation split, else under ``train`` (labelled as training-set metrics), never the reverse.
 
 Event kinds, in order: ``start`` (device, trainable parameter count, n_train/n_val per class, how the
-model is selected, random-weight warning), ``features`` (cached-feature extraction progress), ``step``
+model is selected, random-weight warning), ``features`` (cached-feature extraction progress),
+``resumed`` (continuing from a resume state: after which epoch and step), ``step``
 (loss, lr, eta), ``epoch`` (train loss, validation metrics, best so far), ``stopped`` (stop requested:
 which epoch is kept, or that nothing was written), ``checkpoint`` (file written in ``out_dir``, never
 over an existing one), ``version`` (the new version of the model store), ``done`` (final metrics;
@@ -39,13 +40,17 @@ sampling, model selection) lives in :mod:`.task`; the loop picks the task from t
 (:func:`~.task.task_for`): :class:`~.data.FewShotData` trains a classifier, :class:`~.seg_data.SegData`
 (slices, masks, text prompts, groups) a segmenter (``vlsm-*``, ``clipseg-decoder``) with the same
 events, cancel, checkpoints and model-store versions. Segmentation runs select on validation Dice.
+
+**Resume.** With ``config.out_dir`` the loop writes a resume state after every epoch, and
+``config.resume`` continues an interrupted run from it, refused when it is another recipe's
+(:mod:`.resume`). Under ``torchrun`` the loop shards feature extraction and batches, wraps the loss
+in DDP and writes from rank 0 only (:mod:`.distributed`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
-import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, fields
@@ -55,6 +60,14 @@ from typing import Any
 import numpy as np
 
 from napari_medprompt.train.data import FewShotData
+from napari_medprompt.train.resume import (  # noqa: F401  (RESUME_FILE, WRITTEN_FILE, ResumeError: importable here too)
+    RESUME_FILE,
+    WRITTEN_FILE,
+    ResumeError,
+    ResumeFile,
+    Trainables,
+    adapter_state,
+)
 from napari_medprompt.train.task import task_for
 
 FALLBACK_SCHEDULE = {"optimizer": "adamw", "lr": 1e-3, "epochs": 20, "batch_size": 16, "weight_decay": 1e-4}
@@ -203,22 +216,6 @@ def build_model(config: TrainConfig, classes: list[str], device=None):
     return method_class(config.method)(backbone, classes, **config.method_options)
 
 
-def _adapter_state(model) -> dict:
-    """A copy of the method's own tensors (the backbone's too when it trains), cheap for big backbones."""
-    if getattr(model, "trains_backbone", False):
-        return {k: v.detach().clone() for k, v in model.state_dict().items()}
-    out = {}
-    for name, child in model.named_children():
-        if name != "backbone":
-            out.update({f"{name}.{k}": v.detach().clone() for k, v in child.state_dict().items()})
-    for name, p in model.named_parameters(recurse=False):
-        out[name] = p.detach().clone()
-    for name, b in model.named_buffers(recurse=False):
-        if name not in model._non_persistent_buffers_set:
-            out[name] = b.detach().clone()
-    return out
-
-
 def _stopping(config) -> bool:
     ev = config.stop_event
     return ev is not None and ev.is_set()
@@ -240,134 +237,6 @@ def _store_of(config: TrainConfig, store):
     if store is None or isinstance(store, ModelStore):
         return store
     return ModelStore(store)
-
-
-RESUME_FILE = "resume_state.pt"
-WRITTEN_FILE = "resume_written.json"  # what a finished run wrote (a resume of it writes nothing again)
-#: config fields that do not change what is trained (where it goes, how it is run)
-_NOT_RECIPE = ("out_dir", "checkpoint_name", "store", "store_activate", "resume", "device", "stop_event")
-
-
-class ResumeError(ValueError):
-    """A resume state that cannot be used for this run (another recipe, unreadable); the message says why."""
-
-
-def _resume_path(config: TrainConfig) -> Path | None:
-    return Path(config.out_dir) / RESUME_FILE if config.out_dir else None
-
-
-def _recipe(config: TrainConfig, task, data, val, sched) -> dict:
-    """What a run trains: the config without output/device fields, the effective schedule, the task and
-    the training / validation data's content fingerprints."""
-    d = {k: v for k, v in config.to_dict().items() if k not in _NOT_RECIPE}
-    return {"config": json.loads(json.dumps(d, default=str)), "schedule": dict(sched), "task": task.name,
-            "train_set_sha256": data.fingerprint(), "val_set_sha256": None if val is None else val.fingerprint()}
-
-
-def _resume_state(config: TrainConfig, task, data, val, sched) -> dict | None:
-    """The saved state to continue from (``config.resume`` and a state in ``out_dir``), checked to be
-    this recipe's; None to start from scratch. Under torchrun rank 0 reads it and every rank gets
-    rank 0's state (or its error), so nodes without a shared file system resume together."""
-    from napari_medprompt.train import distributed as dd
-
-    if not dd.info().enabled:
-        return _read_resume_state(config, task, data, val, sched)
-    box = None
-    if dd.is_main():
-        try:
-            box = ("ok", _read_resume_state(config, task, data, val, sched))
-        except ResumeError as err:
-            box = ("error", str(err))
-    kind, value = dd.broadcast_object(box)
-    if kind == "error":
-        raise ResumeError(value)
-    return value
-
-
-def _read_resume_state(config: TrainConfig, task, data, val, sched) -> dict | None:
-    path = _resume_path(config)
-    if not config.resume or path is None or not path.exists():
-        return None
-    import torch
-
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise ResumeError(f"cannot read the resume state {path}: {err}; remove it to start afresh") from None
-    mine, theirs = _recipe(config, task, data, val, sched), state.get("recipe") or {}
-    if mine != theirs:
-        diff = []
-        for k in sorted(set(mine) | set(theirs)):
-            a, b = mine.get(k), theirs.get(k)
-            if isinstance(a, dict) and isinstance(b, dict):
-                diff += [f"{k}.{j}: {b.get(j)!r} -> {a.get(j)!r}" for j in sorted(set(a) | set(b)) if a.get(j) != b.get(j)]
-            elif a != b:
-                diff.append(f"{k}: {str(b)[:16]!r} -> {str(a)[:16]!r}")
-        raise ResumeError(f"refusing to resume from {path}: it was written by another recipe ({'; '.join(diff)}); "
-                          "use another output folder or remove the file to start afresh")
-    return state
-
-
-def _already_written(config: TrainConfig) -> dict | None:
-    p = Path(config.out_dir) / WRITTEN_FILE if config.out_dir else None
-    try:
-        w = json.loads(p.read_text()) if p is not None and p.exists() else None
-    except (OSError, ValueError):
-        return None
-    if w and w.get("checkpoint") and not Path(w["checkpoint"]).exists():
-        return None
-    return w
-
-
-def _restore(state, model, opt, lr_sched, scaler, gen, rng, best, history) -> tuple[int, int, int]:
-    model.load_state_dict(state["model"], strict=False)
-    opt.load_state_dict(state["optimizer"])
-    lr_sched.load_state_dict(state["lr_sched"])
-    scaler.load_state_dict(state["scaler"])
-    gen.set_state(state["generator"])
-    rng._cpu = state["rng_cpu"]
-    if rng.cuda and state.get("rng_gpu") is not None:
-        rng._gpu = state["rng_gpu"]
-    best.update(state["best"])
-    history[:] = state["history"]
-    return int(state["epoch"]) + 1, int(state["done_steps"]), int(state["bad_epochs"])
-
-
-def _plain(x):
-    """``x`` with numpy scalars and arrays turned into Python numbers and lists (tensors kept), so the
-    resume state loads with ``torch.load(weights_only=True)``."""
-    if isinstance(x, dict):
-        return {k: _plain(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return type(x)(_plain(v) for v in x)
-    if isinstance(x, (np.generic, np.ndarray)):
-        return x.tolist()
-    return x
-
-
-def _save_resume(config, task, data, val, sched, epoch, done_steps, bad_epochs, model, opt, lr_sched, scaler, gen,
-                 rng, best, history, *, finished: bool, status: str) -> None:
-    """After every epoch (rank 0, atomically): everything needed to continue exactly where this epoch ended."""
-    from napari_medprompt.train import distributed as dd
-
-    path = _resume_path(config)
-    if path is None or not dd.is_main():
-        return
-    import io
-
-    import torch
-
-    from napari_medprompt.io.atomic import atomic_write_bytes
-
-    state = {"format": 1, "recipe": _recipe(config, task, data, val, sched), "epoch": epoch, "done_steps": done_steps,
-             "bad_epochs": bad_epochs, "model": _adapter_state(model), "optimizer": opt.state_dict(),
-             "lr_sched": lr_sched.state_dict(), "scaler": scaler.state_dict(), "generator": gen.get_state(),
-             "rng_cpu": rng._cpu, "rng_gpu": rng._gpu, "best": dict(best), "history": list(history),
-             "finished": finished, "status": status}
-    buf = io.BytesIO()
-    torch.save(_plain(state), buf)  # numpy scalars (metrics, cosine-schedule lrs) as Python numbers
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(path, buf.getvalue())
 
 
 def train_iter(config: TrainConfig, data, model=None, *, val=None, store=None) -> Iterator[TrainEvent]:
@@ -481,6 +350,7 @@ def train_iter(config: TrainConfig, data, model=None, *, val=None, store=None) -
     status = "finished"
     train_metrics = None
     resume = None
+    resume_file = ResumeFile(config, task, data, val, sched)  # out_dir's resume state (none without out_dir)
     if not params:
         # training-free methods (zero-shot, Tip-Adapter): nothing to optimise, evaluate once
         if has_val:
@@ -506,18 +376,19 @@ def train_iter(config: TrainConfig, data, model=None, *, val=None, store=None) -
         lr_sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + np.cos(np.pi * min(s, total) / total)))
         scaler = torch.amp.GradScaler("cuda", enabled=amp)
         gen = torch.Generator().manual_seed(int(config.seed))
-        initial = _adapter_state(model)
+        initial = adapter_state(model)
         weights_lock = state_lock(model)  # held while the weights change (classify.snapshot)
         t0, done_steps, bad_epochs = time.perf_counter(), 0, 0
         step_loss = dd.wrap_ddp(model, lambda mdl, i, g: task.loss(mdl, tr, i, feats["train"] if cached else None,
                                                                   device, g))
-        resume = _resume_state(config, task, data, val, sched)
+        trainables = Trainables(model, opt, lr_sched, scaler, gen, rng)
+        resume = resume_file.load()
         start_epoch = 1
         if resume is not None:
-            start_epoch, done_steps, bad_epochs = _restore(resume, model, opt, lr_sched, scaler, gen, rng, best, history)
+            start_epoch, done_steps, bad_epochs = resume_file.restore(resume, trainables, best, history)
             yield TrainEvent("resumed", epoch=start_epoch - 1, epochs=epochs, step=done_steps, steps=total,
                              message=f"resumed after epoch {start_epoch - 1} ({done_steps} steps) from "
-                                     f"{_resume_path(config)}")
+                                     f"{resume_file.path}")
         for epoch in range(start_epoch, epochs + 1):
             if resume is not None and resume.get("finished"):
                 break
@@ -533,7 +404,7 @@ def train_iter(config: TrainConfig, data, model=None, *, val=None, store=None) -
                     model.train()
                     with autocast():
                         if dist.enabled:  # the shared generator stays in step on every rank
-                            g = torch.Generator().manual_seed(int(config.seed) * 1_000_003 + done_steps)
+                            g = dd.step_generator(config.seed, done_steps)
                             loss = step_loss(local, g) * weight
                         else:
                             loss = step_loss(idx, gen)
@@ -563,7 +434,7 @@ def train_iter(config: TrainConfig, data, model=None, *, val=None, store=None) -
             else:
                 improved = True  # fixed schedule: the latest completed epoch is the one kept
             if improved:
-                best.update(epoch=epoch, metrics=metrics, state=_adapter_state(model), train_loss=train_loss)
+                best.update(epoch=epoch, metrics=metrics, state=adapter_state(model), train_loss=train_loss)
                 bad_epochs = 0
             else:
                 bad_epochs += 1
@@ -574,9 +445,9 @@ def train_iter(config: TrainConfig, data, model=None, *, val=None, store=None) -
             else:
                 note = "fixed schedule (no validation data)"
             stop_early = has_val and config.patience and bad_epochs >= config.patience and epoch < epochs
-            _save_resume(config, task, data, val, sched, epoch, done_steps, bad_epochs, model, opt, lr_sched, scaler,
-                         gen, rng, best, history, finished=bool(stop_early or epoch == epochs),
-                         status="early-stopped" if stop_early else "finished")
+            resume_file.save(trainables, epoch=epoch, done_steps=done_steps, bad_epochs=bad_epochs, best=best,
+                             history=history, finished=bool(stop_early or epoch == epochs),
+                             status="early-stopped" if stop_early else "finished")
             yield TrainEvent("epoch", epoch=epoch, epochs=epochs, loss=train_loss, metrics=metrics,
                              lr=opt.param_groups[0]["lr"], eta_s=(time.perf_counter() - t0) / done_steps * (total - done_steps),
                              message=note)
@@ -615,7 +486,7 @@ def train_iter(config: TrainConfig, data, model=None, *, val=None, store=None) -
         "schedule": sched, "written": False,
     }
     path = vid = None
-    written = _already_written(config) if params and resume is not None and resume.get("finished") else None
+    written = resume_file.already_written() if params and resume is not None and resume.get("finished") else None
     if written:  # a resumed run that had finished and written its results: nothing new to write
         path, vid = written.get("checkpoint"), written.get("version")
         final["written"] = True
@@ -637,9 +508,7 @@ def train_iter(config: TrainConfig, data, model=None, *, val=None, store=None) -
             yield TrainEvent("version", path=str(store.weights_path(vid)), message=vid,
                              metrics={"version": vid, "store": str(store.root), "active": bool(config.store_activate)})
         final["written"] = bool(path or vid)
-        if params and dist.is_main and _resume_path(config) is not None and final["written"]:
-            from napari_medprompt.io.atomic import atomic_write_text
-
-            atomic_write_text(Path(config.out_dir) / WRITTEN_FILE, json.dumps({"checkpoint": path, "version": vid}))
+        if params and dist.is_main and resume_file.path is not None and final["written"]:
+            resume_file.record_written(path, vid)
     final["version"] = vid
     yield TrainEvent("done", metrics=final, path=path, model=model, message=status)
