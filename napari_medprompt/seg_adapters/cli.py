@@ -37,36 +37,31 @@ def load_seg_npz(path) -> "SegData":  # noqa: F821
 
 
 def seg_train_main(args, cfg: dict, merged: dict, options: dict) -> int:
+    """The segmentation runs of ``medprompt-train`` (one per seed), from what it parsed: ``args``, the
+    ``--config`` dict ``cfg``, the :class:`~napari_medprompt.train.loop.TrainConfig` values ``merged``
+    and the method ``options`` as given (checked here). Returns the exit status."""
     from napari_medprompt.seg_adapters.clipseg import SegAdapterError
     from napari_medprompt.seg_adapters.registry import validate_seg_options
     from napari_medprompt.train.checkpoints import CheckpointError
+    from napari_medprompt.train.cli_options import run_settings
     from napari_medprompt.train.data import DataError
     from napari_medprompt.train.loop import TrainConfig, train_iter
     from napari_medprompt.train.store import StoreError
 
     method = merged.get("method") or args.method
-    try:
-        options = validate_seg_options(method, options)
-    except (KeyError, ValueError) as err:
-        print(f"medprompt-train: {err.args[0] if err.args else err}", file=sys.stderr)
+    run = run_settings(args, cfg, method, options, validate_seg_options)
+    if run is None:
         return 2
-    data_path = args.data or cfg.get("data")
-    if not data_path:
-        raise SystemExit("medprompt-train: --data (or 'data' in --config) is required")
-    out = Path(args.out or cfg.get("out") or "medprompt-run")
-    store = args.store or cfg.get("store")
-    seeds = args.seeds or ([args.seed] if args.seed is not None else None) or cfg.get("seeds") or [cfg.get("seed", 0)]
-    val_fraction = args.val_fraction if args.val_fraction is not None else cfg.get("val_fraction")
-    val_path = args.val_data or cfg.get("val_data")
+    out, seeds = run.out, run.seeds
     runs = []
     try:
-        data = load_seg_npz(data_path)
-        val = load_seg_npz(val_path) if val_path else None
+        data = load_seg_npz(run.data)
+        val = load_seg_npz(run.val_data) if run.val_data else None
         for seed in seeds:
             run_dir = out / f"seed_{seed}" if len(seeds) > 1 else out
-            config = TrainConfig(**{**merged, "method": method}, method_options=options, seed=int(seed),
-                                 val_fraction=float(val_fraction or 0.0) if val is None else 0.0,
-                                 out_dir=str(run_dir), store=store)
+            config = TrainConfig(**{**merged, "method": method}, method_options=run.options, seed=int(seed),
+                                 val_fraction=float(run.val_fraction or 0.0) if val is None else 0.0,
+                                 out_dir=str(run_dir), store=run.store)
             final = None
             for ev in train_iter(config, data, val=val):
                 if ev.kind == "start":

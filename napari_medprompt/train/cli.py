@@ -20,6 +20,10 @@ underscores, plus ``method_options``); an unknown key is an error. Options on th
 Method options: ``--opt NAME=VALUE`` (repeatable) or the method's own flags (``--ratio 0.5`` for
 clip-adapter; ``--method M --help`` lists them), checked against the method's option schema
 (``--list-methods`` shows every method's). ``--store DIR`` writes every run as a new version of a model store.
+
+The parser, config files and option resolution live in :mod:`.cli_options`; ``--list-methods``,
+``--list-versions`` and ``--rebuild-index`` in :mod:`.cli_actions`; this module runs the training and
+evaluation.
 """
 
 from __future__ import annotations
@@ -32,33 +36,19 @@ import os
 import sys
 from pathlib import Path
 
-TRAIN_KEYS = ("method", "backbone", "pretrained", "optimizer", "lr", "epochs", "batch_size", "weight_decay",
-              "monitor", "patience", "device", "balanced_sampling", "amp")
-CONFIG_KEYS = TRAIN_KEYS + ("data", "out", "store", "split", "val_split", "test_split", "val_data", "val_fraction",
-                            "split_seed", "classes", "shots", "fraction", "fractions", "seed", "seeds",
-                            "method_options")
+from napari_medprompt.train.cli_actions import describe_methods, store_command
+from napari_medprompt.train.cli_options import (  # noqa: F401  (CONFIG_KEYS, TRAIN_KEYS: importable here too)
+    CONFIG_KEYS,
+    TRAIN_KEYS,
+    add_method_flags,
+    load_config,
+    method_options,
+    parser_train,
+    run_settings,
+    train_config_values,
+)
 
-
-def _load_config(path: str | None) -> dict:
-    if not path:
-        return {}
-    p = Path(path)
-    try:
-        text = p.read_text()
-        if p.suffix in (".yaml", ".yml"):
-            import yaml
-
-            cfg = yaml.safe_load(text) or {}
-        else:
-            cfg = json.loads(text)
-    except Exception as err:
-        raise SystemExit(f"cannot read config {p}: {err}") from None
-    if not isinstance(cfg, dict):
-        raise SystemExit(f"config {p} must be a mapping of option names to values")
-    unknown = sorted(set(cfg) - set(CONFIG_KEYS))
-    if unknown:
-        raise SystemExit(f"config {p}: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(CONFIG_KEYS)}")
-    return cfg
+__all__ = ["CONFIG_KEYS", "TRAIN_KEYS", "describe_methods", "eval_main", "train_main"]
 
 
 def _load_data(path: str, split: str, classes=None):
@@ -70,130 +60,6 @@ def _load_data(path: str, split: str, classes=None):
     return from_folder(p)
 
 
-def describe_methods() -> str:
-    """Every registered method: description, needs, training defaults and option schema."""
-    from napari_medprompt.classify.base import available_methods
-
-    from napari_medprompt.seg_adapters.registry import available_seg_methods
-
-    lines = []
-    for name, info in sorted({**available_methods(), **available_seg_methods()}.items()):
-        needs = [w for w, f in (("masks", info.uses_masks), ("a CLIP text tower", info.needs_text)) if f]
-        lines.append(f"{name}: {info.description}" + (f" (needs {' and '.join(needs)})" if needs else ""))
-        d = getattr(info, "defaults", None)
-        if d is not None:
-            if d.epochs == 0:
-                lines.append("  training-free (nothing is optimised)")
-            else:
-                lines.append(f"  defaults: optimizer {d.optimizer}, lr {d.lr:g}, epochs {d.epochs}, "
-                             f"batch size {d.batch_size}, weight decay {d.weight_decay:g}"
-                             + (f"  [{d.note}]" if getattr(d, "note", "") else ""))
-        for o in getattr(info, "options", ()):
-            lines.append(f"  --opt {o.describe()}")
-    return "\n".join(lines)
-
-
-def _parser_train() -> argparse.ArgumentParser:
-    from napari_medprompt.classify.base import available_methods
-    from napari_medprompt.train.task import MONITORS
-
-    p = argparse.ArgumentParser(prog="medprompt-train", description="Train a few-shot adapter on a frozen backbone.")
-    p.add_argument("--config", help="YAML/JSON file with defaults for these options")
-    p.add_argument("--list-methods", action="store_true", help="list the methods, their defaults and options, then exit")
-    p.add_argument("--data", help="class-folder root or MedMNIST-style .npz (the training pool)")
-    p.add_argument("--split", default=None, help="split of a .npz to sample training images from (default: train)")
-    p.add_argument("--val-split", default=None, help="split of the .npz for model selection (default: val when "
-                   "present); 'none' for no validation")
-    p.add_argument("--test-split", default=None, help="split of the .npz to evaluate on (default: test when present); 'none'")
-    p.add_argument("--val-data", default=None, help="separate validation data (class folder or .npz)")
-    p.add_argument("--val-fraction", type=float, default=None,
-                   help="carve a grouped validation split of this fraction from the pool before sampling")
-    p.add_argument("--split-seed", type=int, default=None, help="seed of the --val-fraction split (default 0; fixed across seeds)")
-    p.add_argument("--classes", nargs="+", default=None, help="class names for a .npz (in label order)")
-    from napari_medprompt.seg_adapters.registry import available_seg_methods
-
-    p.add_argument("--method", choices=sorted({**available_methods(), **available_seg_methods()}), default=None,
-                   help="vlsm-* / clipseg-decoder train a text-prompted segmenter (see napari_medprompt.seg_adapters.cli)")
-    p.add_argument("--backbone", default=None, help="e.g. ViT-B-16, resnet50, hf-hub:..., test-vit-tiny")
-    p.add_argument("--pretrained", default=None, help="tag, local weights file, or 'random'")
-    p.add_argument("--shots", type=int, default=None, help="k images per class (sampled per seed)")
-    p.add_argument("--fraction", type=float, nargs="+", default=None, help="fraction(s) of the training pool per class")
-    p.add_argument("--opt", "--method-option", dest="opt", action="append", default=[], metavar="NAME=VALUE",
-                   help="method option, checked against the method's schema (see --list-methods); repeatable")
-    for k, t in (("lr", float), ("epochs", int), ("batch_size", int), ("weight_decay", float), ("patience", int)):
-        p.add_argument("--" + k.replace("_", "-"), dest=k, type=t, default=None,
-                       help="default: the method's own" if k != "patience" else None)
-    p.add_argument("--optimizer", choices=("adamw", "adam", "sgd"), default=None)
-    p.add_argument("--monitor", choices=MONITORS + ("dice", "iou"), default=None, help="validation metric for model selection "
-                   "(default balanced_accuracy)")
-    p.add_argument("--seed", type=int, default=None, help="one seed (same as --seeds N)")
-    p.add_argument("--seeds", type=int, nargs="+", default=None, help="several seeds: report mean ± sd")
-    p.add_argument("--device", default=None, help="auto (default), cuda, mps or cpu")
-    p.add_argument("--out", default=None, help="output folder (checkpoints, metrics.json, summary.json)")
-    p.add_argument("--store", default=None, help="model store folder: every run becomes a new version")
-    p.add_argument("--list-versions", action="store_true", help="list the versions of --store, then exit")
-    p.add_argument("--rebuild-index", action="store_true", help="rebuild the index of --store from its version folders, then exit")
-    p.add_argument("--resume", action="store_true", help="continue an interrupted run from the resume state in its "
-                   "output folder (written after every epoch); refused when that state is another recipe's")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    return p
-
-
-def _add_method_flags(parser: argparse.ArgumentParser, method: str) -> dict[str, str]:
-    """``--<option>`` flags for ``method``'s option schema (values checked by the schema later);
-    an option whose flag would clash with a general flag is reachable through ``--opt`` only.
-    Returns {option name: argparse dest}."""
-    from napari_medprompt.classify.base import available_methods
-
-    from napari_medprompt.seg_adapters.registry import available_seg_methods
-
-    info = available_methods().get(method) or available_seg_methods().get(method)
-    taken = set(parser._option_string_actions)
-    out = {}
-    group = parser.add_argument_group(f"options of {method} (also --opt NAME=VALUE)")
-    for o in getattr(info, "options", ()):
-        flag = "--" + o.name.replace("_", "-")
-        if flag in taken:
-            continue
-        dest = "methodopt_" + o.name
-        kw = {"nargs": "+"} if o.type is list else {}
-        group.add_argument(flag, dest=dest, default=None, metavar=o.name.upper(), help=o.describe(), **kw)
-        out[o.name] = dest
-    return out
-
-
-def _parse_value(v: str):
-    try:
-        return json.loads(v)
-    except json.JSONDecodeError:
-        return v
-
-
-def _store_command(args) -> int:
-    from napari_medprompt.train.store import ModelStore, StoreError
-
-    if not args.store:
-        print("medprompt-train: --list-versions / --rebuild-index need --store DIR", file=sys.stderr)
-        return 2
-    store = ModelStore(args.store)
-    try:
-        if args.rebuild_index:
-            backup = store.rebuild_index()
-            print(f"index of {store.root} rebuilt from {len(store.list())} version folder(s)"
-                  + (f"; previous index kept as {backup}" if backup else ""))
-            if store.active is None and store.list():
-                print("no version is active (the previous activation could not be read); activate one")
-        for v in store.list():
-            ba = v.get("balanced_accuracy")
-            print(f"{'*' if v['active'] else ' '} {v['id']}  {v['created_at']}  {v['method']} on {v['backbone']}"
-                  f"{' (RANDOM weights)' if v['random_weights'] else ''}  parent={v['parent']}  {v['status']}"
-                  + (f"  {v['selected_on']} balanced_accuracy={ba:.3f}" if ba is not None else ""))
-    except StoreError as err:
-        print(f"medprompt-train: {err}", file=sys.stderr)
-        return 2
-    return 0
-
-
 def train_main(argv: list[str] | None = None) -> int:
     from napari_medprompt.classify.base import validate_method_options
     from napari_medprompt.train.checkpoints import CheckpointError
@@ -202,27 +68,20 @@ def train_main(argv: list[str] | None = None) -> int:
     from napari_medprompt.train.metrics import format_mean_sd
     from napari_medprompt.train.store import StoreError
 
-    parser = _parser_train()
+    parser = parser_train()
     argv = list(sys.argv[1:] if argv is None else argv)
     args, _ = parser.parse_known_args([a for a in argv if a not in ("-h", "--help")])  # --help after the method flags
     if args.list_methods:
         print(describe_methods())
         return 0
     if args.list_versions or args.rebuild_index:
-        return _store_command(args)
-    cfg = _load_config(args.config)
+        return store_command(args)
+    cfg = load_config(args.config)
     method = args.method or cfg.get("method") or TrainConfig.method
-    flags = _add_method_flags(parser, method)  # e.g. --ratio 0.5 for clip-adapter
+    flags = add_method_flags(parser, method)  # e.g. --ratio 0.5 for clip-adapter
     args = parser.parse_args(argv)
-    merged = {k: cfg[k] for k in TRAIN_KEYS if k in cfg}
-    merged.update({k: getattr(args, k) for k in TRAIN_KEYS if getattr(args, k, None) is not None})
-    options = dict(cfg.get("method_options") or {})
-    options.update({name: getattr(args, dest) for name, dest in flags.items() if getattr(args, dest) is not None})
-    for item in args.opt:
-        key, eq, val = item.partition("=")
-        if not eq:
-            raise SystemExit(f"medprompt-train: --opt {item!r}: expected NAME=VALUE")
-        options[key.strip()] = _parse_value(val)
+    merged = train_config_values(args, cfg)
+    options = method_options(args, cfg, flags)
     from napari_medprompt.train.task import is_seg_method
 
     if is_seg_method(method):  # text-prompted segmentation: slices + masks + prompts, same loop
@@ -242,21 +101,12 @@ def train_main(argv: list[str] | None = None) -> int:
         finally:
             sys.stdout = saved_stdout
             dd.shutdown()
-    try:
-        options = validate_method_options(method, options)
-    except (KeyError, ValueError) as err:
-        print(f"medprompt-train: {err.args[0] if err.args else err}", file=sys.stderr)
+    run = run_settings(args, cfg, method, options, validate_method_options)
+    if run is None:
         return 2
-    data_path = args.data or cfg.get("data")
-    if not data_path:
-        raise SystemExit("medprompt-train: --data (or 'data' in --config) is required")
-    out = Path(args.out or cfg.get("out") or "medprompt-run")
-    store = args.store or cfg.get("store")
+    data_path, out, store, seeds, val_fraction = run.data, run.out, run.store, run.seeds, run.val_fraction
     shots = args.shots if args.shots is not None else cfg.get("shots")
     fracs = args.fraction or cfg.get("fractions") or ([cfg["fraction"]] if cfg.get("fraction") else [None])
-    seeds = args.seeds or ([args.seed] if args.seed is not None else None) or cfg.get("seeds") \
-        or [cfg.get("seed", 0)]
-    val_fraction = args.val_fraction if args.val_fraction is not None else cfg.get("val_fraction")
     classes = args.classes or cfg.get("classes")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     from napari_medprompt.train import distributed as dd
@@ -278,11 +128,10 @@ def train_main(argv: list[str] | None = None) -> int:
         splits = npz_splits(data_path) if is_npz else []
         val_split = args.val_split or cfg.get("val_split") or ("val" if "val" in splits else None)
         test_split = args.test_split or cfg.get("test_split") or ("test" if "test" in splits else None)
-        val_data = args.val_data or cfg.get("val_data")
         val, val_note = None, "none: fixed schedule (no early stopping, last epoch kept)"
-        if val_data:
-            val = _load_data(val_data, val_split or "val", pool.classes)
-            val_note = f"{val_data} ({len(val)} images)"
+        if run.val_data:
+            val = _load_data(run.val_data, val_split or "val", pool.classes)
+            val_note = f"{run.val_data} ({len(val)} images)"
         elif val_fraction:
             pool, val = split_train_val(pool, float(val_fraction), int(args.split_seed or cfg.get("split_seed") or 0))
             val_note = f"{float(val_fraction):g} of the pool, grouped, fixed ({len(val)} images)"
@@ -302,7 +151,7 @@ def train_main(argv: list[str] | None = None) -> int:
         summaries = []
         for frac in fracs:
             run_dir = out / f"fraction_{frac:g}" if frac and len(fracs) > 1 else out
-            config = TrainConfig(**merged, method_options=options, resume=bool(args.resume))
+            config = TrainConfig(**merged, method_options=run.options, resume=bool(args.resume))
             label = f"fraction {frac:g}" if frac else (f"{shots}-shot" if shots else "")
             summary = _run_seeds(config, pool, seeds, val=val, test=test, shots=shots, fraction=frac, store=store,
                                  out_dir=run_dir, quiet=quiet, label=label, err_out=err_out)

@@ -13,7 +13,8 @@ import yaml
 
 from napari_medprompt.classify.backbones.registry import create_backbone
 from napari_medprompt.classify.base import available_methods, method_class, validate_method_options
-from napari_medprompt.train.cli import CONFIG_KEYS, _load_config, eval_main, train_main
+from napari_medprompt.train.cli import eval_main, train_main
+from napari_medprompt.train.cli_options import CONFIG_KEYS, load_config
 from tests.classify.synthetic import blob_task
 
 torch.set_num_threads(2)
@@ -139,7 +140,7 @@ RECIPES = sorted((REPO / "training" / "configs").glob("*.yaml"))
 
 @pytest.mark.parametrize("recipe", RECIPES, ids=[p.stem for p in RECIPES])
 def test_every_recipe_builds_its_method(recipe):
-    cfg = _load_config(str(recipe))  # unknown keys fail here
+    cfg = load_config(str(recipe))  # unknown keys fail here
     assert set(cfg) <= set(CONFIG_KEYS)
     info = available_methods()[cfg["method"]]
     options = validate_method_options(cfg["method"], cfg.get("method_options") or {})  # a typo fails here
