@@ -146,7 +146,7 @@ def test_adding_a_2d_image_keeps_the_image_class_set_elsewhere(make_napari_viewe
 
 def test_a_run_trains_on_the_examples_as_they_were_when_train_was_pressed(make_napari_viewer, qtbot, tmp_path,
                                                                            monkeypatch):
-    import napari_medprompt._qt.learn.widget as widget_module
+    import napari_medprompt._qt.learn.train_tab as train_tab_module
 
     vol, _lesions = lesion_volume(0)
     viewer, seg = make_widget(make_napari_viewer, monkeypatch, tmp_path,
@@ -169,7 +169,7 @@ def test_a_run_trains_on_the_examples_as_they_were_when_train_was_pressed(make_n
         def __init__(self, make_run, **kw):
             made.append(make_run)
 
-    monkeypatch.setattr(widget_module, "TrainingJob", Job)
+    monkeypatch.setattr(train_tab_module, "TrainingJob", Job)
     monkeypatch.setattr(learn, "_register_task", lambda desc: None)
     learn.start_training()
     assert made

@@ -8,6 +8,8 @@ whole window on every value change, so the bar is pushed at most every ``PROGRES
 
 :class:`PredictionJob` loads a model version and computes probabilities (and heat maps) of slices in a
 worker; its progress callback only writes two integers that the dock's timer reads.
+
+:func:`prepare_torch` imports torch on the main thread before the first job needs it.
 """
 
 from __future__ import annotations
@@ -23,6 +25,24 @@ PROGRESS_INTERVAL_MS = 250  # the dock's own bar, plot and ETA
 ACTIVITY_INTERVAL_S = 1.0  # napari's activity-dock bar (each push repaints the window)
 ACTIVITY_STEP = 0.02  # ... and only when the run advanced by 2 % or more
 BAR_TOTAL = 1000
+
+
+def prepare_torch() -> None:
+    """Import torch, torchvision and open_clip on the main thread before the first worker uses them
+    (first imports of these native libraries from a worker thread are avoided, and triton is kept
+    out of a process rendering with Mesa's LLVM: see the Segment panel's backend loading), and leave
+    one CPU core to the viewer."""
+    from napari_medprompt._qt.segment.backend_panel import avoid_llvm_clash, leave_a_core_for_the_viewer
+
+    avoid_llvm_clash()
+    import torch
+    import torchvision  # noqa: F401
+
+    try:
+        import open_clip  # noqa: F401
+    except ImportError:
+        pass
+    leave_a_core_for_the_viewer(torch)
 
 
 class ActivityBar:

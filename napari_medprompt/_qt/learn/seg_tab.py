@@ -28,9 +28,10 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_medprompt._qt.learn.jobs import PROGRESS_INTERVAL_MS, TrainingJob
+from napari_medprompt._qt.learn.jobs import PROGRESS_INTERVAL_MS, TrainingJob, prepare_torch
 from napari_medprompt._qt.learn.plot import LinePlot
-from napari_medprompt._qt.learn.ui import button, item, table, wrapped
+from napari_medprompt._qt.learn.ui import wrapped
+from napari_medprompt._qt.ui_common import bold, button, item, table
 
 log = logging.getLogger(__name__)
 
@@ -253,7 +254,6 @@ class SegAdapterTab(QWidget):
         """Build the run here (its checks, and a copy of the training and held-out slices, masks and prompts:
         edits made while it trains do not change it) and train it in a worker; returns the job (None when
         refused, with a message)."""
-        from napari_medprompt._qt.learn.widget import prepare_torch
         from napari_medprompt.learn import LearnError
         from napari_medprompt.learn.seg_adapt import SegAdaptRun
 
@@ -399,9 +399,7 @@ class SegAdapterTab(QWidget):
                 cells[2].setForeground(QBrush(QColor("#e34a33")))
             for c, it in enumerate(cells):
                 if row["active"]:
-                    f = it.font()
-                    f.setBold(True)
-                    it.setFont(f)
+                    bold([it])
                 self.versions.setItem(r, c, it)
             if row["id"] == keep:
                 self.versions.selectRow(r)

@@ -1,10 +1,9 @@
-"""Widgets of the Learn panel (layout only; napari_medprompt._qt.learn.widget wires them up)."""
+"""Widgets of the Learn panel (layout only; napari_medprompt._qt.learn.widget and its tab modules wire them up)."""
 
 from __future__ import annotations
 
 from qtpy.QtCore import QSize, Qt
 from qtpy.QtWidgets import (
-    QAbstractItemView,
     QComboBox,
     QDoubleSpinBox,
     QFormLayout,
@@ -14,12 +13,9 @@ from qtpy.QtWidgets import (
     QHeaderView,
     QLabel,
     QProgressBar,
-    QPushButton,
     QScrollArea,
     QSlider,
     QSpinBox,
-    QTableWidget,
-    QTableWidgetItem,
     QTabWidget,
     QTextBrowser,
     QVBoxLayout,
@@ -28,6 +24,7 @@ from qtpy.QtWidgets import (
 
 from napari_medprompt._qt.learn.options import OptionForm
 from napari_medprompt._qt.learn.plot import LinePlot
+from napari_medprompt._qt.ui_common import button, table
 
 EXAMPLE_COLUMNS = ["", "Class", "Source", "Slice", "Object", "Group"]
 EXAMPLE_TIPS = ["Thumbnail (the object's outline in white)", "The class the example teaches",
@@ -39,35 +36,6 @@ PROB_COLUMNS = ["Class", "Probability"]
 OBJECT_COLUMNS = ["Object", "Class given", "Predicted", "Probability", "Slices"]
 THUMB = 40
 PREDICT_MODES = ["Current slice", "Slice range", "Whole volume", "Every object"]
-
-
-def item(text: str, data=None, align_right: bool = False) -> QTableWidgetItem:
-    it = QTableWidgetItem(text)
-    it.setFlags(Qt.ItemFlag.ItemIsSelectable | Qt.ItemFlag.ItemIsEnabled)
-    if data is not None:
-        it.setData(Qt.ItemDataRole.UserRole, data)
-    if align_right:
-        it.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-    return it
-
-
-def table(columns: list[str], stretch: int, multi: bool = True) -> QTableWidget:
-    t = QTableWidget(0, len(columns))
-    t.setHorizontalHeaderLabels(columns)
-    t.verticalHeader().setVisible(False)
-    t.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-    t.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection if multi
-                       else QAbstractItemView.SelectionMode.SingleSelection)
-    t.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-    t.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-    t.horizontalHeader().setSectionResizeMode(stretch, QHeaderView.ResizeMode.Stretch)
-    return t
-
-
-def button(text: str, tip: str) -> QPushButton:
-    b = QPushButton(text)
-    b.setToolTip(tip)
-    return b
 
 
 def wrapped(text: str = "") -> QLabel:

@@ -10,16 +10,15 @@ from qtpy.QtWidgets import (
     QGridLayout,
     QGroupBox,
     QHBoxLayout,
-    QHeaderView,
     QLabel,
-    QPushButton,
     QSpinBox,
-    QTableWidget,
     QTableWidgetItem,
     QTextBrowser,
     QVBoxLayout,
 )
 
+from napari_medprompt._qt.ui_common import button, table
+from napari_medprompt._qt.ui_common import item as table_item  # noqa: F401 (the Review widget's cells)
 from napari_medprompt.session.review import SLICE_FILTERS
 
 OBJECT_COLUMNS = ["Name", "ID", "Slices", "mL", "Review", "Lock", "Class"]
@@ -30,16 +29,6 @@ OBJECT_TIPS = ["Object name", "Label id in the segmentation", "Slices covered (f
                "The object's class for learning (e.g. benign, malignant): double-click to set or change it; "
                "empty = no class"]
 SLICE_COLUMNS = ["Slice", "Status", "Area (cm²)"]
-
-
-def table_item(text: str, data=None, align_right: bool = False) -> QTableWidgetItem:
-    it = QTableWidgetItem(text)
-    it.setFlags(Qt.ItemFlag.ItemIsSelectable | Qt.ItemFlag.ItemIsEnabled)
-    if data is not None:
-        it.setData(Qt.ItemDataRole.UserRole, data)
-    if align_right:
-        it.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-    return it
 
 
 class ClassDelegate(QStyledItemDelegate):
@@ -69,24 +58,6 @@ def class_item(text: str | None) -> QTableWidgetItem:
     return it
 
 
-def _table(columns: list[str], multi: bool, stretch: int) -> QTableWidget:
-    t = QTableWidget(0, len(columns))
-    t.setHorizontalHeaderLabels(columns)
-    t.verticalHeader().setVisible(False)
-    t.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-    t.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection if multi else QAbstractItemView.SelectionMode.SingleSelection)
-    t.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-    t.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-    t.horizontalHeader().setSectionResizeMode(stretch, QHeaderView.ResizeMode.Stretch)
-    return t
-
-
-def _button(text: str, tip: str) -> QPushButton:
-    b = QPushButton(text)
-    b.setToolTip(tip)
-    return b
-
-
 def build_review_ui(w) -> None:
     """Create the Review panel's child widgets as attributes of ``w`` and lay them out."""
     lay = QVBoxLayout(w)
@@ -104,7 +75,7 @@ def build_review_ui(w) -> None:
     crow.addWidget(w.image_class, 1)
     lay.addLayout(crow)
 
-    w.objects = _table(OBJECT_COLUMNS, multi=False, stretch=0)
+    w.objects = table(OBJECT_COLUMNS, stretch=0, multi=False)
     for c, tip in enumerate(OBJECT_TIPS):
         w.objects.horizontalHeaderItem(c).setToolTip(tip)
     w.objects.setToolTip("Objects of this image. Select one to review its slices; double-click its Class "
@@ -123,22 +94,22 @@ def build_review_ui(w) -> None:
     w.filter.setToolTip("Which slices to list; 'To review' hides accepted and rejected ones")
     row.addWidget(w.filter, 1)
     bl.addLayout(row)
-    w.slices = _table(SLICE_COLUMNS, multi=True, stretch=1)
+    w.slices = table(SLICE_COLUMNS, stretch=1, multi=True)
     w.slices.setToolTip("Click a slice to show it in the viewer; Shift/Ctrl-click selects several")
     bl.addWidget(w.slices, 3)
     shown = QHBoxLayout()
-    w.accept_shown = _button("Accept shown ▶", "Accept the slice the viewer shows, then go to the next "
+    w.accept_shown = button("Accept shown ▶", "Accept the slice the viewer shows, then go to the next "
                              "slice still to review")
-    w.reject_shown = _button("Reject shown", "Clear this object on the slice the viewer shows (other "
+    w.reject_shown = button("Reject shown", "Clear this object on the slice the viewer shows (other "
                              "objects are kept; undo restores)")
-    w.next_review = _button("Next to review ▶", "Show the next slice that is prompted, propagated or "
+    w.next_review = button("Next to review ▶", "Show the next slice that is prompted, propagated or "
                             "edited but not yet accepted or rejected")
     for b in (w.accept_shown, w.reject_shown, w.next_review):
         shown.addWidget(b)
     bl.addLayout(shown)
     sel = QHBoxLayout()
-    w.accept_selected = _button("Accept selected", "Mark the selected slices as checked and correct")
-    w.reject_selected = _button("Reject selected", "Clear this object on the selected slices (other "
+    w.accept_selected = button("Accept selected", "Mark the selected slices as checked and correct")
+    w.reject_selected = button("Reject selected", "Clear this object on the selected slices (other "
                                 "objects are kept; undo restores)")
     sel.addWidget(w.accept_selected)
     sel.addWidget(w.reject_selected)
@@ -152,8 +123,8 @@ def build_review_ui(w) -> None:
     rng.addWidget(w.range_from, 0, 1)
     rng.addWidget(QLabel("to"), 0, 2)
     rng.addWidget(w.range_to, 0, 3)
-    w.accept_range = _button("Accept range", "Accept every slice of the range that has this object")
-    w.reject_range = _button("Reject range", "Clear this object on every slice of the range (other "
+    w.accept_range = button("Accept range", "Accept every slice of the range that has this object")
+    w.reject_range = button("Reject range", "Clear this object on every slice of the range (other "
                              "objects are kept; undo restores)")
     rng.addWidget(w.accept_range, 1, 0, 1, 2)
     rng.addWidget(w.reject_range, 1, 2, 1, 2)
