@@ -15,11 +15,13 @@ Two tasks share the one loop (:mod:`.loop`), which calls only the methods below:
 the method is one of that task's methods.
 
 Interface (both tasks): ``validate(data, val, uses_masks)``, ``split(data, fraction, seed)``,
-``build_model(config, data, device)``, ``check_model(model, data)``, ``summary(data)``,
+``build_model(config, data, device)``, ``check_model(model, data)``, ``summary(data, val)``,
 ``tensors(data, spec, uses_masks)`` -> :class:`Tensors`, ``encode(model, x, m)`` (cached features),
 ``epoch_order(t, generator, balanced)``, ``loss(model, t, idx, feats, device, generator)``,
 ``evaluate(model, t, feats, batch_size, device, autocast)`` -> metrics dict, ``better(new, best)``,
-``describe_selection(has_val, epochs)``, ``headline`` (the metric printed in summaries).
+``describe_selection(has_val, epochs)``, ``headline`` (the metric printed in summaries). Model
+selection (``better``, ``describe_selection``) is the same for both: the monitored validation metric,
+ties broken by the lower loss.
 """
 
 from __future__ import annotations
@@ -69,21 +71,6 @@ def _balanced_order(strata, n_strata: int, generator, balanced: bool):
     return torch.multinomial(weights, n, replacement=True, generator=generator)
 
 
-def _better(monitor: str, new: dict, best: dict | None) -> bool:
-    if best is None:
-        return True
-    a, b = new.get(monitor, math.nan), best.get(monitor, math.nan)
-    if math.isnan(a):
-        return False
-    if math.isnan(b):
-        return True
-    if monitor == "loss":
-        return a < b - 1e-9
-    if a > b + 1e-9:
-        return True
-    return abs(a - b) <= 1e-9 and new.get("loss", math.inf) < best.get("loss", math.inf) - 1e-9
-
-
 def task_for(config, data, model=None):
     """The task of a run: segmentation for :class:`~.seg_data.SegData`, classification otherwise.
 
@@ -114,7 +101,36 @@ def is_seg_method(name: str) -> bool:
     return name in seg_method_names()
 
 
-class ClassificationTask:
+class _SelectsOnMonitor:
+    """Model selection, the same for both tasks: the best validation value of ``self.monitor``."""
+
+    monitor: str
+
+    def better(self, new: dict, best: dict | None) -> bool:
+        """Whether ``new`` validation metrics beat ``best``: the monitored metric (higher is better,
+        lower for loss), ties broken by the lower loss. A NaN never wins over a number."""
+        if best is None:
+            return True
+        a, b = new.get(self.monitor, math.nan), best.get(self.monitor, math.nan)
+        if math.isnan(a):
+            return False
+        if math.isnan(b):
+            return True
+        if self.monitor == "loss":
+            return a < b - 1e-9
+        if a > b + 1e-9:
+            return True
+        return abs(a - b) <= 1e-9 and new.get("loss", math.inf) < best.get("loss", math.inf) - 1e-9
+
+    def describe_selection(self, has_val: bool, epochs: int) -> str:
+        if has_val:
+            tie = "" if self.monitor == "loss" else ", ties broken by the lower loss"
+            return f"model selection on the validation split: best {self.monitor}{tie}"
+        return (f"no validation data: fixed schedule of {epochs} epoch(s), the last epoch's weights are kept "
+                "(no early stopping, no model selection)")
+
+
+class ClassificationTask(_SelectsOnMonitor):
     name = "classification"
     headline = "balanced_accuracy"
 
@@ -216,19 +232,6 @@ class ClassificationTask:
         m["loss"] = float(torch.nn.functional.cross_entropy(logits, y))
         return m
 
-    # --- model selection ---------------------------------------------------------------------
-    def better(self, new: dict, best: dict | None) -> bool:
-        """Whether ``new`` validation metrics beat ``best``: the monitored metric (higher is better,
-        lower for loss), ties broken by the lower loss. A NaN never wins over a number."""
-        return _better(self.monitor, new, best)
-
-    def describe_selection(self, has_val: bool, epochs: int) -> str:
-        if has_val:
-            tie = "" if self.monitor == "loss" else ", ties broken by the lower loss"
-            return f"model selection on the validation split: best {self.monitor}{tie}"
-        return (f"no validation data: fixed schedule of {epochs} epoch(s), the last epoch's weights are kept "
-                "(no early stopping, no model selection)")
-
     # --- sampling ----------------------------------------------------------------------------
     def epoch_order(self, t, generator, *, balanced: bool):
         """Indices of one epoch: class-balanced draws (each class equally often) or a permutation.
@@ -237,7 +240,7 @@ class ClassificationTask:
         return _balanced_order(labels, self.n_classes, generator, balanced)
 
 
-class SegmentationTask:
+class SegmentationTask(_SelectsOnMonitor):
     """Per-pixel binary segmentation conditioned on a text prompt.
 
     - **targets**: the masks through the images' geometry, thresholded at 0.5 (nearest-neighbour
@@ -387,17 +390,6 @@ class SegmentationTask:
         return {"dice": float(d.mean()), "iou": float(j.mean()), "loss": loss, "n": int(len(d)),
                 "dice_foreground": float(d[fg].mean()) if fg.any() else float("nan"),
                 "n_empty": int((~fg).sum()), "dice_per_structure": per}
-
-    def better(self, new: dict, best: dict | None) -> bool:
-        """Higher Dice (or IoU; lower loss), ties broken by the lower loss; NaN never wins."""
-        return _better(self.monitor, new, best)
-
-    def describe_selection(self, has_val: bool, epochs: int) -> str:
-        if has_val:
-            tie = "" if self.monitor == "loss" else ", ties broken by the lower loss"
-            return f"model selection on the validation split: best {self.monitor}{tie}"
-        return (f"no validation data: fixed schedule of {epochs} epoch(s), the last epoch's weights are kept "
-                "(no early stopping, no model selection)")
 
 
 def seg_scores(logits, target):
