@@ -4,7 +4,9 @@ A *partial* restore (``partial=True``) restores every slice that verifies: a dam
 damaged ``session.json`` (the backup copy is used) costs only what is damaged. The damaged files are
 copied into ``<folder>/damaged-<UTC time>/`` before anything is rewritten, the statuses of the lost
 slices are dropped (a status never describes voxels that are not there) and
-``session.restore_report`` (:class:`RestoreReport`) says what was and was not restored.
+``session.restore_report`` (:class:`RestoreReport`) says what was and was not restored. Decisions made
+in a coronal or sagittal plane (``plane_status``) are kept; the report names the objects whose plane
+slices cross lost slices.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ class RestoreReport:
     restored_slices: int = 0
     damaged_slices: dict[int, str] = field(default_factory=dict)  # slice -> reason
     objects_hit: dict[str, list[int]] = field(default_factory=dict)  # object name -> its lost slices
+    planes_hit: list[str] = field(default_factory=list)  # hit objects with coronal / sagittal decisions
     manifest_problem: str | None = None  # session.json was damaged; the backup copy was used
     bad_objects: list[str] = field(default_factory=list)  # object records that could not be read
     kept_in: Path | None = None  # where the damaged originals were copied
@@ -75,6 +78,10 @@ class RestoreReport:
             hit = "; ".join(f"'{n}' slice(s) {_spans(zs)}" for n, zs in sorted(self.objects_hit.items()))
             if hit:
                 parts.append(f"Objects affected: {hit}.")
+            if self.planes_hit:
+                parts.append(f"The coronal / sagittal slices decided for {', '.join(repr(n) for n in self.planes_hit)} "
+                             "cross the lost slices: their decisions are kept, but their voxels on those "
+                             "slices are gone (check them there).")
             first = next(iter(sorted(self.damaged_slices.items())))
             parts.append(f"(slice {first[0]}: {first[1]})")
         if self.kept_in is not None:
@@ -180,6 +187,8 @@ def load_session(cls, folder, *, image_key=None, shape=None, reference=None, aut
             del obj.slice_status[z]
         if lost:
             report.objects_hit[obj.display_name] = lost
+            if any(obj.plane_status.values()):
+                report.planes_hit.append(obj.display_name)
     session._dirty = set(report.damaged_slices)
     if report.kept_in is not None:  # rewrite a consistent snapshot (the originals are kept)
         try:

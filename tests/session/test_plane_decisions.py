@@ -215,3 +215,35 @@ def test_locked_objects_are_untouched_by_plane_commits():
         s.commit_plane(oid, "coronal", {Y: np.ones((SHAPE[0], SHAPE[1]), bool)}, "prompted")
     with pytest.raises(ValueError, match="slice status"):
         s.commit_plane(oid, "coronal", {Y: coronal_mask()}, "propagated")  # plane statuses are the user's
+
+
+def test_a_partial_restore_keeps_plane_decisions_and_says_they_cross_lost_slices(tmp_path):
+    from napari_medprompt.session.store import SLICE_DIR
+
+    folder = tmp_path / "ct.medprompt"
+    s, oid = _decided_session(folder)
+    s.commit_plane(oid, "coronal", {Y: coronal_mask()}, "accepted")
+    victim = json.loads((folder / MANIFEST).read_text())["labels"]["slices"]["15"]
+    pack = folder / SLICE_DIR / victim["pack"]
+    data = bytearray(pack.read_bytes())
+    data[victim["offset"] + victim["length"] // 2] ^= 0xFF
+    pack.write_bytes(bytes(data))
+    r = AnnotationSession.load(folder, image_key=KEY, shape=SHAPE, partial=True)
+    assert 15 in r.restore_report.damaged_slices
+    assert r.objects[oid].plane_status == {"coronal": {Y: "accepted"}}  # still protected elsewhere
+    assert 15 not in r.objects[oid].slice_status
+    assert r.restore_report.planes_hit == ["liver"]
+    assert "coronal / sagittal slices decided for 'liver'" in r.restore_report.message()
+
+
+def test_the_review_panel_names_plane_decisions_and_prompts():
+    from napari_medprompt.session.review import prompt_summary, provenance_items
+
+    s, oid = _decided_session()
+    s.record_prompt(oid, Y, [[15.0, 40.0], [20.0, 30.0]], [1, 0], None, plane="coronal")
+    s.commit_plane(oid, "coronal", {Y: coronal_mask()}, "prompted")
+    s.set_plane_status(oid, "sagittal", [40, 41], "rejected")
+    obj = s.objects[oid]
+    assert prompt_summary(obj) == "coronal slice 45: 1 positive, 1 negative"
+    items = dict(provenance_items(obj))
+    assert items["Coronal slices"] == "prompted 45" and items["Sagittal slices"] == "rejected 40-41"
