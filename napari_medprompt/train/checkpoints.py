@@ -20,6 +20,7 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 FORMAT = "napari-medprompt-adapter/1"
@@ -228,6 +229,17 @@ def check_weights_sha256(path, expected: str | None = None) -> str | None:
     return expected
 
 
+def recorded_backbone(want: dict, device, error: Callable[[Exception], Exception]):
+    """The backbone a checkpoint's or store version's record names (``want``: ``name``, ``pretrained``),
+    built on ``device``; when it cannot be built, ``error(err)`` is raised from the builder's error."""
+    from napari_medprompt.classify.backbones.registry import create_backbone
+
+    try:
+        return create_backbone(want["name"], want["pretrained"], device=device)
+    except Exception as err:
+        raise error(err) from err
+
+
 def load_checkpoint(path, backbone=None, *, method: str | None = None, device="cpu", verify_hash: bool = True,
                     preprocess=None, expected_sha256: str | None = None):
     """Rebuild the trained method from ``path``. ``backbone``: reuse one (checked); else build it by name.
@@ -247,16 +259,10 @@ def load_checkpoint(path, backbone=None, *, method: str | None = None, device="c
         raise CheckpointError(f"{path} holds a {meta['method']!r} adapter, not {method!r}")
     check_preprocessing(meta, preprocess, path)
     if backbone is None:
-        from napari_medprompt.classify.backbones.registry import create_backbone
-
         want = meta["backbone"]
-        try:
-            backbone = create_backbone(want["name"], want["pretrained"], device=device)
-        except Exception as err:
-            raise CheckpointError(
-                f"{path} needs backbone {want['name']!r} (weights {want['pretrained']!r}), which cannot be "
-                f"loaded here: {type(err).__name__}: {err}"
-            ) from err
+        backbone = recorded_backbone(want, device, lambda err: CheckpointError(
+            f"{path} needs backbone {want['name']!r} (weights {want['pretrained']!r}), which cannot be "
+            f"loaded here: {type(err).__name__}: {err}"))
     check_backbone(meta, backbone, path, verify_hash=verify_hash)
     try:
         cls = method_class(meta["method"])

@@ -32,7 +32,13 @@ import re
 import shutil
 from pathlib import Path
 
-from napari_medprompt.train.checkpoints import CheckpointError, check_preprocessing, load_checkpoint, save_checkpoint
+from napari_medprompt.train.checkpoints import (
+    CheckpointError,
+    check_preprocessing,
+    load_checkpoint,
+    recorded_backbone,
+    save_checkpoint,
+)
 
 INDEX_FORMAT = "napari-medprompt-store/1"
 VERSION_FORMAT = "napari-medprompt-model-version/1"
@@ -199,17 +205,11 @@ class ModelStore:
         rec = self.get(version)
         path = self._folder(rec["id"]) / rec["weights_file"]
         if backbone is None:
-            from napari_medprompt.classify.backbones.registry import create_backbone
-
             want = rec.get("backbone") or {}
-            try:
-                backbone = create_backbone(want["name"], want["pretrained"], device=device)
-            except Exception as err:
-                raise StoreError(
-                    f"model store {self.root}, version {rec['id']}: its backbone {want.get('name')!r} (weights "
-                    f"{want.get('pretrained')!r}) cannot be loaded here ({type(err).__name__}: {err}). The version "
-                    "is kept; install/download that backbone, or pass one to load(backbone=...)"
-                ) from err
+            backbone = recorded_backbone(want, device, lambda err: StoreError(
+                f"model store {self.root}, version {rec['id']}: its backbone {want.get('name')!r} (weights "
+                f"{want.get('pretrained')!r}) cannot be loaded here ({type(err).__name__}: {err}). The version "
+                "is kept; install/download that backbone, or pass one to load(backbone=...)"))
         try:
             check_preprocessing(rec, preprocess, f"version {rec['id']}")
             model = load_checkpoint(path, backbone, device=device, verify_hash=verify_hash,
