@@ -355,6 +355,8 @@ def test_coronal_accept_is_a_plane_decision_that_axial_propagation_keeps(phantom
     text = widget.ui.status.text()
     assert text.startswith(f"Accepted 1 coronal slice: {len(crossed)} axial slices now hold part of it "
                            "and need review."), text
+    if SHOTS:
+        widget.ui.status.grab().save(os.path.join(SHOTS, "coronal_accept_status.png"))
     on_disk = AnnotationSession.load(session.folder, image_key=session.image_key, shape=session.shape)
     assert on_disk.objects[oid].plane_prompts == obj.plane_prompts
     assert on_disk.objects[oid].plane_status == obj.plane_status
