@@ -1,7 +1,7 @@
 """What the learn package's training runs share (:class:`~napari_medprompt.learn.run.LearnRun` and
 :class:`~napari_medprompt.learn.seg_adapt.SegAdaptRun`): the :class:`LearnEvent` s they make of the
-training loop's events, cancelling from any thread, running to the end in the caller's thread, and how a
-run ends (a new version of the model store, the closing message, the ``done`` event).
+training loop's events, cancelling from any thread, running to the end in the caller's thread, following
+the loop, and how a run ends (a new version of the model store, the closing message, the ``done`` event).
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ class LoopRun:
 
     _stop: threading.Event
     result = None
+    model = None  # the trained model, once the loop has ended
 
     @property
     def cancelled(self) -> bool:
@@ -68,6 +69,26 @@ class LoopRun:
             if callback is not None:
                 callback(ev)
         return self.result
+
+    def _follow_loop(self, config, data, model, random_weights: bool, annotate, skip=()):
+        """Run the training loop (:func:`~napari_medprompt.train.loop.train_iter`) and yield each of its
+        events as a :class:`LearnEvent`, once ``annotate(loop event, learn event)`` has set its progress
+        and message, except ``done`` and the kinds in ``skip``. Returns (to ``yield from``) the final
+        metrics; the trained model is then :attr:`model`."""
+        from napari_medprompt.train.loop import train_iter
+
+        done = None
+        for ev in train_iter(config, data, model):
+            if ev.kind == "done":
+                done = ev
+                continue
+            if ev.kind in skip:
+                continue
+            out = LearnEvent.of(ev, random_weights)
+            annotate(ev, out)
+            yield out
+        self.model = done.model
+        return dict(done.metrics or {})
 
     def _save_version(self, model, config, final: dict, status: str, *, parent, activate: bool,
                       notes: dict) -> str:

@@ -166,7 +166,7 @@ class LearnRun(LoopRun):
 
     def events(self):
         """Train; yields :class:`LearnEvent` s and ends with ``done`` (see :attr:`result`)."""
-        from napari_medprompt.train.loop import resolve_device, train_iter
+        from napari_medprompt.train.loop import resolve_device
         from napari_medprompt.train.preprocess import Preprocess
 
         device = resolve_device(self.device)
@@ -176,14 +176,13 @@ class LearnRun(LoopRun):
         if self.modality:
             config.preprocess = Preprocess.for_modality(model.backbone, self.modality).to_dict()
         rw = self.random_weights
-        done = None
         t0 = time.perf_counter()
         features_share = 0.1 if getattr(model, "cached_features", False) else 0.0
         start: dict = {}
-        for ev in train_iter(config, self.data, model):
-            out = LearnEvent.of(ev, rw)
+
+        def annotate(ev, out):
             if ev.kind == "start":
-                start = dict(ev.metrics or {})
+                start.update(ev.metrics or {})
                 out.message = "; ".join(m for m in (RANDOM_WARNING if rw else "", ev.metrics.get("selection", ""))
                                         if m)
             elif ev.kind == "features":
@@ -195,13 +194,9 @@ class LearnRun(LoopRun):
                     out.progress = features_share + (1 - features_share) * ev.epoch / ev.epochs
                 if start.get("n_val") and ev.metrics and config.monitor in ev.metrics:  # validation only
                     out.val_metric = float(ev.metrics[config.monitor])
-            elif ev.kind == "done":
-                done = ev
-                continue
-            yield out
-        final = dict(done.metrics or {})
-        model = done.model
-        self.model = model
+
+        final = yield from self._follow_loop(config, self.data, model, rw, annotate)
+        model = self.model
         status = final.get("status", "failed")
         vid = None
         if status != "stopped-before-first-epoch":

@@ -395,8 +395,6 @@ class SegAdaptRun(LoopRun):
     def events(self):
         """Train; yields :class:`~napari_medprompt.learn.run.LearnEvent` s: start, features, step, epoch,
         (stopped), version, compare, done. :attr:`result` is set at the end."""
-        from napari_medprompt.train.loop import train_iter
-
         if self.store is None:
             raise LearnError("no model store to write the adapter to")
         from napari_medprompt.train.loop import resolve_device
@@ -416,9 +414,8 @@ class SegAdaptRun(LoopRun):
             model = model()  # CLIPSeg adapters: built after the stock model was measured
         config = self.config()
         share = 0.9
-        done = None
-        for ev in train_iter(config, train, model):
-            out = LearnEvent.of(ev, rw)
+
+        def annotate(ev, out):
             if ev.kind == "start":
                 out.message = "; ".join(m for m in (RANDOM_SEG_WARNING if rw else "", self.split_note) if m)
             elif ev.kind == "features":
@@ -428,15 +425,9 @@ class SegAdaptRun(LoopRun):
                     out.progress = share * (0.1 + 0.9 * ev.step / ev.steps)
                 elif ev.epochs:
                     out.progress = share * ev.epoch / ev.epochs
-            elif ev.kind == "done":
-                done = ev
-                continue
-            elif ev.kind in ("checkpoint", "version"):
-                continue
-            yield out
-        final = dict(done.metrics or {})
-        model = done.model
-        self.model = model
+
+        final = yield from self._follow_loop(config, train, model, rw, annotate, skip=("checkpoint", "version"))
+        model = self.model
         status = final.get("status", "failed")
         vid = None
         comparison = []
