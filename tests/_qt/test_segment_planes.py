@@ -312,7 +312,6 @@ def test_restored_object_propagates_in_the_plane_it_was_accepted_in(phantom_widg
     oid = widget.ctrl.current_object
     prov = widget.ctrl.session.objects[oid].provenance
     assert prov["plane"] == "coronal" and prov["plane_slices"] == [y]
-    widget._plane_seeds.clear()
     widget._object_plane.clear()  # as after a restart
     with qtbot.waitSignal(widget.propagation_finished, timeout=60000):
         press(qtbot, widget.ui.propagate)
@@ -399,7 +398,7 @@ def test_reopened_session_propagates_along_the_coronal_axis_from_its_stored_plan
     session = widget2.ctrl.session
     np.testing.assert_array_equal(session.labels, saved)
     assert session.objects[oid].plane_status == {"coronal": {y: "prompted", y + 4: "prompted"}}
-    assert widget2._plane_seeds == {} and widget2._object_plane == {}
+    assert widget2._object_plane == {}
     load_backend(qtbot, widget2, "classic")
     assert widget2.ctrl.current_object == oid  # the restored object is selected
     with qtbot.waitSignal(widget2.propagation_finished, timeout=60000):

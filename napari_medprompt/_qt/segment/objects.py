@@ -103,8 +103,7 @@ class ObjectsMixin:
 
     def delete_object(self, oid: int) -> None:
         if self._session_call("delete_object", oid):
-            self._plane_seeds.pop(oid, None)  # a later object with this id starts afresh
-            self._object_plane.pop(oid, None)
+            self._object_plane.pop(oid, None)  # a later object with this id starts afresh
             if oid == self.ctrl.current_object:
                 self.select_object(0)
 

@@ -158,8 +158,6 @@ class SegmentWidget(TextPromptMixin, ObjectsMixin, PropagationMixin, QWidget):
         self._bind_lock = threading.Lock()
         self._bound_plane = "axial"  # the plane view the segmenter is bound to
         self._pending_plane = "axial"  # the plane the pending previews (``_pending``) are slices of
-        # object -> plane -> slices accepted in this sitting (seeds come from the session's plane_status)
-        self._plane_seeds: dict[int, dict[str, set[int]]] = {}
         self._object_plane: dict[int, str] = {}  # object -> plane it was last prompted in
         self._model_window_choice = segment_ui.AUTO_LABEL
         self._pending_extra: dict = {}  # provenance of a text preview (``_pending``), else empty
@@ -284,7 +282,6 @@ class SegmentWidget(TextPromptMixin, ObjectsMixin, PropagationMixin, QWidget):
         self.prompts.changed.connect(self._on_prompts_changed)
         self.prompts.refused.connect(self._error)
         self._bound_plane = self._pending_plane = "axial"
-        self._plane_seeds.clear()
         self._object_plane.clear()
         if self._unsubscribe:
             self._unsubscribe()
@@ -641,7 +638,6 @@ class SegmentWidget(TextPromptMixin, ObjectsMixin, PropagationMixin, QWidget):
         if not self._session_call("commit_plane", oid, plane, masks, "prompted", prov):
             return
         info = session.last_commit_info
-        self._plane_seeds.setdefault(oid, {}).setdefault(plane, set()).update(int(z) for z in masks)
         self._object_plane[oid] = plane
         blocked = info.get("blocked_voxels", 0)
         if blocked:
