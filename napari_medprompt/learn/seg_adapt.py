@@ -71,7 +71,9 @@ from napari_medprompt.learn.seg_samples import (
     Sample,
     accepted_objects,
     hold_out,
+    loop_data,
     slices_by_object,
+    snapshot,
 )
 from napari_medprompt.learn.seg_versions import activate_seg, deactivate_seg, seg_versions
 
@@ -183,7 +185,7 @@ class SegAdaptRun(LoopRun):
             raise LearnError(f"intensity window {self.window} is empty (high must exceed low)")
         self.objects = self._choose_objects(object_ids)
         self.train_samples, self.heldout_samples, self.split_note = self._split()
-        self._snapshot(self.train_samples + self.heldout_samples)
+        snapshot(self.train_samples + self.heldout_samples, self.sources)
         self.image_names = [s.image_name for s, _v in self.sources]
         self.store = store if (store is None or isinstance(store, ModelStore)) else ModelStore(store)
         try:
@@ -265,32 +267,6 @@ class SegAdaptRun(LoopRun):
     @property
     def heldout_slices(self) -> dict[str, list[int]]:
         return slices_by_object(self.heldout_samples)
-
-    def _snapshot(self, samples) -> None:
-        """Copy each sample's slice, mask and prompt out of its session now (the caller's thread)."""
-        import copy
-
-        for s in samples:
-            session, vol = self.sources[s.source]
-            s.image = np.array(vol[s.z], copy=True)
-            s.mask = np.asarray(session.labels[s.z]) == s.object_id
-            s.prompt = copy.deepcopy(session.objects[s.object_id].prompts.get(s.z))
-            s.label = f"{session.image_name}: {s.object_name}, slice {s.z}"
-            s.group = str(session.image_key)
-
-    def _data(self, samples):
-        """The training-loop data of ``samples``, from their snapshot (never from the session)."""
-        if self.family == SAM2_FAMILY:
-            from napari_medprompt.seg_adapters.pairs import Sam2PairData
-
-            return Sam2PairData([s.image for s in samples], [s.mask for s in samples], [self.window] * len(samples),
-                                [None] * len(samples), [s.prompt for s in samples], [s.label for s in samples],
-                                [s.group for s in samples]).to_segdata()
-        from napari_medprompt.train.seg_data import SegData
-
-        return SegData([s.image.astype(np.float32) for s in samples],  # windowed by the model's preprocessing
-                       [s.mask.astype(np.uint8) for s in samples], [[s.object_name] for s in samples],
-                       [s.label for s in samples], [s.group for s in samples])
 
     # ------------------------------------------------------------------------------ run
     def config(self):
@@ -382,7 +358,7 @@ class SegAdaptRun(LoopRun):
                 mine = [s for s in samples if s.object_name == name]
                 if not mine:
                     continue
-                data = self._data(mine)
+                data = loop_data(mine, self.family, self.window)
                 t = SegmentationTask.tensors(data, preprocess_of(model), True)
                 with torch.no_grad():
                     m = SegmentationTask().evaluate(model, t, None, max(1, self.batch_size), self.device,
@@ -404,7 +380,7 @@ class SegAdaptRun(LoopRun):
         model, base_model = self._build()
         rw = bool(getattr(base_model.backbone, "random_weights", False))
         self.random_weights = rw
-        train = self._data(self.train_samples)
+        train = loop_data(self.train_samples, self.family, self.window)
         try:
             train.validate()
         except ValueError as err:

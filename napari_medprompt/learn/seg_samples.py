@@ -4,7 +4,8 @@
 a non-empty mask, and why it cannot train when it cannot. :func:`hold_out` sets slices aside that the run
 never trains on, as :mod:`napari_medprompt.learn.seg_adapt` describes: whole images when there are several,
 else per object a block at the end of its accepted slices, with a gap of ``gap`` slices around every
-held-out slice that no object trains on.
+held-out slice that no object trains on. :func:`snapshot` copies the samples' slices, masks and prompts out
+of their sessions; :func:`loop_data` makes the training loop's data of them.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from napari_medprompt.learn.errors import LearnError
+from napari_medprompt.learn.seg_methods import SAM2_FAMILY
 
 
 @dataclass
@@ -118,6 +120,36 @@ def hold_out(sources, samples: list[Sample], objects: list[str], holdout: float,
     return tr, va, note
 
 
+def snapshot(samples: list[Sample], sources) -> None:
+    """Copy each sample's slice, mask and prompt out of its session in ``sources`` (a list of
+    ``(session, volume)``) now, on the caller's thread: later edits of the session do not reach them."""
+    import copy
+
+    for s in samples:
+        session, vol = sources[s.source]
+        s.image = np.array(vol[s.z], copy=True)
+        s.mask = np.asarray(session.labels[s.z]) == s.object_id
+        s.prompt = copy.deepcopy(session.objects[s.object_id].prompts.get(s.z))
+        s.label = f"{session.image_name}: {s.object_name}, slice {s.z}"
+        s.group = str(session.image_key)
+
+
+def loop_data(samples: list[Sample], family: str, window: tuple[float, float]):
+    """The training-loop data of ``samples``, from their snapshot (never from the session): SAM2 pairs
+    seen through ``window`` for the SAM2 family, else slices with the object's name as the text prompt."""
+    if family == SAM2_FAMILY:
+        from napari_medprompt.seg_adapters.pairs import Sam2PairData
+
+        return Sam2PairData([s.image for s in samples], [s.mask for s in samples], [window] * len(samples),
+                            [None] * len(samples), [s.prompt for s in samples], [s.label for s in samples],
+                            [s.group for s in samples]).to_segdata()
+    from napari_medprompt.train.seg_data import SegData
+
+    return SegData([s.image.astype(np.float32) for s in samples],  # windowed by the model's preprocessing
+                   [s.mask.astype(np.uint8) for s in samples], [[s.object_name] for s in samples],
+                   [s.label for s in samples], [s.group for s in samples])
+
+
 def slice_ranges(samples) -> str:
     """The slices of ``samples`` as ranges: "3-5, 8" ("none" when empty)."""
     zs = sorted({s.z for s in samples})
@@ -140,4 +172,3 @@ def slices_by_object(samples) -> dict[str, list[int]]:
     for s in samples:
         out.setdefault(s.object_name, []).append(s.z)
     return {k: sorted(v) for k, v in out.items()}
-
