@@ -4,7 +4,8 @@ accepted slices it never saw, and activate it when the user chooses.
 
 A thin view over :mod:`napari_medprompt.learn.seg_adapt`: the run is built and iterated in a worker
 (:class:`~napari_medprompt._qt.learn.jobs.TrainingJob`), its events are drained on a timer. Versions
-live in the learn folder's ``seg_models/`` store, which the Segment dock reads.
+live in the learn folder's ``seg_models/`` store, which the Segment dock reads. The tab's widgets are laid
+out by :func:`napari_medprompt._qt.learn.ui.build_seg_adapter_ui`.
 """
 
 from __future__ import annotations
@@ -13,34 +14,15 @@ import logging
 
 from qtpy.QtCore import Qt, QTimer, Signal
 from qtpy.QtGui import QBrush, QColor
-from qtpy.QtWidgets import (
-    QComboBox,
-    QDoubleSpinBox,
-    QFormLayout,
-    QGroupBox,
-    QHBoxLayout,
-    QLabel,
-    QListWidget,
-    QListWidgetItem,
-    QProgressBar,
-    QSpinBox,
-    QVBoxLayout,
-    QWidget,
-)
+from qtpy.QtWidgets import QListWidgetItem, QWidget
 
 from napari_medprompt._qt.learn.jobs import PROGRESS_INTERVAL_MS, TrainingJob, prepare_torch
-from napari_medprompt._qt.learn.plot import LinePlot
-from napari_medprompt._qt.learn.ui import wrapped
-from napari_medprompt._qt.ui_common import bold, button, item, table
+from napari_medprompt._qt.learn.ui import COMPARE_COLUMNS, FAST, build_seg_adapter_ui
+from napari_medprompt._qt.ui_common import bold, item
 
 log = logging.getLogger(__name__)
 
-COMPARE_COLUMNS = ["Object", "Slices", "Base", "Adapted", "Δ Dice"]
-COMPARE_TIPS = ["The accepted object", "Its held-out accepted slices (never trained on)",
-                "Mean Dice of the base model on them", "Mean Dice of the adapted model on them", "Adapted minus base"]
-SEG_VERSION_COLUMNS = ["✔", "Version", "Method", "Objects", "Held-out Dice"]
 RANDOM_TEXT = "RANDOM weights"
-FAST = "⚡"
 
 
 class SegAdapterTab(QWidget):
@@ -54,7 +36,7 @@ class SegAdapterTab(QWidget):
         self.learn = learn
         self.job: TrainingJob | None = None
         self.pretrained = "random"  # the cached published weights when there are any (see _on_method)
-        self._build_ui()
+        build_seg_adapter_ui(self)
         self._timer = QTimer(self)
         self._timer.setInterval(PROGRESS_INTERVAL_MS)
         self._timer.timeout.connect(self._tick)
@@ -68,102 +50,6 @@ class SegAdapterTab(QWidget):
         self.versions.itemSelectionChanged.connect(self._update_buttons)
         self.objects.itemChanged.connect(lambda _it: self._update_buttons())
         self._on_method()
-
-    # ------------------------------------------------------------------------------ layout
-    def _build_ui(self) -> None:
-        lay = QVBoxLayout(self)
-        self.note = wrapped()
-        lay.addWidget(self.note)
-        form = QFormLayout()
-        self.method = QComboBox()
-        self.method.setToolTip(f"How the segmentation model is adapted; {FAST} = fast on a CPU (encoder outputs "
-                               "cached, only a small part trains)")
-        self.method.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
-        self.method.setMinimumContentsLength(16)
-        form.addRow("Method", self.method)
-        self.method_desc = wrapped()
-        form.addRow(self.method_desc)
-        self.base_label = wrapped()
-        form.addRow("Base", self.base_label)
-        lay.addLayout(form)
-        box = QGroupBox("Learn from these accepted objects")
-        bl = QVBoxLayout(box)
-        self.objects = QListWidget()
-        self.objects.setToolTip("Objects with accepted (or corrected) slices on this image; the count is the "
-                                "number of such slices. CLIPSeg methods learn each object's name as its text prompt.")
-        self.objects.setMaximumHeight(110)
-        bl.addWidget(self.objects)
-        self.reread = button("Refresh", "Read the objects of the current image again")
-        bl.addWidget(self.reread, 0, Qt.AlignmentFlag.AlignRight)
-        lay.addWidget(box)
-        sched = QFormLayout()
-        row = QHBoxLayout()
-        self.epochs = QSpinBox()
-        self.epochs.setRange(1, 500)
-        self.epochs.setValue(5)
-        self.epochs.setToolTip("Passes over the training slices (fixed: the held-out slices are never used to "
-                               "choose an epoch)")
-        row.addWidget(self.epochs)
-        self.holdout = QDoubleSpinBox()
-        self.holdout.setRange(0.05, 0.8)
-        self.holdout.setSingleStep(0.05)
-        self.holdout.setValue(0.25)
-        self.holdout.setToolTip("Share of each object's accepted slices held out for the comparison (a block at "
-                                "the end of its range). No object trains on any held-out slice or the slice "
-                                "next to one.")
-        row.addWidget(QLabel("held out"))
-        row.addWidget(self.holdout)
-        sched.addRow("epochs", row)
-        self.lr = QDoubleSpinBox()
-        self.lr.setDecimals(6)
-        self.lr.setRange(1e-7, 1.0)
-        self.lr.setSingleStep(1e-4)
-        self.lr.setToolTip("Learning rate (the method's recipe value is filled in)")
-        sched.addRow("learning rate", self.lr)
-        self.image_size = QSpinBox()
-        self.image_size.setRange(0, 1024)
-        self.image_size.setSingleStep(32)
-        self.image_size.setSpecialValueText("model's own")
-        self.image_size.setToolTip("Input size in px; 'model's own' = the paper resolution (SAM2 1024, "
-                                   "MedSAM2 512, CLIPSeg 352). Smaller sizes are for previews and tests")
-        sched.addRow("input size", self.image_size)
-        lay.addLayout(sched)
-        row = QHBoxLayout()
-        self.train = button("Train adapter", "Train a new adapter version from the checked objects in the background")
-        self.cancel = button("Cancel", "Stop after the current step (a completed epoch is kept as a version)")
-        self.cancel.setEnabled(False)
-        row.addWidget(self.train, 1)
-        row.addWidget(self.cancel)
-        lay.addLayout(row)
-        self.progress = QProgressBar()
-        self.progress.setRange(0, 1000)
-        self.progress.setFormat("idle")
-        self.progress.setTextVisible(True)
-        lay.addWidget(self.progress)
-        self.split_label = wrapped()
-        lay.addWidget(self.split_label)
-        self.curves = LinePlot("Training", "epoch", "loss")
-        self.curves.placeholder = "the loss curve appears while an adapter trains"
-        self.curves.setMinimumHeight(160)
-        lay.addWidget(self.curves, 1)
-        self.run_status = wrapped()
-        lay.addWidget(self.run_status)
-        lay.addWidget(wrapped("<b>Held-out comparison</b> (Dice per object on accepted slices not trained on)"))
-        self.compare = table(COMPARE_COLUMNS, stretch=0, multi=False)
-        for c, tip in enumerate(COMPARE_TIPS):
-            self.compare.horizontalHeaderItem(c).setToolTip(tip)
-        self.compare.setMaximumHeight(120)
-        lay.addWidget(self.compare)
-        lay.addWidget(wrapped("<b>Adapter versions</b> (the Segment panel uses the active one)"))
-        self.versions = table(SEG_VERSION_COLUMNS, stretch=3, multi=False)
-        self.versions.setMaximumHeight(140)
-        lay.addWidget(self.versions)
-        row = QHBoxLayout()
-        self.activate = button("Activate", "Use the selected adapter version for segmentation from now on")
-        self.use_base = button("Use base model", "No adapter: segment with the base model again")
-        row.addWidget(self.activate)
-        row.addWidget(self.use_base)
-        lay.addLayout(row)
 
     def _fill_methods(self) -> None:
         from napari_medprompt.learn.seg_adapt import seg_method_rows

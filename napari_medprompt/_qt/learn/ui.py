@@ -12,6 +12,7 @@ from qtpy.QtWidgets import (
     QHBoxLayout,
     QHeaderView,
     QLabel,
+    QListWidget,
     QProgressBar,
     QScrollArea,
     QSlider,
@@ -36,6 +37,11 @@ PROB_COLUMNS = ["Class", "Probability"]
 OBJECT_COLUMNS = ["Object", "Class given", "Predicted", "Probability", "Slices"]
 THUMB = 40
 PREDICT_MODES = ["Current slice", "Slice range", "Whole volume", "Every object"]
+COMPARE_COLUMNS = ["Object", "Slices", "Base", "Adapted", "Δ Dice"]
+COMPARE_TIPS = ["The accepted object", "Its held-out accepted slices (never trained on)",
+                "Mean Dice of the base model on them", "Mean Dice of the adapted model on them", "Adapted minus base"]
+SEG_VERSION_COLUMNS = ["✔", "Version", "Method", "Objects", "Held-out Dice"]
+FAST = "⚡"
 
 
 def wrapped(text: str = "") -> QLabel:
@@ -205,6 +211,104 @@ def _predict_tab(w) -> QWidget:
     w.object_table.setVisible(False)
     lay.addWidget(w.object_table, 1)
     return page
+
+
+def build_seg_adapter_ui(t) -> None:
+    """Create the Segmentation adapter tab's child widgets as attributes of ``t`` (a
+    :class:`~napari_medprompt._qt.learn.seg_tab.SegAdapterTab`) and lay them out."""
+    lay = QVBoxLayout(t)
+    t.note = wrapped()
+    lay.addWidget(t.note)
+    form = QFormLayout()
+    t.method = QComboBox()
+    t.method.setToolTip(f"How the segmentation model is adapted; {FAST} = fast on a CPU (encoder outputs "
+                        "cached, only a small part trains)")
+    t.method.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+    t.method.setMinimumContentsLength(16)
+    form.addRow("Method", t.method)
+    t.method_desc = wrapped()
+    form.addRow(t.method_desc)
+    t.base_label = wrapped()
+    form.addRow("Base", t.base_label)
+    lay.addLayout(form)
+    box = QGroupBox("Learn from these accepted objects")
+    bl = QVBoxLayout(box)
+    t.objects = QListWidget()
+    t.objects.setToolTip("Objects with accepted (or corrected) slices on this image; the count is the "
+                         "number of such slices. CLIPSeg methods learn each object's name as its text prompt.")
+    t.objects.setMaximumHeight(110)
+    bl.addWidget(t.objects)
+    t.reread = button("Refresh", "Read the objects of the current image again")
+    bl.addWidget(t.reread, 0, Qt.AlignmentFlag.AlignRight)
+    lay.addWidget(box)
+    sched = QFormLayout()
+    row = QHBoxLayout()
+    t.epochs = QSpinBox()
+    t.epochs.setRange(1, 500)
+    t.epochs.setValue(5)
+    t.epochs.setToolTip("Passes over the training slices (fixed: the held-out slices are never used to "
+                        "choose an epoch)")
+    row.addWidget(t.epochs)
+    t.holdout = QDoubleSpinBox()
+    t.holdout.setRange(0.05, 0.8)
+    t.holdout.setSingleStep(0.05)
+    t.holdout.setValue(0.25)
+    t.holdout.setToolTip("Share of each object's accepted slices held out for the comparison (a block at "
+                         "the end of its range). No object trains on any held-out slice or the slice "
+                         "next to one.")
+    row.addWidget(QLabel("held out"))
+    row.addWidget(t.holdout)
+    sched.addRow("epochs", row)
+    t.lr = QDoubleSpinBox()
+    t.lr.setDecimals(6)
+    t.lr.setRange(1e-7, 1.0)
+    t.lr.setSingleStep(1e-4)
+    t.lr.setToolTip("Learning rate (the method's recipe value is filled in)")
+    sched.addRow("learning rate", t.lr)
+    t.image_size = QSpinBox()
+    t.image_size.setRange(0, 1024)
+    t.image_size.setSingleStep(32)
+    t.image_size.setSpecialValueText("model's own")
+    t.image_size.setToolTip("Input size in px; 'model's own' = the paper resolution (SAM2 1024, "
+                            "MedSAM2 512, CLIPSeg 352). Smaller sizes are for previews and tests")
+    sched.addRow("input size", t.image_size)
+    lay.addLayout(sched)
+    row = QHBoxLayout()
+    t.train = button("Train adapter", "Train a new adapter version from the checked objects in the background")
+    t.cancel = button("Cancel", "Stop after the current step (a completed epoch is kept as a version)")
+    t.cancel.setEnabled(False)
+    row.addWidget(t.train, 1)
+    row.addWidget(t.cancel)
+    lay.addLayout(row)
+    t.progress = QProgressBar()
+    t.progress.setRange(0, 1000)
+    t.progress.setFormat("idle")
+    t.progress.setTextVisible(True)
+    lay.addWidget(t.progress)
+    t.split_label = wrapped()
+    lay.addWidget(t.split_label)
+    t.curves = LinePlot("Training", "epoch", "loss")
+    t.curves.placeholder = "the loss curve appears while an adapter trains"
+    t.curves.setMinimumHeight(160)
+    lay.addWidget(t.curves, 1)
+    t.run_status = wrapped()
+    lay.addWidget(t.run_status)
+    lay.addWidget(wrapped("<b>Held-out comparison</b> (Dice per object on accepted slices not trained on)"))
+    t.compare = table(COMPARE_COLUMNS, stretch=0, multi=False)
+    for c, tip in enumerate(COMPARE_TIPS):
+        t.compare.horizontalHeaderItem(c).setToolTip(tip)
+    t.compare.setMaximumHeight(120)
+    lay.addWidget(t.compare)
+    lay.addWidget(wrapped("<b>Adapter versions</b> (the Segment panel uses the active one)"))
+    t.versions = table(SEG_VERSION_COLUMNS, stretch=3, multi=False)
+    t.versions.setMaximumHeight(140)
+    lay.addWidget(t.versions)
+    row = QHBoxLayout()
+    t.activate = button("Activate", "Use the selected adapter version for segmentation from now on")
+    t.use_base = button("Use base model", "No adapter: segment with the base model again")
+    row.addWidget(t.activate)
+    row.addWidget(t.use_base)
+    lay.addLayout(row)
 
 
 def _scrolled(page: QWidget) -> QScrollArea:
