@@ -51,6 +51,16 @@ def wrapped(text: str = "") -> QLabel:
     return lab
 
 
+def _lr_box(decimals: int, low: float, high: float, tip: str) -> QDoubleSpinBox:
+    """A learning-rate box from ``low`` to ``high`` in steps of 1e-4."""
+    box = QDoubleSpinBox()
+    box.setDecimals(decimals)
+    box.setRange(low, high)
+    box.setSingleStep(1e-4)
+    box.setToolTip(tip)
+    return box
+
+
 def _examples_tab(w) -> QWidget:
     page = QWidget()
     lay = QVBoxLayout(page)
@@ -117,11 +127,7 @@ def _train_tab(w) -> QWidget:
     w.epochs.setRange(0, 1000)
     w.epochs.setToolTip("Passes over the examples (0 for a training-free method)")
     sched.addRow("epochs", w.epochs)
-    w.lr = QDoubleSpinBox()
-    w.lr.setDecimals(5)
-    w.lr.setRange(1e-6, 10.0)
-    w.lr.setSingleStep(1e-4)
-    w.lr.setToolTip("Learning rate of the optimiser (the method's default is filled in)")
+    w.lr = _lr_box(5, 1e-6, 10.0, "Learning rate of the optimiser (the method's default is filled in)")
     sched.addRow("learning rate", w.lr)
     bl.addLayout(sched)
     w.defaults = button("Defaults", "Put every option back to the method's defaults")
@@ -259,11 +265,7 @@ def build_seg_adapter_ui(t) -> None:
     row.addWidget(QLabel("held out"))
     row.addWidget(t.holdout)
     sched.addRow("epochs", row)
-    t.lr = QDoubleSpinBox()
-    t.lr.setDecimals(6)
-    t.lr.setRange(1e-7, 1.0)
-    t.lr.setSingleStep(1e-4)
-    t.lr.setToolTip("Learning rate (the method's recipe value is filled in)")
+    t.lr = _lr_box(6, 1e-7, 1.0, "Learning rate (the method's recipe value is filled in)")
     sched.addRow("learning rate", t.lr)
     t.image_size = QSpinBox()
     t.image_size.setRange(0, 1024)
