@@ -90,20 +90,41 @@ def check_prompt_record(p) -> dict[str, Any]:
     return {"points": pts, "labels": lab, "box": box}
 
 
-def _plane_records(d: Any, check) -> dict[str, dict[int, Any]]:
-    """``{"coronal": {"12": value}}`` from a session file -> ``{"coronal": {12: check(value)}}``."""
+def _plane_records(d: Any, check, dropped: list[str] | None = None) -> dict[str, dict[int, Any]]:
+    """``{"coronal": {"12": value}}`` from a session file -> ``{"coronal": {12: check(value)}}``.
+
+    A malformed record raises ValueError; with a ``dropped`` list, it is left out instead and
+    described there (a partial restore keeps the rest of the object)."""
     if not d:
         return {}
+
+    def bad(what: str) -> None:
+        if dropped is None:
+            raise ValueError(what)
+        dropped.append(what)
+
     if not isinstance(d, dict):
-        raise ValueError(f"plane records must be a mapping, got {type(d).__name__}")
+        bad(f"plane records must be a mapping, got {type(d).__name__}")
+        return {}
     out: dict[str, dict[int, Any]] = {}
     for plane, per in d.items():
-        check_plane(plane)
+        try:
+            check_plane(plane)
+        except ValueError as err:
+            bad(str(err))
+            continue
         if not isinstance(per, dict):
-            raise ValueError(f"{plane} records must be a mapping of slice -> value")
-        entries = {int(i): check(v) for i, v in per.items()}
-        if any(i < 0 for i in entries):
-            raise ValueError(f"negative {plane} slice index in {sorted(entries)}")
+            bad(f"{plane} records must be a mapping of slice -> value")
+            continue
+        entries = {}
+        for i, v in per.items():
+            try:
+                idx = int(i)
+                if idx < 0:
+                    raise ValueError(f"negative {plane} slice index {idx}")
+                entries[idx] = check(v)
+            except (TypeError, ValueError) as err:
+                bad(f"{plane} slice {i}: {err}")
         if entries:
             out[plane] = entries
     return out
@@ -179,7 +200,9 @@ class SegObject:
         }
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> SegObject:
+    def from_dict(cls, d: dict[str, Any], dropped: list[str] | None = None) -> SegObject:
+        """An object from its session-file record; a malformed record raises. With a ``dropped``
+        list, malformed coronal / sagittal entries are left out and described there instead."""
         color = tuple(float(c) for c in d.get("color", (1.0, 0.0, 0.0)))[:3]
         return cls(
             id=int(d["id"]),
@@ -192,8 +215,8 @@ class SegObject:
             },
             provenance=copy.deepcopy(d.get("provenance", {})),
             class_name=check_class(d.get("class")),
-            plane_status=_plane_records(d.get("plane_status"), lambda v: check_status(v, PLANE_STATUSES)),
-            plane_prompts=_plane_records(d.get("plane_prompts"), check_prompt_record),
+            plane_status=_plane_records(d.get("plane_status"), lambda v: check_status(v, PLANE_STATUSES), dropped),
+            plane_prompts=_plane_records(d.get("plane_prompts"), check_prompt_record, dropped),
         )
 
 

@@ -53,13 +53,15 @@ class RestoreReport:
     planes_hit: list[str] = field(default_factory=list)  # hit objects with coronal / sagittal decisions
     manifest_problem: str | None = None  # session.json was damaged; the backup copy was used
     bad_objects: list[str] = field(default_factory=list)  # object records that could not be read
+    bad_plane_records: list[str] = field(default_factory=list)  # objects whose damaged plane entries were dropped
     kept_in: Path | None = None  # where the damaged originals were copied
     objects: int | None = None  # objects restored
     keep_error: str | None = None
 
     @property
     def complete(self) -> bool:
-        return not self.damaged_slices and self.manifest_problem is None and not self.bad_objects
+        return (not self.damaged_slices and self.manifest_problem is None and not self.bad_objects
+                and not self.bad_plane_records)
 
     def message(self) -> str:
         """A warning for the user: what was restored, what was not, where the originals are."""
@@ -73,6 +75,10 @@ class RestoreReport:
         if self.bad_objects:
             parts.append(f"Unreadable object record(s): {'; '.join(self.bad_objects)}; their voxels are "
                          "kept under placeholder objects.")
+        if self.bad_plane_records:
+            parts.append(f"Unreadable coronal / sagittal decisions were dropped for {'; '.join(self.bad_plane_records)}; "
+                         "the objects, their voxels and their other decisions were restored (review those "
+                         "plane slices again).")
         if self.damaged_slices:
             parts.append(f"Not restored: slice(s) {_spans(self.damaged_slices)}.")
             hit = "; ".join(f"'{n}' slice(s) {_spans(zs)}" for n, zs in sorted(self.objects_hit.items()))
@@ -149,14 +155,21 @@ def load_session(cls, folder, *, image_key=None, shape=None, reference=None, aut
         )
     session = cls(saved_shape, spacing, image_key=saved_key, image_name=name, folder=None,
                   autosave=autosave, reference=reference, labels=labels)
-    objects, bad_records = [], []
+    objects, bad_records, bad_planes = [], [], []
     for i, d in enumerate(manifest.get("objects", [])):
         try:
             objects.append(SegObject.from_dict(d))
         except (KeyError, TypeError, ValueError, AttributeError) as err:
             if not partial:
                 raise SessionCorruptError(f"{store.manifest_path}: object records malformed ({err})", folder) from err
-            bad_records.append(f"record {i + 1} ({err})")
+            dropped: list[str] = []
+            try:  # only its coronal / sagittal records damaged: keep the object, drop those entries
+                obj = SegObject.from_dict(d, dropped=dropped)
+            except (KeyError, TypeError, ValueError, AttributeError):
+                bad_records.append(f"record {i + 1} ({err})")
+                continue
+            objects.append(obj)
+            bad_planes.append(f"'{obj.display_name}' ({'; '.join(dropped)})")
     session.objects = {o.id: o for o in objects}
     if bad_records:  # voxels whose object record was lost stay, under a placeholder object
         for oid in sorted(set(np.unique(labels).tolist()) - {0} - set(session.objects)):
@@ -170,7 +183,8 @@ def load_session(cls, folder, *, image_key=None, shape=None, reference=None, aut
     session.uid = str(manifest.get("session_id") or session.uid)
     report = RestoreReport(folder, restored_slices=len(store.slice_files),
                            damaged_slices=dict(store.damage["slices"]),
-                           manifest_problem=store.damage["manifest"], bad_objects=bad_records)
+                           manifest_problem=store.damage["manifest"], bad_objects=bad_records,
+                           bad_plane_records=bad_planes)
     report.objects = len(session.objects)
     session.restore_report = report
     # the folder is bound without rewriting it: everything loaded is already on disk

@@ -228,10 +228,11 @@ class AnnotationSession(SessionPersistence):
         only slices where this object has no status or a propagated one: slices the user prompted,
         edited (an erased slice too), accepted or rejected are skipped (with ``overwrite=True`` too),
         and so is, while an undo group is open, every slice the user changed since it opened.
-        A propagation commit also keeps, voxel by voxel, what lies on the coronal rows and sagittal
-        columns of plane slices the user decided for this object (``plane_status``; see
-        :meth:`commit_plane`): those voxels keep their current value (absent on a rejected plane
-        slice), and a slice left holding only such voxels is "needs review".
+        Every commit (a propagation's and an accepted axial preview's) also keeps, voxel by voxel,
+        what lies on the coronal rows and sagittal columns of plane slices the user decided for this
+        object (``plane_status``; see :meth:`commit_plane`): those voxels keep their current value
+        (absent on a rejected plane slice); a propagated slice left holding only such voxels is
+        "needs review". A hand edit (:meth:`apply_edit`) is the way to change them.
         ``last_commit_info`` says how many voxels were kept for other objects (``blocked_voxels``)
         and for plane decisions (``plane_kept_voxels``) and which slices were skipped. One undo step
         (merged into the open undo group for a propagation commit); autosaved (a
@@ -249,7 +250,7 @@ class AnnotationSession(SessionPersistence):
             planes: dict[int, np.ndarray] = {}
             blocked = plane_kept = 0
             skipped: list[int] = []
-            guard = self._plane_guard(obj) if propagated else None
+            guard = self._plane_guard(obj)
             for key, mask in masks.items():
                 z = self._check_slice(key)
                 m = np.asarray(mask, dtype=bool)
@@ -273,7 +274,7 @@ class AnnotationSession(SessionPersistence):
                     plane[guard] = planes[z][guard]
                 present = plane == oid
                 if present.any() or status == "needs review":  # "vanished here?" is a question too
-                    only_user = guard is not None and not (present & ~guard).any()
+                    only_user = propagated and guard is not None and not (present & ~guard).any()
                     obj.slice_status[z] = "needs review" if only_user and present.any() else status
                 else:
                     obj.slice_status.pop(z, None)
@@ -318,33 +319,48 @@ class AnnotationSession(SessionPersistence):
         order) and record the user's ``status`` ("prompted", "edited", "accepted") for those plane
         slices in ``plane_status``. One undo step; returns the axial slices whose voxels changed.
 
-        Voxels of locked objects and of other objects are never written (``blocked_voxels``). Of the
-        axial slices the plane slices cross (the object is on them, before or after): those the user
-        rejected are left as they are; those with a user status (prompted, edited, accepted) keep it
-        (their voxels change: the user decided them in the other plane); the others (no status or
-        a propagated one) become "needs review", since they are decided only on the user's line (a
-        slice left empty loses its status). ``last_commit_info``: ``blocked_voxels``, ``plane``,
-        ``plane_slices``, ``needs_review``, ``kept_status`` and ``skipped_rejected`` (axial slices).
+        What the user decided elsewhere is left as it is: voxels of locked objects and of other
+        objects (``blocked_voxels``), the axial slices the user prompted, edited (an erased slice
+        too), accepted or rejected (``kept_axial``; the part of the plane mask lying on them is not
+        written), and the rows / columns of slices of the other plane the user decided
+        (``plane_kept_voxels``). The other axial slices whose voxels change (no status or a
+        propagated one) become "needs review": they are decided only along the user's line (a
+        slice left empty loses its status). ``last_commit_info`` also names ``plane``,
+        ``plane_slices`` and ``needs_review`` (axial slices).
         """
         check_status(status, ("prompted", "edited", "accepted"))
-        return self._commit_plane(object_id, plane, masks, status, provenance)
+        return self._commit_plane(object_id, plane, masks, status, provenance, keep_decided=True)
 
     def set_plane_status(self, object_id: int, plane: str, indices: Iterable[int], status: str) -> set[int]:
-        """Accept or reject slices of a coronal or sagittal ``plane`` for one object (one undo step;
-        see :meth:`commit_plane` for the axial slices they cross). Accepting keeps the voxels;
-        rejecting clears the object there, and later propagations leave it absent. Returns the axial
-        slices whose voxels changed."""
+        """Accept or reject slices of a coronal or sagittal ``plane`` for one object (one undo step),
+        as :meth:`set_status` does for axial slices. Accepting records the decision and changes no
+        voxel (a slice where the object is absent and that has no status is not marked); rejecting
+        clears the object on those slices (the review's explicit decision, also on axial slices
+        the user decided), and later propagations leave it absent there. Returns the axial slices
+        whose voxels changed."""
         check_status(status, ("accepted", "rejected"))
         check_plane(plane)
         with self._lock:
+            if status == "rejected":
+                view = np.moveaxis(self.labels, PLANE_AXES[plane], 0)
+                idx = sorted({self._check_plane_slice(plane, i) for i in indices})
+                masks = {i: np.zeros(view.shape[1:], bool) for i in idx}
+                return self._commit_plane(object_id, plane, masks, status, None, keep_decided=False)
             obj = self._get(object_id)
             view = np.moveaxis(self.labels, PLANE_AXES[plane], 0)
-            idx = sorted({self._check_plane_slice(plane, i) for i in indices})
-            masks = {i: (view[i] == obj.id) if status == "accepted" else np.zeros(view.shape[1:], bool)
-                     for i in idx}
-            return self._commit_plane(object_id, plane, masks, status, None)
+            per = obj.plane_status.get(plane, {})
+            idx = sorted(i for i in {self._check_plane_slice(plane, i) for i in indices}
+                         if i in per or (view[i] == obj.id).any())
+            before_obj = {obj.id: obj.to_dict()}
+            for i in idx:
+                obj.plane_status.setdefault(plane, {})[i] = "accepted"
+            merge_provenance(obj, f"accepted ({plane})", [], {"plane": plane, "plane_slices": idx})
+            self.last_commit_info = {"plane": plane, "plane_slices": idx}
+            self._finish(f"accepted {obj.display_name} ({plane})", {}, before_obj,
+                         SessionEvent("status", obj.id, frozenset()))
+            return set()
 
-    def _commit_plane(self, object_id, plane, masks, status, provenance) -> set[int]:
+    def _commit_plane(self, object_id, plane, masks, status, provenance, keep_decided: bool) -> set[int]:
         check_plane(plane)
         with self._lock:
             obj = self._unlocked(object_id, "change its mask")
@@ -369,23 +385,29 @@ class AnnotationSession(SessionPersistence):
             proposed = region.copy()
             proposed[own] = 0
             proposed[new & free] = oid
-            rejected = np.zeros(self.shape[0], dtype=bool)
-            rejected[[z for z, st in obj.slice_status.items() if st == "rejected"]] = True
-            proposed[:, rejected] = region[:, rejected]  # rejected axial slices: left as they are
-            blocked = int(np.count_nonzero((new & ~free)[:, ~rejected]))
+            decided_z = np.zeros(self.shape[0], dtype=bool)  # axial slices the user decided
+            if keep_decided:
+                decided_z[[z for z, st in obj.slice_status.items() if st in USER_STATUSES]] = True
+            else:  # a rejection clears the plane slice; the object is absent on rejected axial slices anyway
+                decided_z[[z for z, st in obj.slice_status.items() if st == "rejected"]] = True
+            other = "sagittal" if plane == "coronal" else "coronal"
+            decided_o = np.zeros(view.shape[2], dtype=bool)  # rows / columns of the other plane's decisions
+            if keep_decided:
+                decided_o[[i for i in obj.plane_slices(other) if i < view.shape[2]]] = True
+            proposed[:, decided_z] = region[:, decided_z]
+            plane_kept = int(np.count_nonzero((proposed != region)[:, ~decided_z][:, :, decided_o]))
+            proposed[:, :, decided_o] = region[:, :, decided_o]
+            blocked = int(np.count_nonzero((new & ~free)[:, ~decided_z]))
             changed = (proposed != region).any(axis=(0, 2))
-            crossed = changed | new.any(axis=(0, 2)) | own.any(axis=(0, 2))
+            kept = [int(z) for z in np.flatnonzero(decided_z & ((new != own).any(axis=(0, 2))))]
             planes = {int(z): self.labels[z].copy() for z in np.flatnonzero(changed)}
             view[idx] = proposed
-            needs, kept, left = [], [], []
-            for z in (int(z) for z in np.flatnonzero(crossed)):
+            needs = []
+            for z in (int(z) for z in np.flatnonzero(changed)):
                 st = obj.slice_status.get(z)
-                if st == "rejected":
-                    if new[:, z].any():
-                        left.append(z)
-                elif st in USER_STATUSES:
-                    kept.append(z)
-                elif (self.labels[z] == oid).any():
+                if st in USER_STATUSES:  # only a rejection of the plane slice gets here
+                    continue
+                if (self.labels[z] == oid).any():
                     obj.slice_status[z] = "needs review"
                     needs.append(z)
                 else:
@@ -397,8 +419,8 @@ class AnnotationSession(SessionPersistence):
             info.setdefault("plane", plane)
             info.setdefault("plane_slices", idx)
             merge_provenance(obj, f"{status} ({plane})", sorted(planes), info)
-            self.last_commit_info = {"blocked_voxels": blocked, "plane": plane, "plane_slices": idx,
-                                     "needs_review": needs, "kept_status": kept, "skipped_rejected": left}
+            self.last_commit_info = {"blocked_voxels": blocked, "plane_kept_voxels": plane_kept, "plane": plane,
+                                     "plane_slices": idx, "needs_review": needs, "kept_axial": kept}
             self._finish(f"{status} {obj.display_name} ({plane})", planes, before_obj,
                          SessionEvent("labels", oid, frozenset(planes) | frozenset(needs)))
             return set(planes)
@@ -429,13 +451,16 @@ class AnnotationSession(SessionPersistence):
         from ``labels_after`` (a full volume or ``{slice: plane}``), or, when None, are already in
         ``self.labels`` (the Labels layer shares the array). Changes to voxels of locked objects
         are reverted (``last_commit_info["protected_voxels"]``). Objects whose voxels changed get
-        "edited" on those slices; a painted label id with no object becomes a new object.
+        "edited" on those slices, and on the coronal / sagittal slices the user had decided for them
+        (``plane_status``) that the changed voxels lie on: a hand edit is the user's newest decision
+        there. A painted label id with no object becomes a new object.
         """
         with self._lock:
             locked = np.array([i for i, o in self.objects.items() if o.locked], dtype=np.uint16)
             planes: dict[int, np.ndarray] = {}
             protected = 0
             touched: dict[int, set[int]] = {}
+            lines: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {}  # rows, columns changed per object
             for key, before in slices_before.items():
                 z = self._check_slice(key)
                 before = np.asarray(before, dtype=np.uint16)
@@ -454,6 +479,9 @@ class AnnotationSession(SessionPersistence):
                 for oid in np.union1d(before[changed], plane[changed]):
                     if oid:
                         touched.setdefault(int(oid), set()).add(z)
+                        if int(oid) in self.objects and self.objects[int(oid)].plane_status:
+                            mine = changed & ((before == oid) | (plane == oid))
+                            lines.setdefault(int(oid), []).append((mine.any(axis=1), mine.any(axis=0)))
             before_obj = {oid: (self.objects[oid].to_dict() if oid in self.objects else None) for oid in touched}
             for oid, zs in touched.items():
                 obj = self.objects.get(oid)
@@ -461,6 +489,11 @@ class AnnotationSession(SessionPersistence):
                     obj = self.objects[oid] = SegObject(oid, "", default_color(oid), provenance=new_provenance())
                 for z in zs:
                     obj.slice_status[z] = "edited"
+                for rows, cols in lines.get(oid, ()):  # decided plane slices the edit crossed
+                    for plane_name, hit in (("coronal", rows), ("sagittal", cols)):
+                        per = obj.plane_status.get(plane_name, {})
+                        for i in [i for i in per if i < hit.size and hit[i]]:
+                            per[i] = "edited"
                 merge_provenance(obj, "edited", sorted(zs), {"backend": "manual"} if not obj.provenance.get("backend") else None)
             self.last_commit_info = {"protected_voxels": protected}
             oid_evt = int(object_id) if object_id is not None else None

@@ -409,3 +409,34 @@ def test_reopened_session_propagates_along_the_coronal_axis_from_its_stored_plan
     assert len(np.flatnonzero(lab.any(axis=(0, 2)))) > 10 and dice(lab, obj) > 0.85
     np.testing.assert_array_equal(lab[:, y, :], saved[:, y, :] == oid)  # the user's slices kept
     np.testing.assert_array_equal(lab[:, y + 4, :], saved[:, y + 4, :] == oid)
+
+
+def test_plane_accept_on_a_locked_object_records_nothing_and_axial_accept_keeps_the_coronal_decision(
+        phantom_widget, qtbot):
+    """The plane's prompts are saved only with a committed mask; an accepted axial preview leaves the
+    user's coronal row as the user decided it and says so."""
+    viewer, widget = phantom_widget
+    z, y, x = CENTRE
+    session = widget.ctrl.session
+    show_plane(viewer, widget, "coronal", y)
+    with qtbot.waitSignal(widget.preview_updated, timeout=30000):
+        click_data_point(viewer, widget, (z, y, x))
+    oid = widget.ctrl.current_object
+    session.set_locked(oid, True)
+    press(qtbot, widget.ui.accept)
+    obj = session.objects[oid]
+    assert "locked" in widget.messages[-1][1].lower()
+    assert obj.plane_prompts == {} and obj.plane_status == {} and not (session.labels == oid).any()
+    session.set_locked(oid, False)
+    press(qtbot, widget.ui.accept)  # the preview is still there: now it is committed, with its prompt
+    assert obj.plane_status == {"coronal": {y: "prompted"}} and y in obj.plane_prompts["coronal"]
+    row = session.labels[z, y].copy()
+    # an axial preview that misses part of the user's coronal row: the row stays as the user decided
+    show_plane(viewer, widget, "axial", z)
+    with qtbot.waitSignal(widget.preview_updated, timeout=30000):
+        widget.prompts.add_point(z, y, x)
+    widget._pending[z] = widget._pending[z] & (np.arange(SHAPE[2]) < x)[None, :]
+    press(qtbot, widget.ui.accept)
+    np.testing.assert_array_equal(session.labels[z, y], row)
+    assert obj.slice_status[z] == "prompted"
+    assert any("coronal / sagittal slices you decided" in m for _, m in widget.messages), widget.messages

@@ -1,10 +1,12 @@
 """Decisions made in a coronal or sagittal plane are recorded as what they are and never overwritten.
 
 Accepting a coronal slice records it in the object's ``plane_status`` (not as 80 "prompted" axial
-slices): the axial slices it crosses keep the user's status, stay empty where the user rejected
-them, and otherwise become "needs review". Every propagation commit (and retraction) keeps the voxels
-of the coronal rows / sagittal columns the user decided, inside and outside the object; undo, redo,
-save and reopen keep the plane decisions and the plane prompts; older session files load unchanged.
+slices): the axial slices the user decided (prompted, edited, erased, accepted, rejected) are left as
+they are, the other axial slices it changes become "needs review". Every later commit (a
+propagation's, an accepted axial preview's, a retraction) keeps the voxels of the coronal rows /
+sagittal columns the user decided, inside and outside the object; a hand edit changes them and marks
+the plane slice "edited". Undo, redo, save and reopen keep the plane decisions and the plane prompts;
+older session files load unchanged; a partial restore drops only damaged plane entries.
 """
 
 from __future__ import annotations
@@ -51,26 +53,24 @@ def test_accepting_a_coronal_slice_marks_it_and_leaves_the_users_axial_decisions
     changed = s.commit_plane(oid, "coronal", {Y: m}, "prompted", {"backend": "classic"})
     obj = s.objects[oid]
     assert obj.plane_status == {"coronal": {Y: "prompted"}}
-    # the plane slice holds the user's mask, except on the axial slice the user rejected
+    before = _decided_session()[0].labels
+    # the plane slice holds the user's mask, except on the axial slices the user decided
+    decided = [8, 10, 12]
     expect = np.where(m, oid, 0)
-    expect[12] = 0
+    expect[decided] = before[decided, Y, :]
     np.testing.assert_array_equal(s.labels[:, Y, :], expect)
+    for z in decided:  # prompted, accepted, rejected: not a voxel changed
+        np.testing.assert_array_equal(s.labels[z], before[z], err_msg=f"slice {z}")
     assert not (s.labels[12] == oid).any()
-    # statuses of the crossed axial slices
-    assert obj.slice_status[8] == "prompted" and obj.slice_status[10] == "accepted"
-    assert obj.slice_status[12] == "rejected"
-    crossed = set(range(3, 29))
-    review = sorted(crossed - {8, 10, 12})
+    assert [obj.slice_status[z] for z in decided] == ["prompted", "accepted", "rejected"]
+    # the other axial slices that changed need review (not 23 "prompted" axial slices)
+    review = sorted(z for z in range(SHAPE[0]) if z not in decided and (s.labels[z] != before[z]).any())
+    assert review == sorted(set(range(3, 29)) - set(decided))
     assert all(obj.slice_status[z] == "needs review" for z in review)
-    assert "prompted" not in {obj.slice_status[z] for z in review}  # not 23 "prompted" axial slices
     info = s.last_commit_info
-    assert info["needs_review"] == review
-    assert info["kept_status"] == [8, 10] and info["skipped_rejected"] == [12]
+    assert info["needs_review"] == review and changed == set(review)
+    assert info["kept_axial"] == decided
     assert info["plane"] == "coronal" and info["plane_slices"] == [Y]
-    # the accepted axial slice changed only on the user's coronal row (the user's newer decision)
-    np.testing.assert_array_equal(s.labels[10, Y], np.where(m[10], oid, 0))
-    np.testing.assert_array_equal(np.delete(s.labels[10], Y, axis=0) == oid, np.delete(liver(10), Y, axis=0))
-    assert 10 in changed and 12 not in changed
     assert obj.provenance["plane"] == "coronal" and obj.provenance["plane_slices"] == [Y]
 
 
@@ -132,14 +132,21 @@ def test_an_old_session_file_without_plane_records_loads_and_a_damaged_one_is_re
     r = AnnotationSession.load(folder, image_key=KEY, shape=SHAPE)
     assert r.objects[oid].plane_status == {} and r.objects[oid].plane_prompts == {}
     assert r.objects[oid].slice_status == s.objects[oid].slice_status
-    # a damaged plane record is a damaged object record: refused, or named by a partial restore
+    # a damaged plane record is refused; a partial restore drops only that entry and says so
     bad = json.loads(json.dumps(manifest))
-    bad["objects"][0]["plane_status"] = {"coronal": {str(Y): "bogus"}}
+    bad["objects"][0]["plane_status"] = {"coronal": {str(Y): "bogus", "50": "accepted"}}
+    bad["objects"][0]["plane_prompts"] = {"sagittal": {"40": {"points": "x"}}}
     (folder / MANIFEST).write_text(json.dumps(bad))
     with pytest.raises(SessionCorruptError, match="object records malformed"):
         AnnotationSession.load(folder, image_key=KEY, shape=SHAPE)
     p = AnnotationSession.load(folder, image_key=KEY, shape=SHAPE, partial=True, autosave=False)
-    assert p.restore_report.bad_objects and "bogus" in p.restore_report.message()
+    pobj = p.objects[oid]
+    assert pobj.name == "liver" and pobj.slice_status == s.objects[oid].slice_status  # not a placeholder
+    assert pobj.plane_status == {"coronal": {50: "accepted"}} and pobj.plane_prompts == {}
+    assert not p.restore_report.bad_objects and not p.restore_report.complete
+    msg = p.restore_report.message()
+    assert "'liver'" in msg and "bogus" in msg and "sagittal slice 40" in msg and "placeholder" not in msg
+    np.testing.assert_array_equal(p.labels, s.labels)
     bad["objects"][0]["plane_status"] = {"axial": {"3": "accepted"}}  # axial decisions are slice_status
     (folder / MANIFEST).write_text(json.dumps(bad))
     with pytest.raises(SessionCorruptError, match="unknown plane"):
@@ -201,14 +208,15 @@ def test_a_coronal_propagation_commit_leaves_accepted_axial_slices_alone():
 def test_locked_objects_are_untouched_by_plane_commits():
     s, oid = _session()
     b = s.new_object("kidney").id
-    plane = s.labels[15].copy()
+    plane = s.labels[25].copy()  # beyond the liver (an edit over it would be the liver's decided slice)
+    assert not (plane == oid).any()
     plane[Y - 2:Y + 3, 30:40] = b
-    s.apply_edit(b, {15: s.labels[15].copy()}, {15: plane})
+    s.apply_edit(b, {25: s.labels[25].copy()}, {25: plane})
     s.set_locked(b, True)
     before_b = s.labels == b
     s.commit_plane(oid, "coronal", {Y: coronal_mask()}, "prompted")
     np.testing.assert_array_equal(s.labels == b, before_b)
-    assert s.last_commit_info["blocked_voxels"] == 10  # the kidney's voxels on row Y of slice 15
+    assert s.last_commit_info["blocked_voxels"] == 10  # the kidney's voxels on row Y of slice 25
     with pytest.raises(ObjectLockedError):
         s.commit_plane(b, "coronal", {Y: coronal_mask()}, "prompted")
     with pytest.raises(ValueError, match="shape"):
@@ -247,3 +255,59 @@ def test_the_review_panel_names_plane_decisions_and_prompts():
     assert prompt_summary(obj) == "coronal slice 45: 1 positive, 1 negative"
     items = dict(provenance_items(obj))
     assert items["Coronal slices"] == "prompted 45" and items["Sagittal slices"] == "rejected 40-41"
+
+
+def test_an_erased_axial_slice_stays_erased_when_a_coronal_preview_is_accepted():
+    s, oid = _session()
+    before15 = s.labels[15].copy()
+    s.apply_edit(oid, {15: before15}, {15: np.zeros_like(before15)})  # the user erased slice 15
+    assert s.objects[oid].slice_status[15] == "edited"
+    s.commit_plane(oid, "coronal", {Y: coronal_mask()}, "prompted")
+    assert not (s.labels[15] == oid).any() and s.objects[oid].slice_status[15] == "edited"
+    assert 15 in s.last_commit_info["kept_axial"]
+
+
+def test_a_coronal_preview_keeps_the_users_sagittal_decisions():
+    s, oid = _session()
+    X = 40
+    s.set_plane_status(oid, "sagittal", [X], "rejected")
+    s.commit_plane(oid, "coronal", {Y: coronal_mask()}, "prompted")
+    assert coronal_mask()[:, X].any()  # the coronal mask crosses the rejected sagittal column
+    assert not (s.labels[:, :, X] == oid).any()
+    assert s.last_commit_info["plane_kept_voxels"] > 0
+
+
+def test_accepting_plane_slices_changes_no_voxel_and_skips_absent_ones():
+    s, oid = _session()
+    before = s.labels.copy()
+    assert not (s.labels[:, 2, :] == oid).any()
+    changed = s.set_plane_status(oid, "coronal", [Y, 2], "accepted")
+    assert changed == set()
+    np.testing.assert_array_equal(s.labels, before)
+    assert s.objects[oid].plane_status == {"coronal": {Y: "accepted"}}  # row 2 holds no liver
+    assert s.undo() and s.objects[oid].plane_status == {}
+
+
+def test_an_axial_preview_keeps_the_voxels_of_the_users_plane_decisions_and_a_hand_edit_changes_them():
+    s, oid = _session()
+    m = coronal_mask()
+    s.commit_plane(oid, "coronal", {Y: m}, "accepted")
+    line = s.labels[10, Y].copy()
+    s.commit_slices(oid, {10: wanderer(10, 2)}, "prompted")  # an accepted axial preview
+    np.testing.assert_array_equal(s.labels[10, Y], line)
+    assert s.objects[oid].slice_status[10] == "prompted"
+    assert s.last_commit_info["plane_kept_voxels"] > 0
+    # a hand edit on the user's coronal row is the user's newest decision: it applies, marks it edited
+    before = s.labels[10].copy()
+    after = before.copy()
+    after[Y, 30:40] = 0
+    s.apply_edit(oid, {10: before}, {10: after})
+    assert not (s.labels[10, Y, 30:40] == oid).any()
+    assert s.objects[oid].plane_status == {"coronal": {Y: "edited"}}
+    # an edit elsewhere leaves other plane decisions as they are
+    s.set_plane_status(oid, "sagittal", [80], "rejected")
+    before = s.labels[11].copy()
+    after = before.copy()
+    after[10, 10] = oid
+    s.apply_edit(oid, {11: before}, {11: after})
+    assert s.objects[oid].plane_status["sagittal"] == {80: "rejected"}

@@ -222,8 +222,7 @@ class PropagationMixin:
         skipped: set[int] = set()
         for status in ("propagated", "needs review"):
             part = {z: m for z, m in changed.items() if (z in doubted) == (status == "needs review")}
-            if part:
-                self._commit_to(session, oid, part, status, plane, getattr(run, "seed_slices", None))
+            if part and self._commit_to(session, oid, part, status, plane, getattr(run, "seed_slices", None)):
                 skipped.update(session.last_commit_info.get("skipped", ()))
         run.skipped_user = sorted(skipped)
 
@@ -275,15 +274,17 @@ class PropagationMixin:
                 self._redraw_timer.start()
 
     def _commit_to(self, session, oid: int, masks: dict, status: str, plane: str = "axial",
-                   plane_slices=None) -> None:
+                   plane_slices=None) -> bool:
+        """Commit propagated masks; False (the failure told to the user) when nothing was committed."""
         prov = self._provenance(action="propagate", plane=plane, plane_slices=plane_slices)
         if session is self.ctrl.session:
-            self._session_call("commit_slices", oid, masks, status, prov)
-            return
+            return self._session_call("commit_slices", oid, masks, status, prov)
         try:  # the run of an image no longer shown: straight into its own session
             session.commit_slices(oid, masks, status, prov)
+            return True
         except Exception as err:  # noqa: BLE001 - reported, the viewer goes on
             self._warn(f"Could not commit the last propagated slices of the previous image: {err}")
+            return False
 
     def _redraw_preview(self) -> None:
         """Redraw the preview layer if a slice changed since the last redraw is on screen."""

@@ -609,39 +609,48 @@ class SegmentWidget(TextPromptMixin, ObjectsMixin, PropagationMixin, QWidget):
             self._accept_plane()
             return
         oid, masks = self.ctrl.current_object, dict(self._pending)
-        self._object_plane[oid] = "axial"
-        for z in masks:  # the prompts are saved with what they produced (not on every click)
-            rec = self.prompts.as_record(z) if self.prompts is not None else None
-            if rec and (rec["points"] or rec["box"]):
-                self._session_call("record_prompt", oid, z, rec["points"], rec["labels"], rec["box"])
         prov = dict(self._pending_extra) if self._pending_extra else self._provenance()
-        if self._session_call("commit_slices", oid, masks, "prompted", prov):
-            blocked = self.ctrl.session.last_commit_info.get("blocked_voxels", 0)
-            if blocked:
-                self._notify("info", f"{blocked} voxels belonging to other objects were left to them.")
-            self._clear_preview()
-            for z in masks:
-                self.prompts.clear(z)
+        if not self._session_call("commit_slices", oid, masks, "prompted", prov):
+            return
+        info = self.ctrl.session.last_commit_info
+        self._object_plane[oid] = "axial"
+        self._record_prompts(oid, masks, "axial")  # saved with what they produced (not on every click)
+        self._tell_kept(info)
+        self._clear_preview()
+        for z in masks:
+            self.prompts.clear(z)
 
-    def _accept_plane(self) -> None:
-        """Commit previews made in a coronal or sagittal plane with the session's ``commit_plane``:
-        the plane slices are "prompted" (with their prompts recorded in that plane) and are the
-        object's seeds for a propagation along that plane's axis; the axial slices they cross keep
-        the user's status, stay empty where the user rejected them, else become "needs review"."""
-        plane, oid, masks = self._pending_plane, self.ctrl.current_object, dict(self._pending)
-        session = self.ctrl.session
-        for i in masks:  # the prompts are saved with what they produced, in the plane's (row, col)
+    def _record_prompts(self, oid: int, slices, plane: str) -> None:
+        """Save the prompts of committed ``slices`` (of ``plane``) in the session."""
+        for i in slices:
             rec = self.prompts.as_record(i, plane) if self.prompts is not None else None
             if rec and (rec["points"] or rec["box"]):
                 self._session_call("record_prompt", oid, i, rec["points"], rec["labels"], rec["box"], plane)
+
+    def _tell_kept(self, info: dict) -> None:
+        """Say which voxels a commit left as they were (other objects', the user's plane decisions)."""
+        blocked, plane_kept = info.get("blocked_voxels", 0), info.get("plane_kept_voxels", 0)
+        if blocked:
+            self._notify("info", f"{blocked} voxels belonging to other objects were left to them.")
+        if plane_kept:
+            self._notify("info", f"{plane_kept} voxels on coronal / sagittal slices you decided were left as "
+                                 "you decided them (paint or erase there to change them).")
+
+    def _accept_plane(self) -> None:
+        """Commit previews made in a coronal or sagittal plane with the session's ``commit_plane``:
+        the plane slices are "prompted" (with their prompts recorded in that plane, once the commit
+        succeeded) and are the object's seeds for a propagation along that plane's axis; the axial
+        slices the user decided are left as they are, the other axial slices that change become
+        "needs review"."""
+        plane, oid, masks = self._pending_plane, self.ctrl.current_object, dict(self._pending)
+        session = self.ctrl.session
         prov = self._provenance(plane=plane, plane_slices=sorted(int(z) for z in masks))
         if not self._session_call("commit_plane", oid, plane, masks, "prompted", prov):
             return
         info = session.last_commit_info
         self._object_plane[oid] = plane
-        blocked = info.get("blocked_voxels", 0)
-        if blocked:
-            self._notify("info", f"{blocked} voxels belonging to other objects were left to them.")
+        self._record_prompts(oid, masks, plane)  # in the plane's (row, col)
+        self._tell_kept(info)
         self._clear_preview()
         for z in masks:
             self.prompts.clear((plane, z))
@@ -821,17 +830,15 @@ def _n(count: int, one: str, many: str | None = None) -> str:
 
 def plane_accept_text(plane: str, n_plane: int, info: dict) -> str:
     """What an accept in a coronal / sagittal plane did, from ``commit_plane``'s ``last_commit_info``:
-    e.g. "Accepted 1 coronal slice: 80 axial slices now hold part of it and need review; 2 rejected
-    axial slices were left empty."."""
+    e.g. "Accepted 1 coronal slice: 80 axial slices now hold part of it and need review; 2 axial
+    slices you had decided were left as they are."."""
     parts = []
-    needs, kept, left = (len(info.get(k) or ()) for k in ("needs_review", "kept_status", "skipped_rejected"))
+    needs, kept = (len(info.get(k) or ()) for k in ("needs_review", "kept_axial"))
     if needs:
         parts.append(f"{_n(needs, 'axial slice')} now hold{'s' if needs == 1 else ''} part of it and "
                      f"need{'s' if needs == 1 else ''} review")
     if kept:
-        parts.append(f"{_n(kept, 'axial slice')} you had decided keep{'s' if kept == 1 else ''} "
-                     "your status with the new voxels")
-    if left:
-        parts.append(f"{_n(left, 'rejected axial slice')} {'was' if left == 1 else 'were'} left empty")
+        parts.append(f"{_n(kept, 'axial slice')} you had decided {'was' if kept == 1 else 'were'} left as "
+                     f"{'it is' if kept == 1 else 'they are'}")
     head = f"Accepted {_n(n_plane, f'{plane} slice')}"
     return f"{head}: {'; '.join(parts)}." if parts else f"{head}."
