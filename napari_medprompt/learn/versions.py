@@ -146,29 +146,9 @@ def delete_version(store, version: str, new_active: str | None = None) -> str | 
                           if others else "it is the only version: confirm that no model stays active")
                 raise LearnError(f"version {version} is the active model; deleting it needs a choice: {choice}.")
             if new_active == NO_ACTIVE:
-                _delete_leaving_none(store, version)
+                store.delete(version, leave_none_active=True)
                 return None
             store.delete(version, new_active=new_active)
             return new_active
         store.delete(version)
         return store.active
-
-
-def _delete_leaving_none(store, version: str) -> None:
-    """Delete the active version and leave no version active (the user chose so)."""
-    import os
-    import shutil
-
-    from napari_medprompt.train.store import _now
-
-    with store._lock():
-        idx = store._read_index()
-        idx["active"] = None
-        del idx["versions"][version]
-        idx["history"] = [v for v in idx["history"] if v != version]
-        folder = store._folder(version)
-        (store.versions_dir / f"{version}.deleted").write_text(_now())
-        store._write_index(idx)
-        trash = store.versions_dir / f".{version}.deleting"
-        os.replace(folder, trash)
-        shutil.rmtree(trash, ignore_errors=True)

@@ -319,16 +319,19 @@ class ModelStore:
             self._write_index(idx)
         return version
 
-    def delete(self, version: str, *, new_active: str | None = None) -> None:
+    def delete(self, version: str, *, new_active: str | None = None, leave_none_active: bool = False) -> None:
         """Remove ``version`` (its folder; a tombstone keeps its id from being reused).
 
         Deleting the active version is refused unless ``new_active`` names the version to activate
-        instead; ``new_active`` is ignored for an inactive version."""
+        instead, or ``leave_none_active=True`` says that no version stays active (the user's explicit
+        choice); both are ignored for an inactive version."""
         with self._lock():
             idx = self._read_index()
             if version not in idx["versions"]:
                 raise StoreError(f"model store {self.root} has no version {version!r}")
-            if idx.get("active") == version:
+            if idx.get("active") == version and leave_none_active:
+                idx["active"] = None
+            elif idx.get("active") == version:
                 if new_active is None:
                     raise StoreError(
                         f"version {version} is the active model of {self.root}; deleting it is refused. "

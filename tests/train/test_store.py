@@ -107,6 +107,8 @@ def test_deleting_the_active_version_is_refused_or_moves_activation_explicitly(t
     assert [v["id"] for v in store.list()] == [v3]
     with pytest.raises(StoreError, match="no version 'v0001'"):
         store.activate(v1)
+    store.delete(v3, leave_none_active=True)  # the user's explicit choice: no model stays active
+    assert store.active is None and store.list() == [] and not (store.root / "versions" / v3).exists()
 
 
 def test_corrupt_index_is_reported_and_rebuilt_without_losing_a_version(two_versions, test_images):
