@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import html
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 from napari_medprompt.session.objects import SegObject
 
@@ -95,6 +98,50 @@ def slice_rows(session, object_id: int, filter_name: str = "All slices") -> list
         if wanted is not None and status not in wanted:
             continue
         rows.append(SliceRow(z, status, voxels.get(z, 0)))
+    return rows
+
+
+#: The planes the Review panel lists slices of, with the axis of the (z, y, x) label map they step along.
+REVIEW_PLANES = {"axial": 0, "coronal": 1, "sagittal": 2}
+
+
+def _check_review_plane(plane: str) -> str:
+    if plane not in REVIEW_PLANES:
+        raise ValueError(f"unknown plane {plane!r}; choose one of {', '.join(REVIEW_PLANES)}")
+    return plane
+
+
+def plane_voxels(session, object_id: int, plane: str) -> np.ndarray:
+    """Voxel count of the object on every slice of ``plane`` (one count per index along its axis),
+    counted over the label map in one pass."""
+    obj = session.objects[int(object_id)]
+    ax = REVIEW_PLANES[_check_review_plane(plane)]
+    with getattr(session, "_lock", None) or nullcontext():
+        mask = session.labels == obj.id
+    others = tuple(a for a in range(mask.ndim) if a != ax)
+    return np.count_nonzero(mask, axis=others)
+
+
+def plane_slice_rows(session, obj: SegObject | int, plane: str, filter_name: str = "All slices") -> list[SliceRow]:
+    """The rows of the slice list for ``plane``: for "axial" those of :func:`slice_rows`; for
+    "coronal" / "sagittal" one row per slice of that plane where the object has voxels or a plane
+    status (``SegObject.plane_status``), with its voxel count on that plane slice. A plane slice
+    with voxels and no decision has status "" and counts as one to review."""
+    oid = obj.id if isinstance(obj, SegObject) else int(obj)
+    if _check_review_plane(plane) == "axial":
+        return slice_rows(session, oid, filter_name)
+    obj = session.objects[oid]
+    counts = plane_voxels(session, oid, plane)
+    per = obj.plane_status.get(plane, {})
+    wanted = SLICE_FILTERS.get(filter_name)
+    if wanted is not None and filter_name in ("To review", "Needs review"):
+        wanted = (*wanted, "")  # a plane slice nobody decided
+    rows = []
+    for i in sorted(set(int(i) for i in np.flatnonzero(counts)) | set(per)):
+        status = per.get(i, "")
+        if wanted is not None and status not in wanted:
+            continue
+        rows.append(SliceRow(i, status, int(counts[i]) if 0 <= i < counts.size else 0))
     return rows
 
 

@@ -19,7 +19,7 @@ from qtpy.QtWidgets import (
 
 from napari_medprompt._qt.ui_common import button, table
 from napari_medprompt._qt.ui_common import item as table_item  # noqa: F401 (the Review widget's cells)
-from napari_medprompt.session.review import SLICE_FILTERS
+from napari_medprompt.session.review import REVIEW_PLANES, SLICE_FILTERS
 
 OBJECT_COLUMNS = ["Name", "ID", "Slices", "mL", "Review", "Lock", "Class"]
 CLASS_COLUMN = 6
@@ -29,6 +29,11 @@ OBJECT_TIPS = ["Object name", "Label id in the segmentation", "Slices covered (f
                "The object's class for learning (e.g. benign, malignant): double-click to set or change it; "
                "empty = no class"]
 SLICE_COLUMNS = ["Slice", "Status", "Area (cm²)"]
+
+
+def slice_columns(plane: str) -> list[str]:
+    """Headers of the slice list for ``plane`` ("axial": the plain ones)."""
+    return SLICE_COLUMNS if plane == "axial" else [f"{plane.capitalize()} slice", *SLICE_COLUMNS[1:]]
 
 
 class ClassDelegate(QStyledItemDelegate):
@@ -88,6 +93,13 @@ def build_review_ui(w) -> None:
     box = QGroupBox("Slices of the selected object")
     bl = QVBoxLayout(box)
     row = QHBoxLayout()
+    row.addWidget(QLabel("Plane"))
+    w.plane = QComboBox()
+    for plane in REVIEW_PLANES:
+        w.plane.addItem(plane.capitalize(), plane)
+    w.plane.setToolTip("Which slices to list and to accept or reject: axial, or whole coronal / sagittal "
+                       "slices (follows the plane the viewer shows when you roll the dims)")
+    row.addWidget(w.plane, 1)
     row.addWidget(QLabel("Show"))
     w.filter = QComboBox()
     w.filter.addItems(list(SLICE_FILTERS))
@@ -119,7 +131,8 @@ def build_review_ui(w) -> None:
     for sb in (w.range_from, w.range_to):
         sb.setRange(0, 0)
         sb.setKeyboardTracking(False)
-    rng.addWidget(QLabel("Slices from"), 0, 0)
+    w.range_label = QLabel("Slices from")
+    rng.addWidget(w.range_label, 0, 0)
     rng.addWidget(w.range_from, 0, 1)
     rng.addWidget(QLabel("to"), 0, 2)
     rng.addWidget(w.range_to, 0, 3)

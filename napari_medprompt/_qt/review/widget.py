@@ -6,20 +6,34 @@ review summary, lock), the slices of the selected object with their status (prom
 edited, accepted, rejected; click one to show it), accepts or rejects the selected slices or a
 from/to range (rejecting clears that object only, on those slices; undo brings it back), and shows
 how the object was made (backend, model, version, device, prompts, user, times).
+
+The *Plane* chooser lists, accepts and rejects axial slices or whole coronal / sagittal slices
+(``AnnotationSession.set_plane_status``); it follows the plane the viewer shows, choosing a plane
+shows it, and clicking a row shows that slice of that plane (through the layer's data -> world
+transform, so flipped displays land on the right slice).
 """
 
 from __future__ import annotations
 
 import logging
 
+import numpy as np
 from qtpy.QtCore import QItemSelectionModel, QObject, Qt, QTimer, Signal
 from qtpy.QtGui import QBrush, QColor
 from qtpy.QtWidgets import QAbstractItemView, QWidget
 
 from napari_medprompt._qt.controller import controller_for, real_viewer
-from napari_medprompt._qt.review.ui import CLASS_COLUMN, build_review_ui, class_item, table_item
+from napari_medprompt._qt.review.ui import CLASS_COLUMN, build_review_ui, class_item, slice_columns, table_item
+from napari_medprompt.segment.planes import VIEW_3D, plane_axis, sliced_data_axis, view_plane
 from napari_medprompt.session import ObjectLockedError, SessionError, SessionSaveError
-from napari_medprompt.session.review import STATUS_COLORS, object_rows, provenance_html, slice_rows
+from napari_medprompt.session.review import (
+    REVIEW_PLANES,
+    STATUS_COLORS,
+    object_rows,
+    plane_slice_rows,
+    plane_voxels,
+    provenance_html,
+)
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +61,10 @@ class ReviewWidget(QWidget):
         self._timer.timeout.connect(self.refresh)
         self._build()
         self._current_z: int | None = None
+        self._syncing_plane = False
         self.viewer.dims.events.current_step.connect(self._mark_current_slice)
+        self.viewer.dims.events.order.connect(self._follow_view)
+        self.viewer.dims.events.ndisplay.connect(self._follow_view)
         self.ctrl.session_changed.connect(self._bind)
         self.ctrl.current_object_changed.connect(self.select_object)
         self._bind(self.ctrl.session)
@@ -60,10 +77,11 @@ class ReviewWidget(QWidget):
         self.image_class.lineEdit().editingFinished.connect(self._on_image_class_edited)
         self.image_class.activated.connect(lambda _i: self._on_image_class_edited())
         self.filter.currentTextChanged.connect(lambda _: self._fill_slices())
+        self.plane.currentIndexChanged.connect(self._on_plane_chosen)
         self.slices.itemClicked.connect(self._on_slice_clicked)
         self.slices.itemSelectionChanged.connect(self._update_buttons)
         self.accept_shown.clicked.connect(self.accept_shown_slice)
-        self.reject_shown.clicked.connect(lambda: self._review([self._shown_slice()], "rejected"))
+        self.reject_shown.clicked.connect(self.reject_shown_slice)
         self.next_review.clicked.connect(self.next_to_review)
         self.accept_selected.clicked.connect(lambda: self.review_selected("accepted"))
         self.reject_selected.clicked.connect(lambda: self.review_selected("rejected"))
@@ -79,16 +97,20 @@ class ReviewWidget(QWidget):
         self.session = session
         if session is not None:
             self._unsubscribe = session.on_change(self._relay.changed.emit)
-            n = session.shape[0]
-            for sb in (self.range_from, self.range_to):
-                sb.setRange(0, n - 1)
+        volume = session is not None and len(session.shape) == 3 and min(session.shape) > 1
+        self.plane.setEnabled(volume)  # a 2D image (or a single slice) has only its own plane
+        if not volume and self.chosen_plane() != "axial":
+            self._syncing_plane = True
+            try:
+                self.set_plane("axial")
+            finally:
+                self._syncing_plane = False
+        self._follow_view()
+        self._set_range_limits()
         self.refresh()
 
     def closeEvent(self, event) -> None:  # noqa: N802 (Qt name)
-        try:
-            self.viewer.dims.events.current_step.disconnect(self._mark_current_slice)
-        except Exception:  # the viewer may already be gone
-            pass
+        self._disconnect_dims()
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
@@ -230,28 +252,48 @@ class ReviewWidget(QWidget):
         obj = self.session.objects[oid]
         self.provenance.setHtml(provenance_html(obj))
         if not keep_range:
-            st = self.session.object_stats(oid)
-            if st["slice_range"] is not None:
-                self.range_from.setValue(st["slice_range"][0])
-                self.range_to.setValue(st["slice_range"][1])
+            self._range_to_object()
         self._fill_slices()
+
+    def _range_to_object(self) -> None:
+        """Set the from/to range to the first and last slice of the chosen plane the object covers."""
+        oid = self.selected_object()
+        if oid is None or self.session is None or oid not in self.session.objects:
+            return
+        plane = self.chosen_plane()
+        if plane == "axial":
+            span = self.session.object_stats(oid)["slice_range"]
+        else:
+            present = np.flatnonzero(plane_voxels(self.session, oid, plane))
+            span = (int(present[0]), int(present[-1])) if present.size else None
+        if span is not None:
+            self.range_from.setValue(span[0])
+            self.range_to.setValue(span[1])
 
     def _fill_slices(self) -> None:
         oid = self.selected_object()
         keep = {i.row() for i in self.slices.selectionModel().selectedRows()} if self.slices.selectionModel() else set()
         keep_z = {self.slices.item(r, 0).data(Qt.ItemDataRole.UserRole) for r in keep if self.slices.item(r, 0)}
+        plane = self.chosen_plane()
         self.slices.blockSignals(True)
         self.slices.setRowCount(0)
-        rows = slice_rows(self.session, oid, self.filter.currentText()) if oid is not None and self.session else []
+        self.slices.setHorizontalHeaderLabels(slice_columns(plane))
+        rows = (plane_slice_rows(self.session, oid, plane, self.filter.currentText())
+                if oid is not None and self.session and oid in self.session.objects else [])
         self.slices.setRowCount(len(rows))
-        pixel_cm2 = float(self.session.spacing[1] * self.session.spacing[2]) / 100.0 if rows else 0.0
+        # the pixel area of a slice of this plane: the spacing of the two other axes
+        if rows:
+            ax = REVIEW_PLANES[plane]
+            sp = [float(v) for i, v in enumerate(self.session.spacing) if i != ax]
+            pixel_cm2 = sp[0] * sp[1] / 100.0
         for r, row in enumerate(rows):
             status = table_item(row.status or "—")
             if row.status in STATUS_COLORS:
                 status.setBackground(QBrush(QColor(STATUS_COLORS[row.status])))
                 status.setForeground(QBrush(QColor("#111111")))
-            for c, it in enumerate([table_item(str(row.slice), row.slice, True), status,
-                                    table_item(f"{row.voxels * pixel_cm2:.2f}", align_right=True)]):
+            area = table_item(f"{row.voxels * pixel_cm2:.2f}", row.voxels, align_right=True)
+            area.setToolTip(f"{row.voxels} voxels on {plane} slice {row.slice}")
+            for c, it in enumerate([table_item(str(row.slice), row.slice, True), status, area]):
                 self.slices.setItem(r, c, it)
             if row.slice in keep_z:
                 self.slices.selectionModel().select(
@@ -262,6 +304,105 @@ class ReviewWidget(QWidget):
         self._mark_current_slice()
         self._update_buttons()
 
+    # ----------------------------------------------------------------------------------- planes
+    def chosen_plane(self) -> str:
+        """The plane whose slices the list shows and the buttons act on: "axial", "coronal", "sagittal"."""
+        return self.plane.currentData() or "axial"
+
+    def set_plane(self, plane: str) -> None:
+        """Choose ``plane`` for the slice list (as the chooser does)."""
+        if plane not in REVIEW_PLANES:
+            raise ValueError(f"unknown plane {plane!r}; choose one of {', '.join(REVIEW_PLANES)}")
+        self.plane.setCurrentIndex(self.plane.findData(plane))
+
+    def _plane_count(self, plane: str) -> int:
+        if self.session is not None:
+            return int(self.session.shape[REVIEW_PLANES[plane]])
+        layer = self.ctrl.image_layer
+        return int(layer.data.shape[REVIEW_PLANES[plane]]) if layer is not None and layer.ndim == 3 else 1
+
+    def _set_range_limits(self) -> None:
+        plane = self.chosen_plane()
+        n = self._plane_count(plane) if self.session is not None else 1
+        for sb in (self.range_from, self.range_to):
+            sb.setRange(0, max(n - 1, 0))
+        self.range_label.setText("Slices from" if plane == "axial" else f"{plane.capitalize()} slices from")
+
+    def _on_plane_chosen(self, _index=None) -> None:
+        """A new plane: its slices in the list, the range over its extent, and the viewer shows it."""
+        self.slices.clearSelection()
+        self._set_range_limits()
+        if not self._syncing_plane:
+            self._show_plane_in_view(self.chosen_plane())
+        self._range_to_object()
+        self._fill_slices()
+
+    def view_plane(self) -> str:
+        """The plane the viewer shows of the image: "axial", "coronal", "sagittal", or "3d"."""
+        layer = self.ctrl.image_layer
+        if layer is None or layer.ndim != 3:
+            return "axial"
+        dims = self.viewer.dims
+        offset = dims.ndim - layer.ndim
+        sliced = [d - offset for d in dims.not_displayed if d >= offset]
+        try:
+            return view_plane(dims.ndisplay, sliced, self._linear(layer))
+        except ValueError:
+            return VIEW_3D
+
+    def view_index(self, plane: str) -> int:
+        """Index of the slice of ``plane`` the viewer is on."""
+        layer = self.ctrl.image_layer
+        if layer is None or layer.ndim != 3:
+            return int(self.viewer.dims.current_step[0]) if plane == "axial" else 0
+        world = np.asarray(self.viewer.dims.point)[-layer.ndim:]
+        ax = plane_axis(plane)
+        v = float(layer.world_to_data(world)[ax])
+        return int(min(max(round(v), 0), layer.data.shape[ax] - 1))
+
+    @staticmethod
+    def _linear(layer) -> np.ndarray:
+        return np.asarray(layer.affine.affine_matrix)[:-1, :-1] @ np.diag(layer.scale)
+
+    def _follow_view(self, event=None) -> None:
+        """The viewer's dims were rolled (or 2D / 3D switched): list the plane it shows now."""
+        try:
+            plane = self.view_plane()
+            if plane in REVIEW_PLANES and plane != self.chosen_plane():
+                self._syncing_plane = True
+                try:
+                    self.set_plane(plane)
+                finally:
+                    self._syncing_plane = False
+        except RuntimeError:  # the panel was closed while the viewer lives on
+            self._disconnect_dims()
+
+    def _disconnect_dims(self) -> None:
+        for ev, cb in ((self.viewer.dims.events.current_step, self._mark_current_slice),
+                       (self.viewer.dims.events.order, self._follow_view),
+                       (self.viewer.dims.events.ndisplay, self._follow_view)):
+            try:
+                ev.disconnect(cb)
+            except Exception:  # the viewer may already be gone
+                pass
+
+    def _show_plane_in_view(self, plane: str) -> int | None:
+        """Roll a 2D view of the 3D image to ``plane`` (the viewer's point is kept); returns the world
+        axis the plane steps along (None when the image is not 3D)."""
+        layer = self.ctrl.image_layer
+        if layer is None or layer.ndim != 3:
+            return None
+        dims = self.viewer.dims
+        offset = dims.ndim - layer.ndim
+        ax = plane_axis(plane)
+        linear = self._linear(layer)
+        world_ax = next((w for w in range(3) if sliced_data_axis(linear, w) == ax), ax)
+        if dims.ndisplay == 2 and self.view_plane() != plane:
+            rest = [offset + w for w in range(3) if w != world_ax]
+            dims.order = (*range(offset), offset + world_ax, *rest)
+        return world_ax
+
+    # --------------------------------------------------------------------------------- display
     def _mark_current_slice(self, event=None) -> None:
         """Show the slice the viewer displays in bold with a marker, and keep it in view."""
         if self.session is None:
@@ -272,10 +413,7 @@ class ReviewWidget(QWidget):
                 return
             self._mark_row(z)
         except RuntimeError:  # the panel was closed while the viewer lives on
-            try:
-                self.viewer.dims.events.current_step.disconnect(self._mark_current_slice)
-            except Exception:
-                pass
+            self._disconnect_dims()
 
     def _mark_row(self, z: int) -> None:
         self._current_z = z
@@ -315,6 +453,7 @@ class ReviewWidget(QWidget):
 
     # --------------------------------------------------------------------------------- actions
     def selected_slices(self) -> list[int]:
+        """The selected rows' slice indices (of the chosen plane)."""
         rows = sorted(i.row() for i in self.slices.selectionModel().selectedRows())
         return [self.slices.item(r, 0).data(Qt.ItemDataRole.UserRole) for r in rows]
 
@@ -322,34 +461,71 @@ class ReviewWidget(QWidget):
         z = self.slices.item(item.row(), 0).data(Qt.ItemDataRole.UserRole)
         self.jump_to(z)
 
-    def jump_to(self, z: int) -> None:
-        if self.ctrl.image_layer is not None:
-            self.ctrl.jump_to_slice(z)
-        else:
-            self.viewer.dims.set_current_step(0, int(z))
+    def jump_to(self, z: int, plane: str | None = None) -> None:
+        """Show slice ``z`` of ``plane`` (default: the chosen plane); a 2D view is rolled to that plane."""
+        plane = plane or self.chosen_plane()
+        layer = self.ctrl.image_layer
+        if layer is None or layer.ndim != 3:
+            if plane == "axial":
+                if layer is not None:
+                    self.ctrl.jump_to_slice(z)
+                else:
+                    self.viewer.dims.set_current_step(0, int(z))
+            return
+        world_ax = self._show_plane_in_view(plane)
+        dims = self.viewer.dims
+        offset = dims.ndim - layer.ndim
+        ax = plane_axis(plane)
+        data = np.asarray(layer.world_to_data(np.asarray(dims.point, float)[offset:]), float)
+        data[ax] = int(min(max(int(z), 0), layer.data.shape[ax] - 1))
+        target = np.asarray(layer.data_to_world(data), float)
+        dims.set_point(offset + world_ax, float(target[world_ax]))
 
     def _shown_slice(self) -> int:
+        """The slice of the chosen plane the viewer is on."""
+        plane = self.chosen_plane()
+        if plane != "axial":
+            return self.view_index(plane)
         if self.ctrl.image_layer is not None:
             return self.ctrl.current_slice()
         return int(self.viewer.dims.current_step[0])
 
     def next_to_review(self) -> int | None:
-        """Show the next slice (after the shown one, wrapping) still to review; returns it."""
+        """Show the next slice of the chosen plane (after the shown one, wrapping) still to review; returns it."""
         oid = self.selected_object()
         if oid is None or self.session is None:
             return None
-        todo = [r.slice for r in slice_rows(self.session, oid, "To review")]
+        plane = self.chosen_plane()
+        todo = [r.slice for r in plane_slice_rows(self.session, oid, plane, "To review")]
         if not todo:
-            self._message("info", f"Every slice of '{self.session.objects[oid].display_name}' is reviewed.")
+            where = "slice" if plane == "axial" else f"{plane} slice"
+            self._message("info", f"Every {where} of '{self.session.objects[oid].display_name}' is reviewed.")
             return None
         z = self._shown_slice()
         nxt = next((t for t in todo if t > z), todo[0])
         self.jump_to(nxt)
         return nxt
 
+    def _shown_in_plane(self) -> int | None:
+        """The shown slice of the chosen plane; None (with a message) when a 2D view shows another plane
+        (a coronal / sagittal decision is made on the slice the user sees)."""
+        plane = self.chosen_plane()
+        shown = self.view_plane()
+        if plane != "axial" and shown != VIEW_3D and shown != plane:
+            self._message("warning", f"The viewer shows the {shown} plane: click a {plane} slice in the list "
+                                     f"(or roll the dims to {plane}) first.")
+            return None
+        return self._shown_slice()
+
     def accept_shown_slice(self) -> None:
-        if self._review([self._shown_slice()], "accepted"):
+        z = self._shown_in_plane()
+        if z is not None and self._review([z], "accepted"):
             self.next_to_review()
+
+    def reject_shown_slice(self) -> None:
+        z = self._shown_in_plane()
+        if z is not None:
+            self._review([z], "rejected")
 
     def review_selected(self, status: str) -> None:
         self._review(self.selected_slices(), status)
@@ -359,7 +535,9 @@ class ReviewWidget(QWidget):
         self._review(range(lo, hi + 1), status)
 
     def _review(self, slices, status: str) -> bool:
-        """Accept or reject ``slices`` of the selected object; True when something changed."""
+        """Accept or reject ``slices`` (of the chosen plane) of the selected object; True when something changed."""
+        if self.chosen_plane() != "axial":
+            return self._review_plane(slices, status)
         oid = self.selected_object()
         if oid is None or self.session is None:
             return False
@@ -382,6 +560,45 @@ class ReviewWidget(QWidget):
             self._message("info", f"{status.capitalize()} {span} of '{name}'{extra}.")
         else:
             self._message("info", f"'{name}' has nothing on those slices; nothing changed.")
+        self.refresh()
+        return bool(done)
+
+    def _review_plane(self, indices, status: str) -> bool:
+        """Accept or reject whole slices of the chosen coronal / sagittal plane (one undo step)."""
+        oid = self.selected_object()
+        if oid is None or self.session is None:
+            return False
+        plane = self.chosen_plane()
+        indices = sorted({int(i) for i in indices})
+        if not indices:
+            return False
+        name = self.session.objects[oid].display_name
+        try:
+            changed = self.session.set_plane_status(oid, plane, indices, status)
+        except SessionSaveError as err:  # applied in memory; the save failure is reported
+            changed = None
+            self._message("error", str(err))
+        except (ObjectLockedError, SessionError, KeyError, ValueError) as err:
+            self._message("warning", str(err).strip("'\""))
+            return False
+        info = self.session.last_commit_info or {}
+        done = [int(i) for i in info.get("plane_slices", indices if changed is None else [])]
+        if status == "rejected":
+            self.ctrl.refresh_labels(sorted(changed) if changed is not None else None)
+        if done:
+            lo, hi = min(done), max(done)
+            span = f"{plane} slice {lo}" if lo == hi else f"{len(done)} {plane} slices between {lo} and {hi}"
+            if status == "rejected":
+                n = len(changed) if changed is not None else None
+                axial = ("axial slices changed" if n is None else
+                         f"{n} axial slice{'' if n == 1 else 's'} changed" if n else
+                         "it was not there; no axial slice changed")
+                extra = f" and cleared them ({axial}; other objects kept; Undo restores)"
+            else:
+                extra = " (no voxel changed)"
+            self._message("info", f"{status.capitalize()} {span} of '{name}'{extra}.")
+        else:
+            self._message("info", f"'{name}' has nothing on those {plane} slices; nothing changed.")
         self.refresh()
         return bool(done)
 
