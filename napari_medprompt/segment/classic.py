@@ -52,7 +52,7 @@ PROPAGATION_MODES = ("auto", "projection", "connected")
 ASSUMED_FOV_MM = 400.0  # field of view assumed when bind() gets no spacing
 XRAY_MODALITIES = ("DX", "CR", "XR", "RG", "RF", "MG", "PX")
 XRAY_PARAMS = GrowParams(k_sweep=(1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 5.0, 6.0, 7.0, 8.0), leak_jump=float("inf"),
-                         max_area_fraction=0.25)
+                         max_area_fraction=0.25, correction_reach=4.0)
 
 
 class ClassicSegmenter:
@@ -263,7 +263,8 @@ class ClassicSegmenter:
         click outside the region grown so far adds the region grown from that click alone (a
         correction: "this belongs too"), kept local when it would flood. A later click's
         neighbourhood never changes the first click's band: one click on an edge pixel would
-        otherwise widen it into the surrounding tissue."""
+        otherwise widen it into the surrounding tissue. On images without HU a correction's region
+        also stays within ``correction_reach`` times the click's distance from the region so far."""
         h, w = self.slice_shape
         pts = np.clip(np.rint(prompt.points[prompt.labels == 1]).astype(int), 0, [h - 1, w - 1])
         first = np.zeros((h, w), dtype=bool)
@@ -278,6 +279,12 @@ class ClassicSegmenter:
             extra, _ = self._grow_from(s, seed, None, allowed, np.zeros_like(neg))
             if np.count_nonzero(extra) > max(np.count_nonzero(mask), 1):
                 extra &= dilate(seed, local)  # a flood from a correction click: keep its surroundings
+            if not self.is_ct and mask.any():
+                # no HU: a click on a missed strip along the border (a wall, a blurred edge) gets a
+                # band that also takes the neighbour beyond; keep what lies about as far from the
+                # region as the strip is thick (correction_reach x the click's distance from it)
+                away = float(ndi.distance_transform_edt(~mask)[r, c])
+                extra &= dilate(mask, max(self.grow_params.correction_reach * away, 1.5)) | seed
             if neg.any():  # negative clicks keep their neighbourhood out of a correction's region
                 extra &= ~seed_neighbourhood(neg, self.px.seed_radius)
             mask |= _keep_component(extra, seed)

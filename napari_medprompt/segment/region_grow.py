@@ -48,6 +48,9 @@ class GrowParams:
     max_area_fraction: float = 0.35  # non-HU images: a one-click region larger than this share of the
     # slice (or of the box) is a flood, not an object: the band stops before it
     edge_halfway: bool = True  # move a band limit to halfway towards a clearly different rim
+    correction_reach: float = 2.0  # non-HU images: a later positive click outside the region adds only
+    # pixels within this many times its distance from the region (a missed strip along the border is
+    # about twice as thick as the distance from its deepest point to the region)
 
 
 @dataclass(frozen=True)
