@@ -334,10 +334,13 @@ class AnnotationSession(SessionPersistence):
     def set_plane_status(self, object_id: int, plane: str, indices: Iterable[int], status: str) -> set[int]:
         """Accept or reject slices of a coronal or sagittal ``plane`` for one object (one undo step),
         as :meth:`set_status` does for axial slices. Accepting records the decision and changes no
-        voxel (a slice where the object is absent and that has no status is not marked); rejecting
-        clears the object on those slices (the review's explicit decision, also on axial slices
-        the user decided), and later propagations leave it absent there. Returns the axial slices
-        whose voxels changed."""
+        voxel (a slice where the object is absent and that has no status is not marked; with none
+        left, nothing is recorded and no undo step is made); rejecting clears the object on those
+        slices, and later propagations leave it absent there. A rejection is the user's newest
+        decision, as a hand edit is: it also clears the object on axial slices and on slices of the
+        other plane the user had decided, which become "edited" (``last_commit_info``:
+        ``edited_axial``, ``edited_plane``; rejected axial slices hold no object anyway). Returns
+        the axial slices whose voxels changed."""
         check_status(status, ("accepted", "rejected"))
         check_plane(plane)
         with self._lock:
@@ -351,6 +354,9 @@ class AnnotationSession(SessionPersistence):
             per = obj.plane_status.get(plane, {})
             idx = sorted(i for i in {self._check_plane_slice(plane, i) for i in indices}
                          if i in per or (view[i] == obj.id).any())
+            if not idx:
+                self.last_commit_info = {"plane": plane, "plane_slices": []}
+                return set()
             before_obj = {obj.id: obj.to_dict()}
             for i in idx:
                 obj.plane_status.setdefault(plane, {})[i] = "accepted"
@@ -402,10 +408,16 @@ class AnnotationSession(SessionPersistence):
             kept = [int(z) for z in np.flatnonzero(decided_z & ((new != own).any(axis=(0, 2))))]
             planes = {int(z): self.labels[z].copy() for z in np.flatnonzero(changed)}
             view[idx] = proposed
-            needs = []
+            needs, edited_axial = [], []
+            edited_plane = [int(i) for i in obj.plane_slices(other) if i < view.shape[2]
+                            and (proposed[:, :, i] != region[:, :, i]).any()]  # only a rejection changes them
+            for i in edited_plane:  # the rejection is the user's newest decision there, as a hand edit is
+                obj.plane_status[other][i] = "edited"
             for z in (int(z) for z in np.flatnonzero(changed)):
                 st = obj.slice_status.get(z)
                 if st in USER_STATUSES:  # only a rejection of the plane slice gets here
+                    obj.slice_status[z] = "edited"
+                    edited_axial.append(z)
                     continue
                 if (self.labels[z] == oid).any():
                     obj.slice_status[z] = "needs review"
@@ -420,7 +432,8 @@ class AnnotationSession(SessionPersistence):
             info.setdefault("plane_slices", idx)
             merge_provenance(obj, f"{status} ({plane})", sorted(planes), info)
             self.last_commit_info = {"blocked_voxels": blocked, "plane_kept_voxels": plane_kept, "plane": plane,
-                                     "plane_slices": idx, "needs_review": needs, "kept_axial": kept}
+                                     "plane_slices": idx, "needs_review": needs, "kept_axial": kept,
+                                     "edited_axial": edited_axial, "edited_plane": {other: edited_plane}}
             self._finish(f"{status} {obj.display_name} ({plane})", planes, before_obj,
                          SessionEvent("labels", oid, frozenset(planes) | frozenset(needs)))
             return set(planes)

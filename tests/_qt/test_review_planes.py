@@ -18,7 +18,7 @@ from napari_medprompt.session import AnnotationSession
 from tests._qt._helpers import dock_plugin_widget, press
 from tests._qt.test_segment_planes import ORDERS, SHAPE, add_phantom, phantom
 
-SHOTS = Path(os.environ.get("MEDPROMPT_REVIEW_PLANES_SHOTS", "/tmp/review_planes"))
+SHOTS = os.environ.get("MEDPROMPT_SCREENSHOTS")  # a folder: keep the screenshots to look at
 VESSEL = (slice(1, 5), slice(38, 46), slice(30, 50))  # a second object beside the mass (z 1..4)
 
 
@@ -96,14 +96,15 @@ def test_coronal_list_click_and_accept(make_napari_viewer, qtbot, tmp_path):
     assert AnnotationSession.load(session.folder).objects[oid].plane_status == {"coronal": {target: "accepted"}}
 
     # what the clinician sees: the dock's coronal list beside the coronal view
-    SHOTS.mkdir(parents=True, exist_ok=True)
+    shots = Path(SHOTS) if SHOTS else tmp_path
+    shots.mkdir(parents=True, exist_ok=True)
     viewer.window._qt_window.resize(1400, 900)
     qtbot.wait(200)
     w._mark_current_slice()
-    assert w.grab().save(str(SHOTS / "review_dock_coronal.png"))
+    assert w.grab().save(str(shots / "review_dock_coronal.png"))
     from skimage.io import imsave
 
-    imsave(SHOTS / "viewer_coronal.png", viewer.screenshot(canvas_only=False), check_contrast=False)
+    imsave(shots / "viewer_coronal.png", viewer.screenshot(canvas_only=False), check_contrast=False)
 
 
 def test_sagittal_range_reject_clears_columns_and_undo_restores(make_napari_viewer, qtbot, tmp_path):
@@ -174,3 +175,19 @@ def test_a_2d_image_has_no_plane_to_choose(make_napari_viewer, qtbot):
     w = dock_plugin_widget(viewer, "Review")
     assert not w.plane.isEnabled() and w.chosen_plane() == "axial"
     assert _rows(w) == [(0, "prompted", 16)]
+
+
+def test_rejecting_a_coronal_slice_says_which_of_your_decisions_it_changed(make_napari_viewer, qtbot, tmp_path):
+    viewer, w, session, oid = _open(make_napari_viewer, qtbot, tmp_path)
+    y = 24
+    zs = [int(z) for z in np.flatnonzero((session.labels[:, y, :] == oid).any(axis=1))]
+    session.set_status(oid, [zs[len(zs) // 2]], "accepted")
+    w.plane.setCurrentIndex(w.plane.findData("coronal"))
+    w.range_from.setValue(y)
+    w.range_to.setValue(y)
+    press(qtbot, w.reject_range)
+    z = zs[len(zs) // 2]
+    assert not (session.labels[:, y, :] == oid).any()
+    assert session.objects[oid].slice_status[z] == "edited"
+    level, text = w.messages[-1]
+    assert level == "info" and f"what you had decided on axial slice {z}, now marked edited" in text, text

@@ -106,7 +106,8 @@ def test_plane_decisions_and_prompts_survive_save_and_reopen(tmp_path):
         s.record_prompt(oid, SHAPE[1], [[1.0, 1.0]], [1], plane="coronal")
     r = AnnotationSession.load(folder, image_key=KEY, shape=SHAPE)
     robj = r.objects[oid]
-    assert robj.plane_status == {"coronal": {Y: "prompted"}, "sagittal": {40: "rejected"}}
+    # the sagittal rejection cut the prompted coronal slice: the user's newer decision, marked edited
+    assert robj.plane_status == {"coronal": {Y: "edited"}, "sagittal": {40: "rejected"}}
     assert robj.plane_prompts == obj.plane_prompts and robj.prompts == obj.prompts
     assert robj.slice_status == obj.slice_status
     np.testing.assert_array_equal(r.labels, s.labels)
@@ -254,7 +255,7 @@ def test_the_review_panel_names_plane_decisions_and_prompts():
     obj = s.objects[oid]
     assert prompt_summary(obj) == "coronal slice 45: 1 positive, 1 negative"
     items = dict(provenance_items(obj))
-    assert items["Coronal slices"] == "prompted 45" and items["Sagittal slices"] == "rejected 40-41"
+    assert items["Coronal slices"] == "edited 45" and items["Sagittal slices"] == "rejected 40-41"
 
 
 def test_an_erased_axial_slice_stays_erased_when_a_coronal_preview_is_accepted():
@@ -311,3 +312,29 @@ def test_an_axial_preview_keeps_the_voxels_of_the_users_plane_decisions_and_a_ha
     after[10, 10] = oid
     s.apply_edit(oid, {11: before}, {11: after})
     assert s.objects[oid].plane_status["sagittal"] == {80: "rejected"}
+
+
+def test_rejecting_a_coronal_slice_marks_the_decided_slices_it_changes_as_edited():
+    s, oid = _session()
+    s.set_status(oid, [10], "accepted")
+    X = 40
+    s.set_plane_status(oid, "sagittal", [X], "accepted")
+    assert (s.labels[10, Y] == oid).any() and (s.labels[:, Y, X] == oid).any()
+    s.set_plane_status(oid, "coronal", [Y], "rejected")
+    obj = s.objects[oid]
+    assert not (s.labels[:, Y, :] == oid).any()
+    assert obj.slice_status[10] == "edited" and obj.plane_status["sagittal"] == {X: "edited"}
+    info = s.last_commit_info
+    assert info["edited_axial"] == [10] and info["edited_plane"] == {"sagittal": [X]}
+    assert 10 not in info["needs_review"]
+    assert s.undo()
+    obj = s.objects[oid]
+    assert obj.slice_status[10] == "accepted" and obj.plane_status == {"sagittal": {X: "accepted"}}
+
+
+def test_accepting_only_absent_plane_slices_makes_no_undo_step():
+    s, oid = _session()
+    assert s.set_plane_status(oid, "coronal", [0, 1, 2], "accepted") == set()
+    assert s.objects[oid].plane_status == {}
+    assert s.undo()  # undoes the propagation commit, not an empty step
+    assert not (s.labels == oid).any()

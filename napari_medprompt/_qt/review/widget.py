@@ -594,6 +594,13 @@ class ReviewWidget(QWidget):
                          f"{n} axial slice{'' if n == 1 else 's'} changed" if n else
                          "it was not there; no axial slice changed")
                 extra = f" and cleared them ({axial}; other objects kept; Undo restores)"
+                decided = [f"axial slice{'s' if len(info.get('edited_axial') or ()) > 1 else ''} "
+                           f"{', '.join(map(str, info['edited_axial']))}"] if info.get("edited_axial") else []
+                decided += [f"{p} slice{'s' if len(v) > 1 else ''} {', '.join(map(str, v))}"
+                            for p, v in (info.get("edited_plane") or {}).items() if v]
+                if decided:
+                    extra += (f"; this also changed what you had decided on {' and '.join(decided)}, "
+                              "now marked edited")
             else:
                 extra = " (no voxel changed)"
             self._message("info", f"{status.capitalize()} {span} of '{name}'{extra}.")
