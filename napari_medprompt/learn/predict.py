@@ -11,7 +11,12 @@ copy of the model (:func:`~napari_medprompt.classify.snapshot.snapshot`) for the
 forward and one backward pass per batch (the per-slice maps are independent: the model runs in eval
 mode, where no image of a batch affects another). The maps are the same as
 :func:`napari_medprompt.train.explain.explain` of each slice (Grad-CAM on CNNs, gradient-weighted
-attention rollout on ViTs), brought back to the slice's pixel grid and scaled to [0, 1] per slice.
+attention rollout on ViTs), brought back to the slice's pixel grid. ``scale="slice"`` (the default)
+scales each slice's map to [0, 1] on its own: every slice's strongest evidence is 1, so brightness
+compares places within a slice, not slices. ``scale="volume"`` scales every slice by the minimum and
+maximum of the raw maps over all computed slices: a slice where the model's evidence is weaker is
+dimmer, so brightness compares across slices. The raw maps are kept (:attr:`HeatmapVolume.raw`), so
+:meth:`HeatmapVolume.rescaled` switches between the two without running the model again.
 The result is a (Z, Y, X) float32 volume of the image's own shape (slices not computed are 0) and
 :meth:`HeatmapVolume.layer_data` gives the napari layer tuple with the image layer's scale,
 translate and affine (:func:`napari_medprompt.train.explain.heatmap_layer_data`).
@@ -30,6 +35,35 @@ import numpy as np
 from napari_medprompt.learn.errors import LearnError
 
 RANDOM_LABEL = "RANDOM weights: not meaningful"
+SCALES = ("slice", "volume")
+SCALE_SUFFIX = {"slice": "(scaled per slice)", "volume": "(scaled over the volume)"}
+
+
+def _check_scale(scale: str) -> str:
+    if scale not in SCALES:
+        raise LearnError(f"heat map scale {scale!r}: choose 'slice' (each slice to [0, 1]) or 'volume' "
+                         "(one range over all computed slices)")
+    return scale
+
+
+def scale_maps(raw: np.ndarray, slices, scale: str = "slice") -> np.ndarray:
+    """(Z, Y, X) float32 of the raw maps ``raw`` scaled to [0, 1] on ``slices`` (zero elsewhere):
+    ``"slice"`` each slice by its own minimum and maximum, ``"volume"`` every slice by the minimum and
+    maximum over all ``slices`` (so a slice with weaker evidence stays dimmer). A constant map is 0."""
+    _check_scale(scale)
+    out = np.zeros(raw.shape, np.float32)
+    zs = [int(z) for z in slices]
+    if not zs:
+        return out
+    if scale == "slice":
+        for z in zs:
+            out[z] = _unit(raw[z])
+        return out
+    sub = raw[zs]
+    lo, hi = float(sub.min()), float(sub.max())
+    if hi - lo > 1e-12:
+        out[zs] = ((sub - lo) / (hi - lo)).astype(np.float32)
+    return out
 
 
 def _cancelled(cancel) -> bool:
@@ -70,7 +104,7 @@ class Prediction:
 
 @dataclass
 class HeatmapVolume:
-    data: np.ndarray  # (Z, Y, X) float32 in [0, 1], the image's shape
+    data: np.ndarray  # (Z, Y, X) float32 in [0, 1], the image's shape, scaled as ``scale`` says
     probabilities: np.ndarray  # (len(slices), n_classes)
     slices: list[int]
     classes: list[str]
@@ -80,6 +114,37 @@ class HeatmapVolume:
     random_weights: bool
     cancelled: bool = False
     done: list[int] = field(default_factory=list)  # the slices actually computed
+    raw: np.ndarray | None = None  # (Z, Y, X) float32 maps before scaling (0 on slices not computed)
+    scale: str = "slice"  # "slice": each slice to [0, 1]; "volume": one range over the computed slices
+
+    @property
+    def slice_maxima(self) -> dict[int, float]:
+        """The raw (unscaled) maximum of each computed slice's map: how strong its evidence is."""
+        if self.raw is None:
+            return {}
+        return {int(z): float(self.raw[z].max()) for z in self.done}
+
+    def rescaled(self, scale: str) -> HeatmapVolume:
+        """The same maps scaled per slice (``"slice"``) or over the computed slices (``"volume"``),
+        from the raw maps kept (no model run)."""
+        _check_scale(scale)
+        if scale == self.scale:
+            return self
+        if self.raw is None:
+            raise LearnError("this heat map kept no raw maps: compute it again to change its scale")
+        from dataclasses import replace
+
+        return replace(self, data=scale_maps(self.raw, self.done, scale), scale=scale)
+
+    def scale_metadata(self) -> dict:
+        """``scale``, the raw maxima per slice and, over the volume, the range used and the slices it
+        covers (a cancelled run's range is over what was computed: ``partial``)."""
+        md: dict = {"scale": self.scale, "slice_maxima": self.slice_maxima}
+        if self.scale == "volume" and self.raw is not None and self.done:
+            sub = self.raw[list(self.done)]
+            md.update({"volume_min": float(sub.min()), "volume_max": float(sub.max()),
+                       "scaled_over_slices": list(self.done), "partial": bool(self.cancelled)})
+        return md
 
     def layer_data(self, image_shape=None, *, scale=None, translate=None, affine=None, plane: str = "axial",
                    name: str | None = None):
@@ -93,6 +158,8 @@ class HeatmapVolume:
             raise LearnError(f"the heat map {self.data.shape} was computed for another image than {shape}")
         z0 = self.done[0] if self.done else 0
         title = name or f"heat map ({self.version or 'model'})" + (" (RANDOM weights)" if self.random_weights else "")
+        if not title.endswith(SCALE_SUFFIX[self.scale]):
+            title = f"{title} {SCALE_SUFFIX[self.scale]}"
         _, kwargs, kind = heatmap_layer_data(self.data[z0], shape, scale=scale, translate=translate, affine=affine,
                                              plane=plane, slice_index=z0, name=title)
         md = kwargs["metadata"].setdefault("medprompt_explanation", {})
@@ -100,6 +167,7 @@ class HeatmapVolume:
                    "slices": list(self.done), "classes": list(self.classes),
                    "probabilities": {int(z): [float(p) for p in pr] for z, pr in zip(self.slices, self.probabilities)
                                      if z in set(self.done)}})
+        md.update(self.scale_metadata())
         md.pop("slice_index", None)
         return self.data, kwargs, kind
 
@@ -263,14 +331,17 @@ class Predictor:
 
     def heatmap_volume(self, volume, slices=None, *, masks=None, spacing=None, batch_size: int = 8,
                        target: int | None = None, progress=None, cancel=None,
-                       object_id: int | None = None) -> HeatmapVolume:
+                       object_id: int | None = None, scale: str = "slice") -> HeatmapVolume:
         """Heat maps of ``slices`` (default: all) of a (Z, Y, X) volume, batched (see module docstring).
-        ``target``: the class to explain (default: each slice's predicted class)."""
+        ``target``: the class to explain (default: each slice's predicted class). ``scale``: ``"slice"``
+        (each slice to [0, 1]) or ``"volume"`` (one range over the computed slices; a cancelled run's
+        over the slices it computed)."""
         import torch
 
         from napari_medprompt.classify.snapshot import snapshot
         from napari_medprompt.train.preprocess import masks_to_tensor, preprocess_of
 
+        _check_scale(scale)
         vol, zs = _as_slices(volume, slices)
         m = self._masks(masks, vol, zs, object_id)
         if target is not None and not 0 <= int(target) < len(self.classes):
@@ -278,7 +349,7 @@ class Predictor:
         spec = preprocess_of(self.model)
         work = snapshot(self.model).eval()
         device = next(iter(work.parameters()), torch.zeros(0)).device
-        data = np.zeros(vol.shape[:3], np.float32)
+        raw = np.zeros(vol.shape[:3], np.float32)
         probs = np.zeros((len(zs), len(self.classes)), np.float32)
         targets = [0] * len(zs)
         technique, done = "", []
@@ -294,14 +365,15 @@ class Predictor:
                                                           target)
             p = logits.softmax(-1).numpy()
             for j, (z, heat) in enumerate(zip(chunk, _to_original(maps, geo))):
-                data[z] = _unit(heat)
+                raw[z] = heat
                 probs[i + j] = p[j]
                 targets[i + j] = int(np.argmax(p[j])) if target is None else int(target)
             done.extend(chunk)
             if progress is not None:
                 progress(len(done), len(zs))
-        return HeatmapVolume(data, probs[: len(done)], list(done), self.classes, targets[: len(done)], technique,
-                             self.version, self.random_weights, len(done) < len(zs), list(done))
+        return HeatmapVolume(scale_maps(raw, done, scale), probs[: len(done)], list(done), self.classes,
+                             targets[: len(done)], technique, self.version, self.random_weights, len(done) < len(zs),
+                             list(done), raw, scale)
 
 
 def _inputs(images, spec, spacing):

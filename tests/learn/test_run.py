@@ -132,6 +132,60 @@ def test_heat_map_cancel_returns_what_was_computed(trained, test_volume):
     assert hm.cancelled and hm.done == [0, 1, 2, 3] and not hm.data[4:].any() and hm.data[:4].any()
 
 
+def test_heat_map_scale_per_slice_or_over_the_volume_on_known_raw_maps():
+    from napari_medprompt.learn.predict import HeatmapVolume, scale_maps
+
+    raw = np.zeros((3, 8, 8), np.float32)
+    raw[0, 2, 2] = 4.0  # slice A: strong evidence
+    raw[0, 5, 5] = 1.0
+    raw[2, 6, 1] = 1.0  # slice B: a quarter of A's
+    per_slice = scale_maps(raw, [0, 2], "slice")
+    assert per_slice[0].max() == 1.0 and per_slice[2].max() == 1.0, "per slice both peak at 1"
+    volume = scale_maps(raw, [0, 2], "volume")
+    assert volume[0].max() == 1.0 and volume[2].max() == pytest.approx(0.25)
+    assert volume[0, 5, 5] == pytest.approx(0.25), "equal raw evidence is equally bright across slices"
+    shifted = scale_maps(raw + 2.0, [0, 2], "volume")  # a non-zero minimum is taken over the volume too
+    assert shifted[2].max() == pytest.approx(0.25) and shifted[[0, 2]].min() == 0.0
+    assert not scale_maps(raw, [0, 2], "volume")[1].any(), "slices not computed stay 0"
+    with pytest.raises(LearnError, match="scale"):
+        scale_maps(raw, [0], "global")
+    hm = HeatmapVolume(per_slice, np.zeros((2, 2)), [0, 2], ["a", "b"], [0, 0], "Grad-CAM", "v1", False,
+                       done=[0, 2], raw=raw)
+    v = hm.rescaled("volume")
+    assert v.scale == "volume" and v.data[2].max() == pytest.approx(0.25) and hm.data[2].max() == 1.0
+    _, kw, _ = v.layer_data(raw.shape)
+    md = kw["metadata"]["medprompt_explanation"]
+    assert kw["name"].endswith("(scaled over the volume)") and md["scale"] == "volume"
+    assert md["volume_max"] == 4.0 and md["scaled_over_slices"] == [0, 2] and md["partial"] is False
+    _, kw, _ = hm.layer_data(raw.shape)
+    md = kw["metadata"]["medprompt_explanation"]
+    assert kw["name"].endswith("(scaled per slice)") and md["scale"] == "slice"
+    assert md["slice_maxima"] == {0: 4.0, 2: 1.0}
+
+
+def test_heat_map_keeps_raw_maps_and_rescales_over_the_volume_without_the_model(trained, test_volume):
+    ws, _, _ = trained
+    _, vol, _ = test_volume
+    p = Predictor.load(ws.store)
+    hm = p.heatmap_volume(vol, slices=[0, 9, 15], batch_size=2)
+    assert hm.scale == "slice" and hm.raw is not None
+    maxima = hm.slice_maxima
+    assert set(maxima) == {0, 9, 15} and all(v > 0 for v in maxima.values())
+    assert len({round(v, 6) for v in maxima.values()}) > 1, "the slices' raw evidence differs"
+    hv = p.heatmap_volume(vol, slices=[0, 9, 15], batch_size=2, scale="volume")
+    np.testing.assert_allclose(hm.rescaled("volume").data, hv.data, atol=1e-6)
+    top = max(maxima, key=maxima.get)
+    lo = float(hm.raw[[0, 9, 15]].min())
+    for z in (0, 9, 15):
+        assert hv.data[z].max() == pytest.approx((maxima[z] - lo) / (maxima[top] - lo), abs=1e-5)
+        assert hm.data[z].max() == pytest.approx(1.0)
+    np.testing.assert_allclose(hv.rescaled("slice").data, hm.data, atol=1e-6)
+    stop = threading.Event()
+    part = p.heatmap_volume(vol, batch_size=4, progress=lambda d, n: stop.set(), cancel=stop, scale="volume")
+    md = part.layer_data(vol.shape)[1]["metadata"]["medprompt_explanation"]
+    assert md["partial"] is True and md["scaled_over_slices"] == [0, 1, 2, 3] and part.data[:4].max() == 1.0
+
+
 def _run_in_thread(run, cancel_on):
     """Iterate ``run.events()`` in a worker thread (as napari's thread_worker does); cancel from this
     thread when the worker reports an event for which ``cancel_on(event)`` is true."""

@@ -5,7 +5,10 @@ range, the whole volume or every object, a per-slice plot, and the heat map as a
 :class:`~napari_medprompt.learn.Predictor` of the active version (cached per version and modality) runs
 in a :class:`~napari_medprompt._qt.learn.jobs.PredictionJob` on a copy of the labels. The heat map is
 shown over the image (heat colormap, additive blending, the image layer's scale, translate and affine,
-so a volume shown radiologically is overlaid voxel for voxel), just above the image layer. When the
+so a volume shown radiologically is overlaid voxel for voxel), just above the image layer, scaled as the
+"Heat map scale" chooser says (per slice, or over the volume so slices compare; the layer's name and
+``metadata["medprompt_explanation"]["scale"]`` say which); changing the chooser re-scales the layer shown
+from the raw maps the prediction kept, without running the model. When the
 active model changes, the prediction shown is computed again with it (or cleared).
 """
 
@@ -173,12 +176,28 @@ class PredictTabMixin:
             self._show_slice_probs()
         self.predicted.emit(result)
 
-    def _show_heatmap(self, heat, layer) -> None:
+    def _heat_scale(self) -> str:
+        return self.heat_scale.currentData() or "slice"
+
+    def _rescale_heatmap(self) -> None:
+        """Show the heat map of the last prediction at the chooser's scale (from its raw maps, no model
+        run), keeping the layer's colormap, opacity and other display settings."""
+        heat = (self.prediction or {}).get("heat")
+        img = self._image()
+        if heat is None or img is None or self.heat_layer is None or self.heat_layer not in self.viewer.layers:
+            return
+        self._show_heatmap(heat, img[0], keep_display=True)
+
+    def _show_heatmap(self, heat, layer, keep_display: bool = False) -> None:
+        from napari_medprompt.learn.predict import SCALE_SUFFIX
+
+        heat = heat.rescaled(self._heat_scale())
         data = heat.data
         twod = layer.ndim == 2 or (getattr(layer, "rgb", False) and layer.ndim == 3)
         kw_common = dict(scale=tuple(layer.scale), translate=tuple(layer.translate),
                          affine=np.asarray(layer.affine.affine_matrix))
-        name = f"{HEATMAP_LAYER} ({heat.version})" + (" — RANDOM weights" if heat.random_weights else "")
+        name = (f"{HEATMAP_LAYER} ({heat.version})" + (" — RANDOM weights" if heat.random_weights else "")
+                + f" {SCALE_SUFFIX[heat.scale]}")
         if twod:
             from napari_medprompt.train.explain import heatmap_layer_data
 
@@ -187,7 +206,8 @@ class PredictTabMixin:
                 kw_common["affine"] = kw_common["affine"][[0, 1, -1]][:, [0, 1, -1]]
             arr, kwargs, _ = heatmap_layer_data(data[0], data[0].shape, name=name, **kw_common)
             kwargs["metadata"]["medprompt_explanation"].update({"version": heat.version,
-                                                               "random_weights": heat.random_weights})
+                                                               "random_weights": heat.random_weights,
+                                                               **heat.scale_metadata()})
         else:
             arr, kwargs, _ = heat.layer_data(tuple(layer.data.shape), name=name, **kw_common)
         kwargs["opacity"] = self.opacity.value() / 100.0
@@ -197,8 +217,9 @@ class PredictTabMixin:
             for k in ("scale", "translate", "affine", "metadata", "contrast_limits"):
                 setattr(old, k, kwargs[k])
             old.name = name
-            old.opacity = kwargs["opacity"]
-            old.visible = True
+            if not keep_display:  # a re-scale keeps the opacity and visibility the user set
+                old.opacity = kwargs["opacity"]
+                old.visible = True
             self.heat_layer = old
         else:
             if old is not None and old in self.viewer.layers:

@@ -201,6 +201,19 @@ def _predict_tab(w) -> QWidget:
     w.opacity.setToolTip("Opacity of the heat-map layer (also in napari's layer controls)")
     row.addWidget(w.opacity, 1)
     lay.addLayout(row)
+    row = QHBoxLayout()
+    row.addWidget(QLabel("Heat map scale"))
+    w.heat_scale = QComboBox()
+    w.heat_scale.addItem("per slice", "slice")
+    w.heat_scale.addItem("over the volume", "volume")
+    w.heat_scale.setToolTip(
+        "per slice: each slice's map runs from 0 to 1, so every slice's strongest evidence is equally bright; "
+        "brightness compares places within a slice, not slices.\n"
+        "over the volume: one range over all predicted slices, so a slice where the model's evidence is "
+        "weaker is dimmer; brightness compares slices.\nChanging it re-scales the heat map shown (no new "
+        "prediction).")
+    row.addWidget(w.heat_scale, 1)
+    lay.addLayout(row)
     w.prediction_label = wrapped()
     lay.addWidget(w.prediction_label)
     w.probs = table(PROB_COLUMNS, stretch=1, multi=False)

@@ -113,6 +113,7 @@ class LearnWidget(ExamplesTabMixin, TrainTabMixin, ModelsTabMixin, PredictTabMix
         self.predict.clicked.connect(self.run_prediction)
         self.predict_mode.currentIndexChanged.connect(self._update_buttons)
         self.opacity.valueChanged.connect(self._set_opacity)
+        self.heat_scale.currentIndexChanged.connect(lambda _i: self._rescale_heatmap())
         self.slice_plot.clicked.connect(lambda x: self._jump(int(round(x))))
         self.object_table.itemClicked.connect(self._on_object_clicked)
 
