@@ -79,6 +79,8 @@ def check_prompt_record(p) -> dict[str, Any]:
     if not isinstance(p, dict):
         raise ValueError(f"a prompt record must be a mapping, got {p!r}")
     pts = [[float(v) for v in pt][:2] for pt in p.get("points") or []]
+    if any(len(pt) != 2 for pt in pts):
+        raise ValueError(f"a point is (row, col), got {p.get('points')}")
     lab = [int(v) for v in p.get("labels") or []]
     if len(pts) != len(lab):
         raise ValueError(f"{len(pts)} points but {len(lab)} point labels")

@@ -196,21 +196,30 @@ class AnnotationSession(SessionPersistence):
         (a slice of that plane, points in its ``(row, col)``, kept in ``plane_prompts``)."""
         with self._lock:
             obj = self._get(object_id)
-            if plane == "axial":
-                store, index = obj.prompts, self._check_slice(slice_index)
-            else:
-                check_plane(plane)
-                index = self._check_plane_slice(plane, slice_index)
-                store = obj.plane_prompts.setdefault(plane, {})
-            rec = check_prompt_record({"points": list(points), "labels": list(labels), "box": box})
-            if not rec["points"] and rec["box"] is None:
-                store.pop(index, None)
-            else:
-                store[index] = rec
-            if plane != "axial" and not store:
-                obj.plane_prompts.pop(plane, None)
+            index, rec = self._prompt_entry(plane, slice_index, {"points": list(points), "labels": list(labels),
+                                                                 "box": box})
+            self._put_prompt(obj, plane, index, rec)
             slices = frozenset({index}) if plane == "axial" else frozenset()
             self._notify_and_save(SessionEvent("prompts", obj.id, slices))
+
+    def _prompt_entry(self, plane: str, slice_index, record) -> tuple[int, dict]:
+        """(checked slice index, checked prompt record) of a prompt on ``plane``; ValueError if bad."""
+        if plane == "axial":
+            index = self._check_slice(slice_index)
+        else:
+            check_plane(plane)
+            index = self._check_plane_slice(plane, slice_index)
+        return index, check_prompt_record(dict(record))
+
+    @staticmethod
+    def _put_prompt(obj: SegObject, plane: str, index: int, rec: dict) -> None:
+        store = obj.prompts if plane == "axial" else obj.plane_prompts.setdefault(plane, {})
+        if not rec["points"] and rec["box"] is None:
+            store.pop(index, None)
+        else:
+            store[index] = rec
+        if plane != "axial" and not store:
+            obj.plane_prompts.pop(plane, None)
 
     # ---------------------------------------------------------------------------------- commits
     def commit_slices(
@@ -220,8 +229,12 @@ class AnnotationSession(SessionPersistence):
         status: str,
         provenance: dict | None = None,
         overwrite: bool = False,
+        prompts: Mapping[int, dict] | None = None,
     ) -> set[int]:
         """Replace the object's voxels on each given slice by the mask; returns the slices changed.
+
+        ``prompts``: ``{slice: {"points", "labels", "box"}}``, the prompts that made the masks, kept
+        (as :meth:`record_prompt` keeps them) for the slices written, in the same undo step.
 
         Voxels of locked objects are never written; voxels of other objects only with
         ``overwrite=True``. A propagation commit (status "propagated" or "needs review") writes
@@ -244,6 +257,7 @@ class AnnotationSession(SessionPersistence):
         propagated = status in PROPAGATED_STATUSES
         with self._lock:
             obj = self._unlocked(object_id, "change its mask")
+            recs = dict(self._prompt_entry("axial", z, r) for z, r in (prompts or {}).items())
             oid = obj.id
             locked = np.array([i for i, o in self.objects.items() if o.locked], dtype=np.uint16)
             before_obj = {oid: obj.to_dict()}
@@ -279,6 +293,9 @@ class AnnotationSession(SessionPersistence):
                 else:
                     obj.slice_status.pop(z, None)
             merge_provenance(obj, status, sorted(planes), provenance)
+            for z, rec in recs.items():
+                if z in planes:
+                    self._put_prompt(obj, "axial", z, rec)
             was = {z: before_obj[oid]["slice_status"].get(str(z)) for z in skipped}
             self.last_commit_info = {"blocked_voxels": blocked, "plane_kept_voxels": plane_kept,
                                      "skipped": sorted(skipped),
@@ -313,11 +330,14 @@ class AnnotationSession(SessionPersistence):
         masks: Mapping[int, np.ndarray],
         status: str = "prompted",
         provenance: dict | None = None,
+        prompts: Mapping[int, dict] | None = None,
     ) -> set[int]:
         """Replace the object's voxels on slices of a coronal or sagittal ``plane`` by the masks
         (``{index: (rows, cols) mask}`` in that plane's :func:`~napari_medprompt.segment.planes.plane_view`
         order) and record the user's ``status`` ("prompted", "edited", "accepted") for those plane
-        slices in ``plane_status``. One undo step; returns the axial slices whose voxels changed.
+        slices in ``plane_status``, with the ``prompts`` that made them (``{index: record}`` in the
+        plane's ``(row, col)``, as :meth:`record_prompt` keeps them). One undo step; returns the axial
+        slices whose voxels changed.
 
         What the user decided elsewhere is left as it is: voxels of locked objects and of other
         objects (``blocked_voxels``), the axial slices the user prompted, edited (an erased slice
@@ -329,14 +349,14 @@ class AnnotationSession(SessionPersistence):
         ``plane_slices`` and ``needs_review`` (axial slices).
         """
         check_status(status, ("prompted", "edited", "accepted"))
-        return self._commit_plane(object_id, plane, masks, status, provenance, keep_decided=True)
+        return self._commit_plane(object_id, plane, masks, status, provenance, keep_decided=True, prompts=prompts)
 
     def set_plane_status(self, object_id: int, plane: str, indices: Iterable[int], status: str) -> set[int]:
         """Accept or reject slices of a coronal or sagittal ``plane`` for one object (one undo step),
         as :meth:`set_status` does for axial slices. Accepting records the decision and changes no
-        voxel (a slice where the object is absent and that has no status is not marked; with none
-        left, nothing is recorded and no undo step is made); rejecting clears the object on those
-        slices, and later propagations leave it absent there. A rejection is the user's newest
+        voxel; rejecting clears the object on those slices, and later propagations leave it absent
+        there. Either way a slice where the object is absent and that has no plane status is not
+        marked (with none left, nothing is recorded and no undo step is made). A rejection is the user's newest
         decision, as a hand edit is: it also clears the object on axial slices and on slices of the
         other plane the user had decided, which become "edited" (``last_commit_info``:
         ``edited_axial``, ``edited_plane``; rejected axial slices hold no object anyway). Returns
@@ -344,12 +364,7 @@ class AnnotationSession(SessionPersistence):
         check_status(status, ("accepted", "rejected"))
         check_plane(plane)
         with self._lock:
-            if status == "rejected":
-                view = np.moveaxis(self.labels, PLANE_AXES[plane], 0)
-                idx = sorted({self._check_plane_slice(plane, i) for i in indices})
-                masks = {i: np.zeros(view.shape[1:], bool) for i in idx}
-                return self._commit_plane(object_id, plane, masks, status, None, keep_decided=False)
-            obj = self._get(object_id)
+            obj = self._unlocked(object_id, "reject slices") if status == "rejected" else self._get(object_id)
             view = np.moveaxis(self.labels, PLANE_AXES[plane], 0)
             per = obj.plane_status.get(plane, {})
             idx = sorted(i for i in {self._check_plane_slice(plane, i) for i in indices}
@@ -357,6 +372,9 @@ class AnnotationSession(SessionPersistence):
             if not idx:
                 self.last_commit_info = {"plane": plane, "plane_slices": []}
                 return set()
+            if status == "rejected":
+                masks = {i: np.zeros(view.shape[1:], bool) for i in idx}
+                return self._commit_plane(object_id, plane, masks, status, None, keep_decided=False)
             before_obj = {obj.id: obj.to_dict()}
             for i in idx:
                 obj.plane_status.setdefault(plane, {})[i] = "accepted"
@@ -366,10 +384,12 @@ class AnnotationSession(SessionPersistence):
                          SessionEvent("status", obj.id, frozenset()))
             return set()
 
-    def _commit_plane(self, object_id, plane, masks, status, provenance, keep_decided: bool) -> set[int]:
+    def _commit_plane(self, object_id, plane, masks, status, provenance, keep_decided: bool,
+                      prompts: Mapping[int, dict] | None = None) -> set[int]:
         check_plane(plane)
         with self._lock:
             obj = self._unlocked(object_id, "change its mask")
+            recs = dict(self._prompt_entry(plane, i, r) for i, r in (prompts or {}).items())
             oid = obj.id
             view = np.moveaxis(self.labels, PLANE_AXES[plane], 0)  # (plane slices, z, other), a view
             idx: list[int] = []
@@ -382,6 +402,7 @@ class AnnotationSession(SessionPersistence):
                 idx.append(i)
                 stack.append(m)
             if not idx:
+                self.last_commit_info = {"plane": plane, "plane_slices": []}
                 return set()
             before_obj = {oid: obj.to_dict()}
             new = np.stack(stack)  # (k, z, other)
@@ -427,6 +448,8 @@ class AnnotationSession(SessionPersistence):
             per = obj.plane_status.setdefault(plane, {})
             for i in idx:
                 per[i] = status
+                if i in recs:
+                    self._put_prompt(obj, plane, i, recs[i])
             info = dict(provenance or {})
             info.setdefault("plane", plane)
             info.setdefault("plane_slices", idx)

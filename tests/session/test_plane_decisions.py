@@ -338,3 +338,37 @@ def test_accepting_only_absent_plane_slices_makes_no_undo_step():
     assert s.objects[oid].plane_status == {}
     assert s.undo()  # undoes the propagation commit, not an empty step
     assert not (s.labels == oid).any()
+
+
+def test_prompts_committed_with_a_mask_are_one_undo_step_with_it(tmp_path):
+    folder = tmp_path / "ct.medprompt"
+    s, oid = _session(folder)
+    rec = {"points": [[40.0, 40.0]], "labels": [1], "box": None}
+    s.commit_slices(oid, {8: liver(8)}, "prompted", None, False, {8: rec})
+    s.commit_plane(oid, "coronal", {Y: coronal_mask()}, "prompted", None, {Y: {**rec, "points": [[10.0, 40.0]]}})
+    obj = s.objects[oid]
+    assert obj.prompts[8] == rec and obj.plane_prompts["coronal"][Y]["points"] == [[10.0, 40.0]]
+    assert s.undo() and s.objects[oid].plane_prompts == {}
+    assert s.undo() and 8 not in s.objects[oid].prompts
+    assert s.redo() and s.redo()
+    obj = s.objects[oid]
+    assert obj.prompts[8] == rec and obj.plane_prompts["coronal"][Y]["points"] == [[10.0, 40.0]]
+    r = AnnotationSession.load(folder, image_key=KEY, shape=SHAPE)
+    assert r.objects[oid].prompts == obj.prompts and r.objects[oid].plane_prompts == obj.plane_prompts
+    # a bad prompt record refuses the whole commit
+    before = s.labels.copy()
+    with pytest.raises(ValueError):
+        s.commit_slices(oid, {9: liver(9)}, "prompted", None, False, {9: {"points": [[1.0]], "labels": [1]}})
+    np.testing.assert_array_equal(s.labels, before)
+
+
+def test_rejecting_plane_slices_where_the_object_is_absent_records_nothing():
+    s, oid = _session()
+    s.set_plane_status(oid, "coronal", [Y], "rejected")
+    assert s.last_commit_info["plane_slices"] == [Y]
+    assert not (s.labels[:, 2, :] == oid).any()
+    assert s.set_plane_status(oid, "coronal", [0, 1, 2], "rejected") == set()
+    assert s.objects[oid].plane_status == {"coronal": {Y: "rejected"}}
+    assert s.last_commit_info == {"plane": "coronal", "plane_slices": []}  # not the previous call's
+    s.set_plane_status(oid, "coronal", [Y, 2], "rejected")  # a decided slice stays listed
+    assert s.last_commit_info["plane_slices"] == [Y]

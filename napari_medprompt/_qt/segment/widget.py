@@ -610,22 +610,25 @@ class SegmentWidget(TextPromptMixin, ObjectsMixin, PropagationMixin, QWidget):
             return
         oid, masks = self.ctrl.current_object, dict(self._pending)
         prov = dict(self._pending_extra) if self._pending_extra else self._provenance()
-        if not self._session_call("commit_slices", oid, masks, "prompted", prov):
+        # the prompts are saved with what they produced (not on every click), in the same undo step
+        if not self._session_call("commit_slices", oid, masks, "prompted", prov, False,
+                                  self._prompt_records(masks, "axial")):
             return
         info = self.ctrl.session.last_commit_info
         self._object_plane[oid] = "axial"
-        self._record_prompts(oid, masks, "axial")  # saved with what they produced (not on every click)
         self._tell_kept(info)
         self._clear_preview()
         for z in masks:
             self.prompts.clear(z)
 
-    def _record_prompts(self, oid: int, slices, plane: str) -> None:
-        """Save the prompts of committed ``slices`` (of ``plane``) in the session."""
+    def _prompt_records(self, slices, plane: str) -> dict[int, dict]:
+        """The prompt records (points, labels, box) on ``slices`` of ``plane``, for the session."""
+        out = {}
         for i in slices:
             rec = self.prompts.as_record(i, plane) if self.prompts is not None else None
             if rec and (rec["points"] or rec["box"]):
-                self._session_call("record_prompt", oid, i, rec["points"], rec["labels"], rec["box"], plane)
+                out[int(i)] = rec
+        return out
 
     def _tell_kept(self, info: dict) -> None:
         """Say which voxels a commit left as they were (other objects', the user's plane decisions)."""
@@ -638,18 +641,18 @@ class SegmentWidget(TextPromptMixin, ObjectsMixin, PropagationMixin, QWidget):
 
     def _accept_plane(self) -> None:
         """Commit previews made in a coronal or sagittal plane with the session's ``commit_plane``:
-        the plane slices are "prompted" (with their prompts recorded in that plane, once the commit
-        succeeded) and are the object's seeds for a propagation along that plane's axis; the axial
+        the plane slices are "prompted" (with their prompts recorded in that plane, in the same undo
+        step) and are the object's seeds for a propagation along that plane's axis; the axial
         slices the user decided are left as they are, the other axial slices that change become
         "needs review"."""
         plane, oid, masks = self._pending_plane, self.ctrl.current_object, dict(self._pending)
         session = self.ctrl.session
         prov = self._provenance(plane=plane, plane_slices=sorted(int(z) for z in masks))
-        if not self._session_call("commit_plane", oid, plane, masks, "prompted", prov):
+        if not self._session_call("commit_plane", oid, plane, masks, "prompted", prov,
+                                  self._prompt_records(masks, plane)):  # in the plane's (row, col)
             return
         info = session.last_commit_info
         self._object_plane[oid] = plane
-        self._record_prompts(oid, masks, plane)  # in the plane's (row, col)
         self._tell_kept(info)
         self._clear_preview()
         for z in masks:
