@@ -117,6 +117,35 @@ class AnnotationController:
         n = layer.data.shape[0]
         return int(min(max(round(z), 0), n - 1))
 
+    def view_plane(self) -> str:
+        """The plane the viewer shows of the image: "axial", "coronal", "sagittal", or "3d" (a 2D
+        image, or nothing bound: "axial")."""
+        from napari_medprompt.segment.planes import VIEW_3D, view_plane
+
+        viewer, layer = self.viewer, self.image_layer
+        if viewer is None or layer is None or layer.ndim != 3:
+            return "axial"
+        dims = viewer.dims
+        offset = dims.ndim - layer.ndim
+        sliced = [d - offset for d in dims.not_displayed if d >= offset]
+        linear = np.asarray(layer.affine.affine_matrix)[:-1, :-1] @ np.diag(layer.scale)
+        try:
+            return view_plane(dims.ndisplay, sliced, linear)
+        except ValueError:
+            return VIEW_3D
+
+    def view_index(self, plane: str) -> int:
+        """Index of the slice of ``plane`` the viewer is on (0 for a 2D image or nothing bound)."""
+        from napari_medprompt.segment.planes import plane_axis
+
+        viewer, layer = self.viewer, self.image_layer
+        if viewer is None or layer is None or layer.ndim != 3:
+            return 0
+        world = np.asarray(viewer.dims.point)[-layer.ndim:]
+        ax = plane_axis(plane)
+        v = float(layer.world_to_data(world)[ax])
+        return int(min(max(round(v), 0), layer.data.shape[ax] - 1))
+
     def jump_to_slice(self, z: int) -> None:
         """Show slice ``z`` of the image (no-op for a 2D image or when nothing is bound)."""
         viewer, layer = self.viewer, self.image_layer

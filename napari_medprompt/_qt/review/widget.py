@@ -24,7 +24,7 @@ from qtpy.QtWidgets import QAbstractItemView, QWidget
 
 from napari_medprompt._qt.controller import controller_for, real_viewer
 from napari_medprompt._qt.review.ui import CLASS_COLUMN, build_review_ui, class_item, slice_columns, table_item
-from napari_medprompt.segment.planes import VIEW_3D, plane_axis, sliced_data_axis, view_plane
+from napari_medprompt.segment.planes import VIEW_3D, plane_axis, sliced_data_axis
 from napari_medprompt.session import ObjectLockedError, SessionError, SessionSaveError
 from napari_medprompt.session.review import (
     REVIEW_PLANES,
@@ -339,26 +339,11 @@ class ReviewWidget(QWidget):
 
     def view_plane(self) -> str:
         """The plane the viewer shows of the image: "axial", "coronal", "sagittal", or "3d"."""
-        layer = self.ctrl.image_layer
-        if layer is None or layer.ndim != 3:
-            return "axial"
-        dims = self.viewer.dims
-        offset = dims.ndim - layer.ndim
-        sliced = [d - offset for d in dims.not_displayed if d >= offset]
-        try:
-            return view_plane(dims.ndisplay, sliced, self._linear(layer))
-        except ValueError:
-            return VIEW_3D
+        return self.ctrl.view_plane()
 
     def view_index(self, plane: str) -> int:
-        """Index of the slice of ``plane`` the viewer is on."""
-        layer = self.ctrl.image_layer
-        if layer is None or layer.ndim != 3:
-            return int(self.viewer.dims.current_step[0]) if plane == "axial" else 0
-        world = np.asarray(self.viewer.dims.point)[-layer.ndim:]
-        ax = plane_axis(plane)
-        v = float(layer.world_to_data(world)[ax])
-        return int(min(max(round(v), 0), layer.data.shape[ax] - 1))
+        """Index of the slice of ``plane`` the viewer is on (0 for a 2D image)."""
+        return self.ctrl.view_index(plane)
 
     @staticmethod
     def _linear(layer) -> np.ndarray:

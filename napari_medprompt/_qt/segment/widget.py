@@ -62,7 +62,6 @@ from napari_medprompt.segment.planes import (
     plane_shape,
     plane_spacing,
     plane_view,
-    view_plane,
 )
 from napari_medprompt.segment.prompts import check_label_volume, label_object_mask, mask_prompt
 from napari_medprompt.segment.validate import check_prompt
@@ -384,27 +383,11 @@ class SegmentWidget(TextPromptMixin, ObjectsMixin, PropagationMixin, QWidget):
     # -------------------------------------------------------------------------------- planes
     def view_plane(self) -> str:
         """The plane the viewer shows of the image: "axial", "coronal", "sagittal", or "3d"."""
-        layer = self.ctrl.image_layer
-        if layer is None or layer.ndim != 3:
-            return "axial"
-        dims = self.viewer.dims
-        offset = dims.ndim - layer.ndim
-        sliced = [d - offset for d in dims.not_displayed if d >= offset]
-        linear = np.asarray(layer.affine.affine_matrix)[:-1, :-1] @ np.diag(layer.scale)
-        try:
-            return view_plane(dims.ndisplay, sliced, linear)
-        except ValueError:
-            return VIEW_3D
+        return self.ctrl.view_plane()
 
     def view_index(self, plane: str) -> int:
         """Index of the slice of ``plane`` the viewer is on (0 for a 2D image)."""
-        layer = self.ctrl.image_layer
-        if layer is None or layer.ndim != 3:
-            return 0
-        world = np.asarray(self.viewer.dims.point)[-layer.ndim:]
-        ax = plane_axis(plane)
-        v = float(layer.world_to_data(world)[ax])
-        return int(min(max(round(v), 0), layer.data.shape[ax] - 1))
+        return self.ctrl.view_index(plane)
 
     def _on_view_changed(self, *_):
         """The view changed (rolled dims, 2D/3D): new prompts go to the plane now shown."""
