@@ -149,7 +149,7 @@ def build_review_ui(w) -> None:
     w.provenance = QTextBrowser()
     w.provenance.setOpenLinks(False)
     pl.addWidget(w.provenance)
-    lay.addWidget(pbox, 2)
+    lay.addWidget(pbox, 1)
     w.status = QLabel()
     w.status.setWordWrap(True)
     lay.addWidget(w.status)
