@@ -14,15 +14,16 @@ dims), the segmenter is bound to that plane's view of the volume
 (:func:`napari_medprompt.segment.planes.plane_view`) and "Propagate" runs along the axis of the
 plane the object was last prompted in. The session stores axial slices: an accepted coronal or
 sagittal mask is written into the axial slices it crosses and recorded as a decision of that plane
-(:meth:`~napari_medprompt.session.session.AnnotationSession.commit_plane`: the plane slice is
-"prompted", the crossed axial slices the user decided keep their status, rejected ones are left
-empty, the others become "needs review"); later propagations never change its voxels. In the 3D
-view prompts are refused with a message.
+(:mod:`napari_medprompt.session.plane_decisions`: the plane slice is "prompted", the axial slices
+the user decided are left as they are, the other changed ones become "needs review"; see
+:mod:`._qt.segment.commits`); later propagations never change its voxels. In the 3D view prompts
+are refused with a message.
 
 Model input: the "Modality" chooser sets the image's modality (presets, model window and the
 classic backend's rules follow it); "Model window" chooses what the model sees: the checkpoint's own
 convention when it declares one, else the display preset (default), always the display preset, a
-fixed preset, or a named convention. Both are recorded in the provenance of every commit.
+fixed preset, or a named convention (:mod:`._qt.segment.model_input`). Both are recorded in the
+provenance of every commit.
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ from napari_medprompt._qt.segment import ui as segment_ui
 from napari_medprompt._qt.segment.backend_panel import BackendPanel
 from napari_medprompt._qt.controller import controller_for, real_viewer
 from napari_medprompt._qt.jobs import BackgroundSaver, Prefetcher, PropagationRun
+from napari_medprompt._qt.segment.commits import CommitsMixin
+from napari_medprompt._qt.segment.model_input import ModelInputMixin
 from napari_medprompt._qt.segment.objects_panel import ObjectsPanel
 from napari_medprompt._qt.segment.objects import ObjectsMixin
 from napari_medprompt._qt.segment.propagation import PropagationMixin
@@ -54,7 +57,7 @@ from napari_medprompt._qt.session_binding import (
 )
 from napari_medprompt._qt.shortcuts import bind_shortcuts, shortcut_for
 from napari_medprompt._qt.workers import LatestOnlyRunner, start_worker
-from napari_medprompt.imaging.window import contrast_limits, default_preset, preset_names
+from napari_medprompt.imaging.window import default_preset, preset_names
 from napari_medprompt.segment.base import PromptError
 from napari_medprompt.segment.planes import (
     VIEW_3D,
@@ -100,7 +103,7 @@ def disk_cache_on(seg) -> bool:
 INLINE_PREDICT_S = 0.025
 
 
-class SegmentWidget(TextPromptMixin, ObjectsMixin, PropagationMixin, QWidget):
+class SegmentWidget(CommitsMixin, ModelInputMixin, TextPromptMixin, ObjectsMixin, PropagationMixin, QWidget):
     """Dock widget over one viewer; see the module docstring."""
 
     preview_updated = Signal(int)  # slice index of a preview shown
@@ -556,152 +559,6 @@ class SegmentWidget(TextPromptMixin, ObjectsMixin, PropagationMixin, QWidget):
             self.preview_layer.data[...] = 0
             self.preview_layer.refresh()
 
-    # -------------------------------------------------------------------------------- commits
-    def _provenance(self, **extra) -> dict:
-        seg = self.ctrl.segmenter
-        prov = {
-            "backend": getattr(seg, "name", None),
-            "model": getattr(seg, "model_name", getattr(seg, "name", None)),
-            "version": getattr(seg, "version", None),
-            "device": str(getattr(seg, "device", "cpu")),
-            "random_weights": bool(getattr(seg, "random_weights", False)),
-        }
-        info = getattr(seg, "provenance_info", None)
-        if callable(info):
-            prov.update(info())  # checkpoint, model window
-        adapter = getattr(seg, "adapter_info", None)
-        if adapter is not None or hasattr(seg, "use_adapter"):  # the SAM2 adapter in use (None: base model)
-            prov["adapter"] = None if adapter is None else {
-                k: adapter.get(k) for k in ("method", "store_version", "sha256", "source")}
-        prov["modality"] = getattr(self.volume, "modality", None)
-        prov["model_window_choice"] = segment_ui.model_window_value(self._model_window_choice)
-        prov["display_preset"] = self.ui.window.currentText() or None
-        prov["plane"] = "axial"  # the plane prompted / propagated in (the axial slices are stored)
-        prov["plane_slices"] = None  # a coronal / sagittal accept: the slices of that plane
-        prov.update(extra)
-        return prov
-
-    def accept(self) -> None:
-        """Commit the current object's previews into the session and the segmentation layer."""
-        if not self._ready(need_segmenter=False):
-            return
-        if not self._pending:
-            self._warn("Nothing to accept: click on the structure (or draw a box) to get a preview first.")
-            return
-        if self._pending_plane != "axial":
-            self._accept_plane()
-            return
-        oid, masks = self.ctrl.current_object, dict(self._pending)
-        prov = dict(self._pending_extra) if self._pending_extra else self._provenance()
-        # the prompts are saved with what they produced (not on every click), in the same undo step
-        if not self._session_call("commit_slices", oid, masks, "prompted", prov, False,
-                                  self._prompt_records(masks, "axial")):
-            return
-        info = self.ctrl.session.last_commit_info
-        self._object_plane[oid] = "axial"
-        self._tell_kept(info)
-        self._clear_preview()
-        for z in masks:
-            self.prompts.clear(z)
-
-    def _prompt_records(self, slices, plane: str) -> dict[int, dict]:
-        """The prompt records (points, labels, box) on ``slices`` of ``plane``, for the session."""
-        out = {}
-        for i in slices:
-            rec = self.prompts.as_record(i, plane) if self.prompts is not None else None
-            if rec and (rec["points"] or rec["box"]):
-                out[int(i)] = rec
-        return out
-
-    def _tell_kept(self, info: dict) -> None:
-        """Say which voxels a commit left as they were (other objects', the user's plane decisions)."""
-        blocked, plane_kept = info.get("blocked_voxels", 0), info.get("plane_kept_voxels", 0)
-        if blocked:
-            self._notify("info", f"{blocked} voxels belonging to other objects were left to them.")
-        if plane_kept:
-            self._notify("info", f"{plane_kept} voxels on coronal / sagittal slices you decided were left as "
-                                 "you decided them (paint or erase there to change them).")
-
-    def _accept_plane(self) -> None:
-        """Commit previews made in a coronal or sagittal plane with the session's ``commit_plane``:
-        the plane slices are "prompted" (with their prompts recorded in that plane, in the same undo
-        step) and are the object's seeds for a propagation along that plane's axis; the axial
-        slices the user decided are left as they are, the other axial slices that change become
-        "needs review"."""
-        plane, oid, masks = self._pending_plane, self.ctrl.current_object, dict(self._pending)
-        session = self.ctrl.session
-        prov = self._provenance(plane=plane, plane_slices=sorted(int(z) for z in masks))
-        if not self._session_call("commit_plane", oid, plane, masks, "prompted", prov,
-                                  self._prompt_records(masks, plane)):  # in the plane's (row, col)
-            return
-        info = session.last_commit_info
-        self._object_plane[oid] = plane
-        self._tell_kept(info)
-        self._clear_preview()
-        for z in masks:
-            self.prompts.clear((plane, z))
-        self.ui.status.setText(plane_accept_text(plane, len(masks), info)
-                               + f" {shortcut_for('propagate')} propagates along the {plane} axis.")
-
-    # ------------------------------------------------------------------ modality, model window
-    def set_modality(self, modality: str) -> None:
-        """Change the image's modality: presets, the display window, the model window choices and the
-        segmenter (rebound with the new modality) follow it."""
-        layer, vol = self.ctrl.image_layer, self.volume
-        if layer is None or vol is None or not modality:
-            return
-        modality = modality.upper()
-        if modality == vol.modality:
-            return
-        old = vol.modality
-        vol.modality = modality
-        md = layer.metadata.setdefault("medprompt", {})
-        md["modality"] = modality
-        md["modality_inferred"] = False
-        preset = default_preset(modality)
-        segment_ui.fill_windows(self.ui.window, preset_names(modality), preset)
-        if segment_ui.model_window_value(self._model_window_choice) not in (
-                None, "display", *segment_ui.model_window_options(modality).values()):
-            self._model_window_choice = segment_ui.AUTO_LABEL
-        segment_ui.fill_model_windows(self.ui.model_window, modality, self._model_window_choice)
-        if self.ui.modality.currentText() != modality:
-            segment_ui.fill_modality(self.ui.modality, modality)
-        self.set_window(preset)
-        self._notify("info", f"Modality of '{layer.name}' set to {modality} (was {old}): window presets "
-                             "and the model window follow it.")
-        if self.ctrl.segmenter is not None:
-            self._bind_segmenter(self.ctrl.segmenter)
-
-    def set_model_window(self, label: str) -> None:
-        """Choose what the model sees (a label of the "Model window" chooser)."""
-        if not label:
-            return
-        modality = getattr(self.volume, "modality", "OT")
-        if label not in segment_ui.model_window_options(modality):
-            self._warn(f"Model window '{label}' is not available for {modality} images (fixed CT windows "
-                       "need Hounsfield units): choose one of the listed ones. Nothing was changed.")
-            return
-        previous, self._model_window_choice = self._model_window_choice, label
-        if not self._apply_model_window():
-            self._model_window_choice = previous
-            segment_ui.fill_model_windows(self.ui.model_window, getattr(self.volume, "modality", "OT"), previous)
-
-    def _apply_model_window(self, quiet: bool = False) -> bool:
-        seg = self.ctrl.segmenter
-        choice = segment_ui.model_window_value(self._model_window_choice)
-        if seg is None or not hasattr(seg, "set_model_window"):
-            return True
-        try:
-            win = seg.set_model_window(choice, display_preset=self.ui.window.currentText() or None)
-        except (PromptError, ValueError) as err:
-            self._warn(f"Model window unchanged: {err}")
-            return False
-        if not quiet:
-            what = "the image's own values (the classic backend ignores windows)" if win is None else \
-                f"{win[0]:.0f} .. {win[1]:.0f}"
-            self._notify("info", f"Model window: {self._model_window_choice} -> {what}.")
-        return True
-
     # ---------------------------------------------------------------------- label as a prompt
     def prompt_from_label(self, label_layer) -> None:
         """Use an object of ``label_layer`` on the slice shown (its selected label when present there,
@@ -737,24 +594,6 @@ class SegmentWidget(TextPromptMixin, ObjectsMixin, PropagationMixin, QWidget):
             self._session_call("redo")
 
     # ------------------------------------------------------------------------------- display
-    def set_window(self, preset: str) -> None:
-        """Apply a window/level preset: changes the image layer's contrast limits only."""
-        layer = self.ctrl.image_layer
-        if layer is None or self.volume is None or not preset:
-            return
-        lo, hi = contrast_limits(np.asarray(layer.data), self.volume.modality, preset)
-        rlo, rhi = layer.contrast_limits_range
-        layer.contrast_limits_range = (min(rlo, lo), max(rhi, hi))
-        layer.contrast_limits = (lo, hi)
-        if self.ui.window.currentText() != preset:
-            self.ui.window.setCurrentText(preset)
-        seg = self.ctrl.segmenter
-        if seg is not None and hasattr(seg, "set_model_window"):
-            try:  # the model sees what the clinician sees (unless a model window was chosen)
-                seg.set_model_window(display_preset=preset)
-            except (PromptError, ValueError) as err:
-                self._warn(f"Model window unchanged: {err}")
-
     def save_segmentation(self, path: str | Path | None = None):
         """Write the label map as NIfTI + JSON sidecar (in a worker); returns the worker."""
         if not self._ready(need_segmenter=False):
@@ -808,23 +647,3 @@ class SegmentWidget(TextPromptMixin, ObjectsMixin, PropagationMixin, QWidget):
         if self._unsubscribe:
             self._unsubscribe()
         super().closeEvent(event)
-
-
-def _n(count: int, one: str, many: str | None = None) -> str:
-    return f"{count} {one if count == 1 else (many or one + 's')}"
-
-
-def plane_accept_text(plane: str, n_plane: int, info: dict) -> str:
-    """What an accept in a coronal / sagittal plane did, from ``commit_plane``'s ``last_commit_info``:
-    e.g. "Accepted 1 coronal slice: 80 axial slices now hold part of it and need review; 2 axial
-    slices you had decided were left as they are."."""
-    parts = []
-    needs, kept = (len(info.get(k) or ()) for k in ("needs_review", "kept_axial"))
-    if needs:
-        parts.append(f"{_n(needs, 'axial slice')} now hold{'s' if needs == 1 else ''} part of it and "
-                     f"need{'s' if needs == 1 else ''} review")
-    if kept:
-        parts.append(f"{_n(kept, 'axial slice')} you had decided {'was' if kept == 1 else 'were'} left as "
-                     f"{'it is' if kept == 1 else 'they are'}")
-    head = f"Accepted {_n(n_plane, f'{plane} slice')}"
-    return f"{head}: {'; '.join(parts)}." if parts else f"{head}."
