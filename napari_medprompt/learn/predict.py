@@ -28,7 +28,7 @@ translate and affine (:func:`napari_medprompt.train.explain.heatmap_layer_data`)
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -36,20 +36,33 @@ from napari_medprompt.learn.errors import LearnError
 
 RANDOM_LABEL = "RANDOM weights: not meaningful"
 SCALES = ("slice", "volume")
-SCALE_SUFFIX = {"slice": "(scaled per slice)", "volume": "(scaled over the volume)"}
 
 
-def _check_scale(scale: str) -> str:
+def _check_scale(scale: str) -> None:
     if scale not in SCALES:
         raise LearnError(f"heat map scale {scale!r}: choose 'slice' (each slice to [0, 1]) or 'volume' "
                          "(one range over all computed slices)")
-    return scale
+
+
+def scale_suffix(scale: str, n_slices: int, partial: bool = False) -> str:
+    """The heat-map layer name's ending that says how it is scaled, e.g. "(scaled over 40 slices)"."""
+    if scale == "slice" or n_slices <= 1:
+        return "(scaled per slice)"
+    return f"(scaled over {n_slices} slices{', partial' if partial else ''})"
+
+
+def volume_range(raw: np.ndarray, slices) -> tuple[float, float]:
+    """(min, max) of the raw maps over ``slices`` (one slice at a time: no copy of the volume)."""
+    zs = [int(z) for z in slices]
+    return min(float(raw[z].min()) for z in zs), max(float(raw[z].max()) for z in zs)
 
 
 def scale_maps(raw: np.ndarray, slices, scale: str = "slice") -> np.ndarray:
     """(Z, Y, X) float32 of the raw maps ``raw`` scaled to [0, 1] on ``slices`` (zero elsewhere):
     ``"slice"`` each slice by its own minimum and maximum, ``"volume"`` every slice by the minimum and
-    maximum over all ``slices`` (so a slice with weaker evidence stays dimmer). A constant map is 0."""
+    maximum over all ``slices`` (so a slice whose map is weaker stays dimmer; the maps explain each
+    slice's own predicted class unless a target was given). A constant map is 0. Works slice by
+    slice: the only volume allocated is the result."""
     _check_scale(scale)
     out = np.zeros(raw.shape, np.float32)
     zs = [int(z) for z in slices]
@@ -59,10 +72,11 @@ def scale_maps(raw: np.ndarray, slices, scale: str = "slice") -> np.ndarray:
         for z in zs:
             out[z] = _unit(raw[z])
         return out
-    sub = raw[zs]
-    lo, hi = float(sub.min()), float(sub.max())
+    lo, hi = volume_range(raw, zs)
     if hi - lo > 1e-12:
-        out[zs] = ((sub - lo) / (hi - lo)).astype(np.float32)
+        for z in zs:
+            np.subtract(raw[z], lo, out=out[z])
+            out[z] *= 1.0 / (hi - lo)
     return out
 
 
@@ -132,18 +146,20 @@ class HeatmapVolume:
             return self
         if self.raw is None:
             raise LearnError("this heat map kept no raw maps: compute it again to change its scale")
-        from dataclasses import replace
-
         return replace(self, data=scale_maps(self.raw, self.done, scale), scale=scale)
 
+    @property
+    def name_suffix(self) -> str:
+        """How the layer is scaled, for its name: per slice, or over the N slices computed."""
+        return scale_suffix(self.scale, len(self.done), self.cancelled)
+
     def scale_metadata(self) -> dict:
-        """``scale``, the raw maxima per slice and, over the volume, the range used and the slices it
-        covers (a cancelled run's range is over what was computed: ``partial``)."""
+        """``scale``, the raw maximum per slice and, over several slices, the range used (over the
+        computed slices, ``md["slices"]``; a cancelled run's over what it computed)."""
         md: dict = {"scale": self.scale, "slice_maxima": self.slice_maxima}
         if self.scale == "volume" and self.raw is not None and self.done:
-            sub = self.raw[list(self.done)]
-            md.update({"volume_min": float(sub.min()), "volume_max": float(sub.max()),
-                       "scaled_over_slices": list(self.done), "partial": bool(self.cancelled)})
+            lo, hi = volume_range(self.raw, self.done)
+            md.update({"volume_min": lo, "volume_max": hi})
         return md
 
     def layer_data(self, image_shape=None, *, scale=None, translate=None, affine=None, plane: str = "axial",
@@ -158,8 +174,8 @@ class HeatmapVolume:
             raise LearnError(f"the heat map {self.data.shape} was computed for another image than {shape}")
         z0 = self.done[0] if self.done else 0
         title = name or f"heat map ({self.version or 'model'})" + (" (RANDOM weights)" if self.random_weights else "")
-        if not title.endswith(SCALE_SUFFIX[self.scale]):
-            title = f"{title} {SCALE_SUFFIX[self.scale]}"
+        if not title.endswith(self.name_suffix):
+            title = f"{title} {self.name_suffix}"
         _, kwargs, kind = heatmap_layer_data(self.data[z0], shape, scale=scale, translate=translate, affine=affine,
                                              plane=plane, slice_index=z0, name=title)
         md = kwargs["metadata"].setdefault("medprompt_explanation", {})

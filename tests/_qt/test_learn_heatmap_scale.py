@@ -59,14 +59,17 @@ def test_heat_map_scale_chooser_rescales_the_shown_layer_without_predicting(make
 
     layer.colormap = "viridis"  # the user's own display choices
     layer.opacity = 0.8
+    layer.contrast_limits = (0.1, 0.9)
     learn.heat_scale.setCurrentIndex(learn.heat_scale.findData("volume"))
     assert learn.heat_layer is layer and runs == [1], "re-scaled from the raw maps, no new prediction"
     md = layer.metadata["medprompt_explanation"]
-    assert layer.name.endswith("(scaled over the volume)") and md["scale"] == "volume"
-    assert md["scaled_over_slices"] == list(range(vol.shape[0])) and md["partial"] is False
+    assert layer.name.endswith(f"(scaled over {vol.shape[0]} slices)") and md["scale"] == "volume"
+    assert md["slices"] == list(range(vol.shape[0])) and md["volume_max"] == max(md["slice_maxima"].values())
     np.testing.assert_allclose(layer.data, heat.rescaled("volume").data)
     assert float(np.asarray(layer.data)[weakest].max()) < 1.0, "the weakest slice is dimmer over the volume"
     assert layer.colormap.name == "viridis" and layer.opacity == pytest.approx(0.8)
+    assert tuple(layer.contrast_limits) == pytest.approx((0.1, 0.9))
+    assert learn.prediction["heat"].scale == "volume"  # the per-slice copy is not kept beside it
     learn.tabs.setCurrentIndex(3)
     if SHOTS:
         os.makedirs(SHOTS, exist_ok=True)
@@ -75,4 +78,5 @@ def test_heat_map_scale_chooser_rescales_the_shown_layer_without_predicting(make
     learn.heat_scale.setCurrentIndex(learn.heat_scale.findData("slice"))
     assert layer.name.endswith("(scaled per slice)") and layer.metadata["medprompt_explanation"]["scale"] == "slice"
     np.testing.assert_allclose(layer.data, heat.data)
+    assert "volume_max" not in layer.metadata["medprompt_explanation"]
     assert runs == [1] and layer.colormap.name == "viridis"

@@ -146,7 +146,10 @@ def test_heat_map_scale_per_slice_or_over_the_volume_on_known_raw_maps():
     assert volume[0, 5, 5] == pytest.approx(0.25), "equal raw evidence is equally bright across slices"
     shifted = scale_maps(raw + 2.0, [0, 2], "volume")  # a non-zero minimum is taken over the volume too
     assert shifted[2].max() == pytest.approx(0.25) and shifted[[0, 2]].min() == 0.0
-    assert not scale_maps(raw, [0, 2], "volume")[1].any(), "slices not computed stay 0"
+    other = raw.copy()
+    other[1] = 9.0  # a slice not computed: stays 0 and does not widen the range
+    v = scale_maps(other, [0, 2], "volume")
+    assert not v[1].any() and v[2].max() == pytest.approx(0.25)
     with pytest.raises(LearnError, match="scale"):
         scale_maps(raw, [0], "global")
     hm = HeatmapVolume(per_slice, np.zeros((2, 2)), [0, 2], ["a", "b"], [0, 0], "Grad-CAM", "v1", False,
@@ -155,8 +158,8 @@ def test_heat_map_scale_per_slice_or_over_the_volume_on_known_raw_maps():
     assert v.scale == "volume" and v.data[2].max() == pytest.approx(0.25) and hm.data[2].max() == 1.0
     _, kw, _ = v.layer_data(raw.shape)
     md = kw["metadata"]["medprompt_explanation"]
-    assert kw["name"].endswith("(scaled over the volume)") and md["scale"] == "volume"
-    assert md["volume_max"] == 4.0 and md["scaled_over_slices"] == [0, 2] and md["partial"] is False
+    assert kw["name"].endswith("(scaled over 2 slices)") and md["scale"] == "volume"
+    assert md["volume_max"] == 4.0 and md["slices"] == [0, 2]
     _, kw, _ = hm.layer_data(raw.shape)
     md = kw["metadata"]["medprompt_explanation"]
     assert kw["name"].endswith("(scaled per slice)") and md["scale"] == "slice"
@@ -183,7 +186,9 @@ def test_heat_map_keeps_raw_maps_and_rescales_over_the_volume_without_the_model(
     stop = threading.Event()
     part = p.heatmap_volume(vol, batch_size=4, progress=lambda d, n: stop.set(), cancel=stop, scale="volume")
     md = part.layer_data(vol.shape)[1]["metadata"]["medprompt_explanation"]
-    assert md["partial"] is True and md["scaled_over_slices"] == [0, 1, 2, 3] and part.data[:4].max() == 1.0
+    name = part.layer_data(vol.shape)[1]["name"]
+    assert name.endswith("(scaled over 4 slices, partial)") and md["slices"] == [0, 1, 2, 3]
+    assert part.data[:4].max() == 1.0
 
 
 def _run_in_thread(run, cancel_on):

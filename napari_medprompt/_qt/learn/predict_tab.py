@@ -6,9 +6,10 @@ range, the whole volume or every object, a per-slice plot, and the heat map as a
 in a :class:`~napari_medprompt._qt.learn.jobs.PredictionJob` on a copy of the labels. The heat map is
 shown over the image (heat colormap, additive blending, the image layer's scale, translate and affine,
 so a volume shown radiologically is overlaid voxel for voxel), just above the image layer, scaled as the
-"Heat map scale" chooser says (per slice, or over the volume so slices compare; the layer's name and
-``metadata["medprompt_explanation"]["scale"]`` say which); changing the chooser re-scales the layer shown
-from the raw maps the prediction kept, without running the model. When the
+"Heat map scale" chooser says (per slice, or over the predicted slices so they compare; the layer's name
+and ``metadata["medprompt_explanation"]["scale"]`` say which); changing the chooser re-scales the layer
+shown from the raw maps the prediction kept, without running the model, changing only its data, name
+and metadata. When the
 active model changes, the prediction shown is computed again with it (or cleared).
 """
 
@@ -90,6 +91,7 @@ class PredictTabMixin:
         object_ids = sorted(session.objects) if session is not None else []
         current = int(self.ctrl.current_object or 0)
         sp = spacing[1:]
+        heat_scale = self._heat_scale()  # computed at the scale chosen now: no second pass on the GUI thread
 
         def job(progress, cancel):
             pred = self._predictor(vid, modality)
@@ -106,7 +108,7 @@ class PredictTabMixin:
             vol = data if volume else data[None]
             if heatmap:
                 heat = pred.heatmap_volume(vol, slices, masks=masks, spacing=sp, progress=progress, cancel=cancel,
-                                           object_id=oid)
+                                           object_id=oid, scale=heat_scale)
                 return {"mode": mode, "heat": heat, "version": vid, "random_weights": pred.random_weights}
             probs = pred.predict_volume(vol, slices, masks=masks, spacing=sp, progress=progress, cancel=cancel,
                                         object_id=oid)
@@ -180,24 +182,35 @@ class PredictTabMixin:
         return self.heat_scale.currentData() or "slice"
 
     def _rescale_heatmap(self) -> None:
-        """Show the heat map of the last prediction at the chooser's scale (from its raw maps, no model
-        run), keeping the layer's colormap, opacity and other display settings."""
-        heat = (self.prediction or {}).get("heat")
-        img = self._image()
-        if heat is None or img is None or self.heat_layer is None or self.heat_layer not in self.viewer.layers:
+        """Show the heat map of the last prediction at the chooser's scale, from its raw maps (no model
+        run): only the layer's data, name and scale metadata change; its colormap, opacity, contrast
+        limits, visibility and place in the layer list stay as the user left them."""
+        heat, old = (self.prediction or {}).get("heat"), self.heat_layer
+        if heat is None or old is None or old not in self.viewer.layers:
             return
-        self._show_heatmap(heat, img[0], keep_display=True)
+        heat = self.prediction["heat"] = heat.rescaled(self._heat_scale())  # the old scaling is freed
+        arr = heat.data if np.ndim(old.data) == heat.data.ndim else heat.data[0]
+        if arr.shape != tuple(old.data.shape):
+            return
+        md = dict(old.metadata)
+        exp = {k: v for k, v in md.get("medprompt_explanation", {}).items() if k not in ("volume_min", "volume_max")}
+        md["medprompt_explanation"] = {**exp, **heat.scale_metadata()}
+        old.data, old.metadata, old.name = arr, md, self._heat_name(heat)
 
-    def _show_heatmap(self, heat, layer, keep_display: bool = False) -> None:
-        from napari_medprompt.learn.predict import SCALE_SUFFIX
+    @staticmethod
+    def _heat_name(heat) -> str:
+        return (f"{HEATMAP_LAYER} ({heat.version})" + (" — RANDOM weights" if heat.random_weights else "")
+                + f" {heat.name_suffix}")
 
-        heat = heat.rescaled(self._heat_scale())
+    def _show_heatmap(self, heat, layer) -> None:
+        heat = heat.rescaled(self._heat_scale())  # the chooser changed while it was computed
+        if self.prediction is not None and "heat" in self.prediction:
+            self.prediction["heat"] = heat
         data = heat.data
         twod = layer.ndim == 2 or (getattr(layer, "rgb", False) and layer.ndim == 3)
         kw_common = dict(scale=tuple(layer.scale), translate=tuple(layer.translate),
                          affine=np.asarray(layer.affine.affine_matrix))
-        name = (f"{HEATMAP_LAYER} ({heat.version})" + (" — RANDOM weights" if heat.random_weights else "")
-                + f" {SCALE_SUFFIX[heat.scale]}")
+        name = self._heat_name(heat)
         if twod:
             from napari_medprompt.train.explain import heatmap_layer_data
 
@@ -217,9 +230,8 @@ class PredictTabMixin:
             for k in ("scale", "translate", "affine", "metadata", "contrast_limits"):
                 setattr(old, k, kwargs[k])
             old.name = name
-            if not keep_display:  # a re-scale keeps the opacity and visibility the user set
-                old.opacity = kwargs["opacity"]
-                old.visible = True
+            old.opacity = kwargs["opacity"]
+            old.visible = True
             self.heat_layer = old
         else:
             if old is not None and old in self.viewer.layers:

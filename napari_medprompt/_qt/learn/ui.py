@@ -209,9 +209,9 @@ def _predict_tab(w) -> QWidget:
     w.heat_scale.setToolTip(
         "per slice: each slice's map runs from 0 to 1, so every slice's strongest evidence is equally bright; "
         "brightness compares places within a slice, not slices.\n"
-        "over the volume: one range over all predicted slices, so a slice where the model's evidence is "
-        "weaker is dimmer; brightness compares slices.\nChanging it re-scales the heat map shown (no new "
-        "prediction).")
+        "over the volume: one range over all predicted slices, so a slice whose map is weaker is dimmer; "
+        "brightness compares slices (each slice's map explains the class predicted on it).\nChanging it "
+        "re-scales the heat map shown (no new prediction); the layer's name says which scale it has.")
     row.addWidget(w.heat_scale, 1)
     lay.addLayout(row)
     w.prediction_label = wrapped()
