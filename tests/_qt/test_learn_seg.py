@@ -48,14 +48,19 @@ def _train(qtbot, tab, timeout=240000):
     return blocker.args[0]
 
 
-def test_train_compare_and_activate_a_sam2_decoder(make_napari_viewer, qtbot, tmp_path, monkeypatch):
+def _organ_session(make_napari_viewer, monkeypatch, tmp_path):
+    """The synthetic CT in the Segment dock, with "liver" and "left kidney" accepted on every slice."""
     vol, organs = organ_volume(0)
     viewer, seg = make_widget(make_napari_viewer, monkeypatch, tmp_path,
                               add_image=lambda v: v.add_image(vol, name="synthetic CT", scale=(2.0, 0.8, 0.8)))
     session = seg.ctrl.session
     for name in ("liver", "left kidney"):
-        obj = session.new_object(name=name)
-        session.commit_slices(obj.id, organs[name], "accepted")
+        session.commit_slices(session.new_object(name=name).id, organs[name], "accepted")
+    return viewer, session
+
+
+def test_train_compare_and_activate_a_sam2_decoder(make_napari_viewer, qtbot, tmp_path, monkeypatch):
+    viewer, session = _organ_session(make_napari_viewer, monkeypatch, tmp_path)
     one = session.new_object(name="cyst")
     yy, xx = np.mgrid[:64, :64]
     session.commit_slices(one.id, {5: (yy - 8) ** 2 + (xx - 54) ** 2 <= 9}, "accepted")
@@ -132,13 +137,7 @@ def test_edits_while_training_do_not_change_the_run(make_napari_viewer, qtbot, t
     """The run is built (its split shown) and its slices copied when Train is pressed: a clinician who
     rejects a slice and deletes an object while it trains neither breaks it nor changes what it learns
     from and measures on; the comparison table says RANDOM weights in its Dice headers."""
-    vol, organs = organ_volume(0)
-    viewer, seg = make_widget(make_napari_viewer, monkeypatch, tmp_path,
-                              add_image=lambda v: v.add_image(vol, name="synthetic CT", scale=(2.0, 0.8, 0.8)))
-    session = seg.ctrl.session
-    for name in ("liver", "left kidney"):
-        obj = session.new_object(name=name)
-        session.commit_slices(obj.id, organs[name], "accepted")
+    viewer, session = _organ_session(make_napari_viewer, monkeypatch, tmp_path)
     learn, tab = _open_tab(viewer)
     qtbot.waitUntil(lambda: tab.objects.count() == 2, timeout=5000)
     tab.method.setCurrentIndex(tab.method.findData("sam2-decoder"))
